@@ -1,0 +1,129 @@
+//! The command line: raw flags become validated settings, each subcommand runs, and its outcome
+//! becomes one of the project's exit codes.
+//!
+//! This is the only module with a catch-all error type ([`Failure`]): library modules keep typed
+//! errors, and each subcommand maps them to an [`Exit`] code and a one-line cause here. One file per
+//! subcommand; nothing here parses media or speaks a protocol.
+
+mod chunks;
+
+use argh::FromArgs;
+use std::process::ExitCode;
+
+/// every.channel node: deterministic broadcast chunking, encryption and MoQ serving.
+#[derive(FromArgs)]
+struct TopLevel {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Chunks(chunks::Args),
+}
+
+/// The project's exit codes, the same for every command (docs/USAGE.md has the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Anything not covered below.
+    Other = 1,
+    /// Usage error or unreadable configuration.
+    Usage = 2,
+    /// Cannot connect, the source or peer refused, or peer identity mismatch.
+    Connect = 3,
+    /// Verification failed.
+    Verify = 4,
+    /// The stream went idle or the peer left.
+    Idle = 5,
+}
+
+/// Why a command failed: an exit code and one line naming the cause.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code the process ends with.
+    pub exit: Exit,
+    /// One line naming the cause, printed on stderr.
+    pub cause: String,
+}
+
+impl Failure {
+    /// A failure with the given exit code and cause.
+    pub fn new(exit: Exit, cause: impl Into<String>) -> Self {
+        Failure { exit, cause: cause.into() }
+    }
+
+    /// A usage or configuration error (exit 2).
+    pub fn usage(cause: impl Into<String>) -> Self {
+        Failure::new(Exit::Usage, cause)
+    }
+
+    /// Anything else (exit 1).
+    pub fn other(cause: impl Into<String>) -> Self {
+        Failure::new(Exit::Other, cause)
+    }
+}
+
+/// Runs the process: parses `std::env::args`, runs the subcommand, returns its exit code.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args = split_equals_flags(std::env::args().collect());
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let top = match TopLevel::from_args(&["ec-node"], &strs[1.min(strs.len())..]) {
+        Ok(top) => top,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output.trim_end());
+                    ExitCode::from(Exit::Usage as u8)
+                }
+            };
+        }
+    };
+    let outcome = match top.command {
+        Command::Chunks(args) => chunks::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("ec-node: {}", failure.cause);
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}
+
+/// argh accepts only `--flag value`; users also write `--flag=value`, so split it first.
+fn split_equals_flags(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    for arg in args {
+        match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") && flag.len() > 2 => {
+                out.push(flag.to_string());
+                out.push(value.to_string());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_equals_flags;
+
+    #[test]
+    fn equals_flags_are_split_and_others_kept() {
+        let args = ["ec-node", "chunks", "--chunk-ms=1500", "--input", "a=b.ts", "-"];
+        let split = split_equals_flags(args.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            split,
+            ["ec-node", "chunks", "--chunk-ms", "1500", "--input", "a=b.ts", "-"]
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! `ec-node`, the every.channel node: it captures a live MPEG-TS broadcast, cuts it into
+//! deterministic chunks, encrypts them per stream and serves them over MoQ.
+//!
+//! The library is split by concern. Format and protocol logic (`ts`, `chunk`) are owners fed bytes
+//! and time that hand back events and chunks; they never open files or sockets, spawn threads or read
+//! the clock. I/O lives at the edges and the command line in `cli`.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod chunk;
+pub mod cli;
+pub mod clip;
+pub mod ts;
