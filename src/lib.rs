@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod capture;
 pub mod chunk;
 pub mod cli;
 pub mod clip;

@@ -1,13 +1,151 @@
-//! `ec-node chunks`.
-use super::Failure;
-use argh::FromArgs;
+//! `ec-node chunks`: cuts a transport stream into deterministic chunks and prints one line per
+//! chunk — the tool for checking that two nodes agree.
 
-/// Cut a transport stream into deterministic chunks and print one line per chunk.
+use super::Failure;
+use crate::capture::{self, Source};
+use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
+use crate::ts::clock::UnixMillis;
+use argh::FromArgs;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::time::SystemTime;
+
+/// Cut a transport stream into deterministic chunks and print one line per chunk: index, PTS,
+/// duration, size, flags and BLAKE3 of the chunk bytes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "chunks")]
-pub struct Args {}
+pub struct Args {
+    /// input: a file, or - for standard input (default: the built-in clip)
+    #[argh(option)]
+    input: Option<String>,
+    /// chunk duration D in milliseconds, the grid step (default 2000)
+    #[argh(option, default = "2000")]
+    chunk_ms: u32,
+    /// print one JSON object per line instead of text
+    #[argh(switch)]
+    json: bool,
+    /// reference wall clock in Unix seconds for resolving the PTS wrap when the stream carries no
+    /// ATSC STT or DVB TDT (default: the system clock)
+    #[argh(option)]
+    clock: Option<u64>,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> Result<(), Failure> {
-    Err(Failure::other("chunks: work in progress"))
+pub fn run(args: Args) -> Result<(), Failure> {
+    if !(100..=60_000).contains(&args.chunk_ms) {
+        return Err(Failure::usage(format!(
+            "--chunk-ms {} is outside 100..=60000",
+            args.chunk_ms
+        )));
+    }
+    let source = Source::from_arg(args.input.as_deref());
+    let now = || {
+        args.clock
+            .map_or_else(system_now, |s| UnixMillis(s.saturating_mul(1000)))
+    };
+    let mut chunker = Chunker::new(ChunkerConfig {
+        chunk_ms: args.chunk_ms,
+        ..ChunkerConfig::default()
+    });
+    let mut out = std::io::stdout().lock();
+    let mut write_error = None;
+    let mut print_ready = |chunker: &mut Chunker| -> ControlFlow<()> {
+        while let Some(chunk) = chunker.poll_chunk() {
+            let line = if args.json {
+                json_line(&chunk)
+            } else {
+                text_line(&chunk)
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    };
+    capture::read_all(&source, |bytes| {
+        chunker.push(bytes, now());
+        print_ready(&mut chunker)
+    })
+    .map_err(|e| Failure::usage(e.to_string()))?;
+    chunker.finish(now());
+    let _ = print_ready(&mut chunker);
+    if let Some(e) = write_error {
+        // A closed pipe (e.g. `| head`) is a normal way to stop reading.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(Failure::other(format!(
+                "cannot write to standard output: {e}"
+            )));
+        }
+    }
+    eprintln!("{}", summary(&source, chunker.stats()));
+    Ok(())
+}
+
+fn system_now() -> UnixMillis {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(since_epoch.as_millis() as u64)
+}
+
+fn flags_text(chunk: &Chunk) -> String {
+    let f = chunk.flags;
+    let letters: String = [
+        (f.discontinuity(), 'D'),
+        (f.damaged(), 'X'),
+        (f.no_random_access(), 'N'),
+    ]
+    .iter()
+    .filter_map(|&(on, c)| on.then_some(c))
+    .collect();
+    if letters.is_empty() {
+        "-".into()
+    } else {
+        letters
+    }
+}
+
+fn text_line(chunk: &Chunk) -> String {
+    format!(
+        "{} {} {}ms {} {} {}",
+        chunk.index,
+        chunk.pts.ticks(),
+        chunk.duration_ms(),
+        chunk.bytes.len(),
+        flags_text(chunk),
+        blake3::hash(&chunk.bytes).to_hex()
+    )
+}
+
+fn json_line(chunk: &Chunk) -> String {
+    format!(
+        "{{\"index\":{},\"pts\":{},\"duration_ms\":{},\"size\":{},\"discontinuity\":{},\"damaged\":{},\"no_random_access\":{},\"blake3\":\"{}\"}}",
+        chunk.index,
+        chunk.pts.ticks(),
+        chunk.duration_ms(),
+        chunk.bytes.len(),
+        chunk.flags.discontinuity(),
+        chunk.flags.damaged(),
+        chunk.flags.no_random_access(),
+        blake3::hash(&chunk.bytes).to_hex()
+    )
+}
+
+fn summary(source: &Source, s: &ChunkerStats) -> String {
+    format!(
+        "chunks: {} from {source} ({} packets, {} null stripped); dropped {} unfinished or cut short; \
+         damage: {} packets lost, {} with transport errors, {} malformed, {} bytes skipped; \
+         {} discontinuities, {} cuts without random access",
+        s.chunks,
+        s.packets,
+        s.null_packets,
+        s.dropped_chunks,
+        s.lost_packets,
+        s.error_packets,
+        s.malformed,
+        s.skipped_bytes,
+        s.discontinuities,
+        s.forced_cuts
+    )
 }

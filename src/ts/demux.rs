@@ -115,6 +115,12 @@ impl Demuxer {
         self.video
     }
 
+    /// The continuity counter of the last payload packet seen on `pid`.
+    pub fn last_counter(&self, pid: Pid) -> Option<u8> {
+        let CounterState(cc) = self.counters[pid.index()];
+        (cc != NO_COUNTER.0).then_some(cc)
+    }
+
     /// Forgets continuity state, e.g. after the capture lost data.
     pub fn reset_continuity(&mut self) {
         self.counters.fill(NO_COUNTER);
