@@ -11,7 +11,12 @@ use media::*;
 
 fn assert_increasing(chunks: &[Chunk]) {
     for pair in chunks.windows(2) {
-        assert!(pair[0].index < pair[1].index, "indices not increasing: {} then {}", pair[0].index, pair[1].index);
+        assert!(
+            pair[0].index < pair[1].index,
+            "indices not increasing: {} then {}",
+            pair[0].index,
+            pair[1].index
+        );
     }
 }
 
@@ -19,7 +24,11 @@ fn assert_increasing(chunks: &[Chunk]) {
 fn read_size_does_not_change_chunks() {
     let ts = media("h264.ts", H264_AAC);
     let reference = chunk_all(&ts);
-    assert!(reference.len() >= 7, "20 s at D=2 s should give at least 7 chunks, got {}", reference.len());
+    assert!(
+        reference.len() >= 7,
+        "20 s at D=2 s should give at least 7 chunks, got {}",
+        reference.len()
+    );
     for read in [1, 188, 1000, 7 * 188 + 3, 1 << 20, ts.len()] {
         let other = chunk_with(&ts, read, NOW);
         assert_eq!(other, reference, "read size {read}");
@@ -36,8 +45,15 @@ fn captures_starting_at_different_offsets_agree() {
         let late = chunk_all(&ts[offset..]);
         // A late node waits for an anchor and one random-access point, then has every chunk.
         let shared = assert_agree(&whole, &late);
-        assert_eq!(shared, late.len(), "a capture from {seconds} s has chunks the first lacks");
-        assert!(shared >= 3, "a capture from {seconds} s shares only {shared} chunks");
+        assert_eq!(
+            shared,
+            late.len(),
+            "a capture from {seconds} s has chunks the first lacks"
+        );
+        assert!(
+            shared >= 3,
+            "a capture from {seconds} s shares only {shared} chunks"
+        );
     }
 }
 
@@ -48,9 +64,22 @@ fn chunks_are_self_contained_and_clean() {
     for chunk in &chunks {
         assert_eq!(chunk.bytes.len() % PACKET_SIZE, 0);
         let pids = pids(&chunk.bytes);
-        assert_eq!(&pids[..2], &[0x0000, 0x1000], "chunk {} must open with PAT and PMT", chunk.index);
-        assert!(!chunk.flags.damaged() && !chunk.flags.discontinuity() && !chunk.flags.no_random_access());
-        assert!((1990..=2010).contains(&chunk.duration_ms()), "duration {}", chunk.duration_ms());
+        assert_eq!(
+            &pids[..2],
+            &[0x0000, 0x1000],
+            "chunk {} must open with PAT and PMT",
+            chunk.index
+        );
+        assert!(
+            !chunk.flags.damaged()
+                && !chunk.flags.discontinuity()
+                && !chunk.flags.no_random_access()
+        );
+        assert!(
+            (1990..=2010).contains(&chunk.duration_ms()),
+            "duration {}",
+            chunk.duration_ms()
+        );
     }
     let path = write_temp("h264-chunk.ts", &chunks[2].bytes);
     assert!(first_video_frame_is_key(&path));
@@ -66,7 +95,10 @@ fn the_pts_wrap_changes_nothing() {
     let offset = offset_at_seconds(&ts, 16.0);
     let after = chunk_with(&ts[offset..], 65_536, UnixMillis(NOW.0 + 16_000));
     assert_increasing(&before);
-    assert!(before.iter().all(|c| !c.flags.discontinuity()), "the wrap is not a discontinuity");
+    assert!(
+        before.iter().all(|c| !c.flags.discontinuity()),
+        "the wrap is not a discontinuity"
+    );
     let wrapped = before.windows(2).any(|w| w[1].pts < w[0].pts);
     assert!(wrapped, "the clip should cross 2^33 inside a run");
     assert!(before.len() >= 12, "got {} chunks", before.len());
@@ -82,8 +114,15 @@ fn the_broadcaster_clock_beats_a_wrong_system_clock() {
     let skewed = UnixMillis(NOW.0 + 20 * 3600 * 1000);
     let after = chunk_with(&ts[offset..], 65_536, skewed);
     assert!(assert_agree(&before, &after) >= 5);
-    let without_stt = chunk_with(&media("h264-wrap.ts", H264_ACROSS_WRAP)[offset..], 65_536, skewed);
-    assert_ne!(by_index(&without_stt).keys().next(), by_index(&after).keys().next());
+    let without_stt = chunk_with(
+        &media("h264-wrap.ts", H264_ACROSS_WRAP)[offset..],
+        65_536,
+        skewed,
+    );
+    assert_ne!(
+        by_index(&without_stt).keys().next(),
+        by_index(&after).keys().next()
+    );
 }
 
 #[test]
@@ -129,11 +168,20 @@ fn damage_keeps_every_chunk_whose_random_access_point_survived() {
         if *index == clean.last().unwrap().index.0 {
             continue; // the truncated tail may end the last chunk
         }
-        let other = got_idx.get(index).unwrap_or_else(|| panic!("chunk {index} lost"));
+        let other = got_idx
+            .get(index)
+            .unwrap_or_else(|| panic!("chunk {index} lost"));
         let touched = hit.iter().any(|&(i, _)| clean[i].index.0 == *index);
-        assert_eq!(other.flags.damaged(), touched, "damage flag of chunk {index}");
+        assert_eq!(
+            other.flags.damaged(),
+            touched,
+            "damage flag of chunk {index}"
+        );
         if !touched {
-            assert!(chunk.bytes == other.bytes, "undamaged chunk {index} differs");
+            assert!(
+                chunk.bytes == other.bytes,
+                "undamaged chunk {index} differs"
+            );
         }
     }
 }
@@ -162,7 +210,10 @@ fn broadcast_like_mpeg2_ac3_cbr() {
     assert!(chunks.len() >= 4, "got {} chunks", chunks.len());
     let input_packets = ts.len() / PACKET_SIZE;
     let output: usize = chunks.iter().map(|c| c.bytes.len() / PACKET_SIZE).sum();
-    assert!(output < input_packets * 2 / 3, "null packets must be stripped");
+    assert!(
+        output < input_packets * 2 / 3,
+        "null packets must be stripped"
+    );
     for chunk in &chunks {
         let pids = pids(&chunk.bytes);
         assert_eq!(&pids[..2], &[0x0000, 0x0030]);
@@ -173,4 +224,30 @@ fn broadcast_like_mpeg2_ac3_cbr() {
     assert!(first_video_frame_is_key(&path));
     let offset = offset_at_seconds(&ts, 2.5) + 1;
     assert!(assert_agree(&chunks, &chunk_with(&ts[offset..], 4096, NOW)) >= 2);
+}
+
+#[test]
+fn without_random_access_for_three_steps_the_chunk_is_cut_and_flagged() {
+    let ts = media("h264-long-gop.ts", H264_LONG_GOP);
+    let chunks = chunk_all(&ts);
+    assert_increasing(&chunks);
+    let forced: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.flags.no_random_access())
+        .collect();
+    assert!(!forced.is_empty(), "10 s GOPs at D = 2 s need forced cuts");
+    assert!(
+        chunks.iter().any(|c| !c.flags.no_random_access()),
+        "keyframes still start chunks"
+    );
+    for chunk in &chunks {
+        assert!(
+            chunk.duration_ms() <= 6100,
+            "chunk {} lasts {} ms",
+            chunk.index,
+            chunk.duration_ms()
+        );
+    }
+    let offset = offset_at_seconds(&ts, 0.5);
+    assert!(assert_agree(&chunks, &chunk_all(&ts[offset..])) >= 2);
 }

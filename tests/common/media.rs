@@ -18,42 +18,148 @@ pub const NOW: UnixMillis = UnixMillis(1_764_072_000_000);
 
 /// H.264 + AAC, 30000/1001 fps, a keyframe every 2 s, 20 s.
 pub const H264_AAC: &[&str] = &[
-    "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30000/1001", "-f", "lavfi", "-i",
-    "sine=frequency=1000:sample_rate=48000", "-t", "20", "-c:v", "libx264", "-preset", "ultrafast",
-    "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
-    "-b:a", "128k", "-f", "mpegts",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=640x360:rate=30000/1001",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=1000:sample_rate=48000",
+    "-t",
+    "20",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-g",
+    "60",
+    "-keyint_min",
+    "60",
+    "-sc_threshold",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-b:a",
+    "128k",
+    "-f",
+    "mpegts",
 ];
 
 /// ATSC-like: MPEG-2 video with open GOPs and B-frames, AC-3, CBR 19.39 Mb/s with null
 /// packets, non-default PIDs and service id, 12 s.
 pub const ATSC_MPEG2_AC3: &[&str] = &[
-    "-f", "lavfi", "-i", "testsrc2=size=704x480:rate=30000/1001", "-f", "lavfi", "-i",
-    "sine=frequency=440:sample_rate=48000", "-t", "12", "-c:v", "mpeg2video", "-b:v", "6M",
-    "-maxrate", "6M", "-bufsize", "3M", "-g", "15", "-bf", "2", "-c:a", "ac3", "-b:a", "384k",
-    "-mpegts_service_id", "3", "-mpegts_pmt_start_pid", "0x30", "-mpegts_start_pid", "0x31",
-    "-muxrate", "19392658", "-f", "mpegts",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=704x480:rate=30000/1001",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=440:sample_rate=48000",
+    "-t",
+    "12",
+    "-c:v",
+    "mpeg2video",
+    "-b:v",
+    "6M",
+    "-maxrate",
+    "6M",
+    "-bufsize",
+    "3M",
+    "-g",
+    "15",
+    "-bf",
+    "2",
+    "-c:a",
+    "ac3",
+    "-b:a",
+    "384k",
+    "-mpegts_service_id",
+    "3",
+    "-mpegts_pmt_start_pid",
+    "0x30",
+    "-mpegts_start_pid",
+    "0x31",
+    "-muxrate",
+    "19392658",
+    "-f",
+    "mpegts",
 ];
 
 /// H.264 + AAC whose timestamps cross 2^33 ticks about 13.7 s in (95443.7 s is the wrap).
 pub const H264_ACROSS_WRAP: &[&str] = &[
-    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i",
-    "sine=frequency=1000:sample_rate=48000", "-t", "30", "-c:v", "libx264", "-preset", "ultrafast",
-    "-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
-    "-output_ts_offset", "95430", "-f", "mpegts",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=320x180:rate=30",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=1000:sample_rate=48000",
+    "-t",
+    "30",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-g",
+    "30",
+    "-keyint_min",
+    "30",
+    "-sc_threshold",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-output_ts_offset",
+    "95430",
+    "-f",
+    "mpegts",
 ];
 
 /// A short H.264 + AAC clip starting at 600 s, to splice in front of one starting near zero.
 pub const H264_AT_600S: &[&str] = &[
-    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i",
-    "sine=frequency=500:sample_rate=48000", "-t", "10", "-c:v", "libx264", "-preset", "ultrafast",
-    "-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
-    "-output_ts_offset", "600", "-f", "mpegts",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=320x180:rate=30",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=500:sample_rate=48000",
+    "-t",
+    "10",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-g",
+    "30",
+    "-keyint_min",
+    "30",
+    "-sc_threshold",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-output_ts_offset",
+    "600",
+    "-f",
+    "mpegts",
 ];
 
 /// Fails the test with a clear message when a tool is missing.
 pub fn require_tool(tool: &str) {
     let found = Command::new(tool).arg("-version").output().is_ok();
-    assert!(found, "{tool} is required by this test: install the Debian package ffmpeg (bash .ci/setup does)");
+    assert!(
+        found,
+        "{tool} is required by this test: install the Debian package ffmpeg (bash .ci/setup does)"
+    );
 }
 
 /// Generates (once per test run) `name` from ffmpeg `args` and returns its bytes.
@@ -113,10 +219,17 @@ pub fn assert_agree(a: &[Chunk], b: &[Chunk]) -> usize {
     let mut shared = 0;
     for (index, chunk) in &a {
         if let Some(other) = b.get(index) {
-            assert_eq!(chunk.bytes.len(), other.bytes.len(), "chunk {index} size differs");
+            assert_eq!(
+                chunk.bytes.len(),
+                other.bytes.len(),
+                "chunk {index} size differs"
+            );
             assert!(chunk.bytes == other.bytes, "chunk {index} bytes differ");
             assert_eq!(chunk.pts, other.pts, "chunk {index} pts differs");
-            assert_eq!(chunk.duration, other.duration, "chunk {index} duration differs");
+            assert_eq!(
+                chunk.duration, other.duration,
+                "chunk {index} duration differs"
+            );
             shared += 1;
         }
     }
@@ -127,11 +240,17 @@ pub fn assert_agree(a: &[Chunk], b: &[Chunk]) -> usize {
 pub fn offset_at_seconds(ts: &[u8], seconds: f64) -> usize {
     let mut first = None;
     for (i, raw) in ts.chunks_exact(PACKET_SIZE).enumerate() {
-        let Ok(p) = Packet::parse(raw.try_into().unwrap()) else { continue };
+        let Ok(p) = Packet::parse(raw.try_into().unwrap()) else {
+            continue;
+        };
         if let Some(pcr) = p.adaptation().pcr {
             let t = pcr.base().ticks() as f64 / 90_000.0;
             let start = *first.get_or_insert(t);
-            let elapsed = if t >= start { t - start } else { t + 95_443.717_688 - start };
+            let elapsed = if t >= start {
+                t - start
+            } else {
+                t + 95_443.717_688 - start
+            };
             if elapsed >= seconds {
                 return i * PACKET_SIZE;
             }
@@ -149,8 +268,12 @@ pub fn with_stt(ts: &[u8], base_unix: u64) -> Vec<u8> {
     let mut cc = 0u8;
     for raw in ts.chunks_exact(PACKET_SIZE) {
         out.extend_from_slice(raw);
-        let Ok(p) = Packet::parse(raw.try_into().unwrap()) else { continue };
-        let Some(pcr) = p.adaptation().pcr else { continue };
+        let Ok(p) = Packet::parse(raw.try_into().unwrap()) else {
+            continue;
+        };
+        let Some(pcr) = p.adaptation().pcr else {
+            continue;
+        };
         let start = *first.get_or_insert(pcr.base());
         let elapsed = pcr.base().wrapping_delta(start).max(0) as u64 / 90_000;
         if elapsed >= next_second {
@@ -171,7 +294,12 @@ pub fn with_stt(ts: &[u8], base_unix: u64) -> Vec<u8> {
 pub fn pids(bytes: &[u8]) -> Vec<u16> {
     bytes
         .chunks_exact(PACKET_SIZE)
-        .map(|raw| Packet::parse(raw.try_into().unwrap()).unwrap().pid().value())
+        .map(|raw| {
+            Packet::parse(raw.try_into().unwrap())
+                .unwrap()
+                .pid()
+                .value()
+        })
         .collect()
 }
 
@@ -187,7 +315,14 @@ pub fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
 /// Runs ffprobe on a file and returns whether its first video frame is a keyframe.
 pub fn first_video_frame_is_key(path: &Path) -> bool {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=key_frame"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame",
+        ])
         .args(["-read_intervals", "%+#1", "-of", "csv=p=0"])
         .arg(path)
         .output()
@@ -204,6 +339,40 @@ pub fn decode_errors(path: &Path) -> String {
         .args(["-f", "null", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg could not decode {}", path.display());
+    assert!(
+        out.status.success(),
+        "ffmpeg could not decode {}",
+        path.display()
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// H.264 + AAC with a keyframe only every 10 s (longer than 3·D at the default D), 50 s.
+pub const H264_LONG_GOP: &[&str] = &[
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=320x180:rate=30",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=700:sample_rate=48000",
+    "-t",
+    "50",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-g",
+    "300",
+    "-keyint_min",
+    "300",
+    "-sc_threshold",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-f",
+    "mpegts",
+];

@@ -1,0 +1,121 @@
+//! `ec-node chunks` as a user runs it: a real process, real files and pipes, exit codes.
+
+#[path = "common/media.rs"]
+mod media;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ec_node(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ec-node");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+#[test]
+fn builtin_clip_prints_one_line_per_chunk() {
+    let out = ec_node(&["chunks", "--clock", "1764072000"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<_> = stdout(&out).lines().map(str::to_owned).collect();
+    assert!(
+        (3..=4).contains(&lines.len()),
+        "the 12 s clip gives three or four 2 s chunks: {lines:?}"
+    );
+    for line in &lines {
+        let fields: Vec<_> = line.split(' ').collect();
+        assert_eq!(fields.len(), 6, "{line}");
+        assert!(fields[0].parse::<u64>().is_ok() && fields[1].parse::<u64>().is_ok());
+        assert_eq!(fields[2], "2000ms");
+        assert_eq!(fields[4], "-");
+        assert_eq!(fields[5].len(), 64);
+        assert!(fields[5]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+    let summary = format!("chunks: {} from the built-in clip", lines.len());
+    assert!(stderr(&out).contains(&summary), "{}", stderr(&out));
+}
+
+#[test]
+fn json_from_a_file_equals_json_from_stdin() {
+    let path = media::media_path("h264.ts", media::H264_AAC);
+    let path = path.to_str().unwrap();
+    let file = ec_node(
+        &["chunks", "--input", path, "--json", "--clock=1764072000"],
+        None,
+    );
+    assert!(file.status.success(), "{}", stderr(&file));
+    let bytes = std::fs::read(path).unwrap();
+    let piped = ec_node(
+        &["chunks", "--input", "-", "--json", "--clock", "1764072000"],
+        Some(&bytes),
+    );
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(stdout(&file), stdout(&piped));
+    let mut count = 0;
+    for line in stdout(&file).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in ["index", "pts", "duration_ms", "size"] {
+            assert!(v[key].is_u64(), "{key} in {line}");
+        }
+        for key in ["discontinuity", "damaged"] {
+            assert_eq!(v[key], serde_json::Value::Bool(false), "{key} in {line}");
+        }
+        assert_eq!(v["blake3"].as_str().unwrap().len(), 64);
+        count += 1;
+    }
+    assert!(count >= 7);
+}
+
+#[test]
+fn damaged_input_is_read_to_its_end_and_reported() {
+    let mut bytes = media::media("h264.ts", media::H264_AAC);
+    let middle = bytes.len() / 2;
+    bytes.splice(middle..middle, std::iter::repeat(0x47).take(3000));
+    bytes.truncate(bytes.len() - 100);
+    let out = ec_node(
+        &["chunks", "--input", "-", "--json", "--clock", "1764072000"],
+        Some(&bytes),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let damaged = stdout(&out)
+        .lines()
+        .filter(|l| l.contains("\"damaged\":true"))
+        .count();
+    assert_eq!(damaged, 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("bytes skipped"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let missing = ec_node(&["chunks", "--input", "/nonexistent/x.ts"], None);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = stderr(&missing);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/x.ts"), "{err}");
+
+    let bad = ec_node(&["chunks", "--chunk-ms", "5"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--chunk-ms"));
+
+    let unknown = ec_node(&["chunks", "--bogus"], None);
+    assert_eq!(unknown.status.code(), Some(2));
+}

@@ -1,0 +1,78 @@
+//! Runs the `ts_demux` fuzz target's seed corpus plus thousands of deterministic mutations on
+//! stable Rust, so every CI run exercises the TS decoders on hostile input (cargo-fuzz itself
+//! needs a nightly-only sanitizer build; docs/USAGE.md says how to run it here).
+
+#[path = "common/mutate.rs"]
+mod mutate;
+
+use ec_node::chunk::{Chunker, ChunkerConfig};
+use ec_node::ts::clock::UnixMillis;
+
+/// The same property the fuzz target checks: no panic, whole packets, increasing indices.
+/// Returns how many chunks came out.
+fn run(data: &[u8]) -> usize {
+    let now = UnixMillis(1_764_072_000_000);
+    let mut chunker = Chunker::new(ChunkerConfig {
+        chunk_ms: 100,
+        max_chunk_bytes: 1 << 20,
+    });
+    let mut chunks = Vec::new();
+    for part in data.chunks(1 + data.len() % 997) {
+        chunker.push(part, now);
+        chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
+    }
+    chunker.finish(now);
+    chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
+    for pair in chunks.windows(2) {
+        assert!(pair[0].index < pair[1].index, "indices must increase");
+    }
+    assert!(chunks.iter().all(|c| c.bytes.len() % 188 == 0));
+    chunks.len()
+}
+
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/ts_demux");
+    let mut seeds: Vec<_> = std::fs::read_dir(dir)
+        .expect("seed corpus")
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    seeds.sort();
+    assert!(seeds.len() >= 4, "seed corpus missing");
+    seeds
+}
+
+#[test]
+fn seeds_produce_chunks() {
+    for (name, seed) in corpus() {
+        assert!(run(&seed) > 0, "seed {name} should exercise chunk output");
+    }
+}
+
+#[test]
+fn mutated_seeds_never_panic() {
+    for (i, (_, seed)) in corpus().iter().enumerate() {
+        // Whole seeds with a few mutations, and short heads where mutations hit PSI and PES headers.
+        for input in mutate::mutations(seed, 1000, i as u64) {
+            run(&input);
+        }
+        for input in mutate::mutations(&seed[..seed.len().min(4096)], 1500, 100 + i as u64) {
+            run(&input);
+        }
+    }
+}
+
+#[test]
+fn random_bytes_and_sync_storms_never_panic() {
+    let mut rng = mutate::Rng::new(7);
+    for len in [0, 1, 187, 188, 189, 376, 5000, 100_000] {
+        let noise: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        run(&noise);
+        run(&vec![0x47; len]);
+    }
+}
