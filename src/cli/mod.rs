@@ -5,6 +5,7 @@
 //! errors, and each subcommand maps them to an [`Exit`] code and a one-line cause here. One file per
 //! subcommand; nothing here parses media or speaks a protocol.
 
+mod bench;
 mod chunks;
 
 use argh::FromArgs;
@@ -20,6 +21,7 @@ struct TopLevel {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
+    Bench(bench::Args),
     Chunks(chunks::Args),
 }
 
@@ -90,6 +92,7 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = match top.command {
+        Command::Bench(args) => bench::run(args),
         Command::Chunks(args) => chunks::run(args),
     };
     match outcome {
