@@ -12,4 +12,5 @@ pub mod capture;
 pub mod chunk;
 pub mod cli;
 pub mod clip;
+pub mod hdhr;
 pub mod ts;

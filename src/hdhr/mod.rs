@@ -1,0 +1,160 @@
+//! The HDHomeRun HTTP API as both sides see it: stream URLs, the `X-HDHomeRun-Error` codes, and
+//! the `discover.json` / `lineup.json` documents.
+//!
+//! Shared by the capture client (`capture`) and the tuner simulator (`hdhr::sim`), so both speak
+//! from one table. Pure data and parsing: no sockets here.
+
+/// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).
+pub const STREAM_PORT: u16 = 5004;
+
+/// An `X-HDHomeRun-Error` code with its text, as devices send it (`805 All Tuners In Use`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceError {
+    /// The numeric code.
+    pub code: u16,
+    /// The device's text for it.
+    pub text: &'static str,
+}
+
+impl DeviceError {
+    /// 801: no such virtual channel (with HTTP 404).
+    pub const UNKNOWN_CHANNEL: DeviceError = DeviceError {
+        code: 801,
+        text: "Unknown Channel",
+    };
+    /// 803: the device is busy, e.g. scanning (HTTP 503).
+    pub const SYSTEM_BUSY: DeviceError = DeviceError {
+        code: 803,
+        text: "System Busy",
+    };
+    /// 804: the requested tuner is in use (HTTP 503).
+    pub const TUNER_IN_USE: DeviceError = DeviceError {
+        code: 804,
+        text: "Tuner In Use",
+    };
+    /// 805: every tuner is in use (HTTP 503).
+    pub const ALL_TUNERS_IN_USE: DeviceError = DeviceError {
+        code: 805,
+        text: "All Tuners In Use",
+    };
+    /// 806: tuning failed (HTTP 503).
+    pub const TUNE_FAILED: DeviceError = DeviceError {
+        code: 806,
+        text: "Tune Failed",
+    };
+    /// 807: the tuner has no video data (no signal) (HTTP 503).
+    pub const NO_VIDEO_DATA: DeviceError = DeviceError {
+        code: 807,
+        text: "No Video Data",
+    };
+
+    const ALL: [DeviceError; 6] = [
+        DeviceError::UNKNOWN_CHANNEL,
+        DeviceError::SYSTEM_BUSY,
+        DeviceError::TUNER_IN_USE,
+        DeviceError::ALL_TUNERS_IN_USE,
+        DeviceError::TUNE_FAILED,
+        DeviceError::NO_VIDEO_DATA,
+    ];
+
+    /// The header value a device sends: `"805 All Tuners In Use"`.
+    pub fn header_value(&self) -> String {
+        format!("{} {}", self.code, self.text)
+    }
+
+    /// Reads an `X-HDHomeRun-Error` value: `"805"` or `"805 All Tuners In Use"` (devices and
+    /// emulators send both). Returns the code and the text (the known text when only a code came).
+    pub fn parse_header(value: &str) -> Option<(u16, String)> {
+        let value = value.trim();
+        let (code, text) = value.split_once(' ').unwrap_or((value, ""));
+        let code: u16 = code.parse().ok()?;
+        let text = match text.trim() {
+            "" => DeviceError::ALL
+                .iter()
+                .find(|e| e.code == code)
+                .map_or_else(|| "unknown error".to_string(), |e| e.text.to_string()),
+            given => given.to_string(),
+        };
+        Some((code, text))
+    }
+}
+
+/// A guide number as in `lineup.json` (`"5.1"` for ATSC, `"7"` elsewhere): digits and at most one dot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GuideNumber(String);
+
+impl GuideNumber {
+    /// Validates a guide number.
+    pub fn parse(text: &str) -> Option<GuideNumber> {
+        let valid = !text.is_empty()
+            && text.len() <= 16
+            && text.split('.').count() <= 2
+            && text
+                .split('.')
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+        valid.then(|| GuideNumber(text.to_string()))
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for GuideNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The URL of a channel's stream on the first free tuner, with an optional `duration=` query.
+pub fn auto_stream_url(
+    host: &str,
+    port: u16,
+    guide: &GuideNumber,
+    duration_s: Option<u64>,
+) -> String {
+    let mut url = format!("http://{host}:{port}/auto/v{guide}");
+    if let Some(seconds) = duration_s {
+        url.push_str(&format!("?duration={seconds}"));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_headers_with_and_without_text() {
+        assert_eq!(
+            DeviceError::parse_header("805"),
+            Some((805, "All Tuners In Use".into()))
+        );
+        assert_eq!(
+            DeviceError::parse_header(" 801 Unknown Channel "),
+            Some((801, "Unknown Channel".into()))
+        );
+        assert_eq!(
+            DeviceError::parse_header("899"),
+            Some((899, "unknown error".into()))
+        );
+        assert_eq!(DeviceError::parse_header("abc"), None);
+        assert_eq!(
+            DeviceError::ALL_TUNERS_IN_USE.header_value(),
+            "805 All Tuners In Use"
+        );
+    }
+
+    #[test]
+    fn guide_numbers_and_urls() {
+        let g = GuideNumber::parse("5.1").unwrap();
+        assert_eq!(
+            auto_stream_url("10.0.0.2", STREAM_PORT, &g, Some(30)),
+            "http://10.0.0.2:5004/auto/v5.1?duration=30"
+        );
+        for bad in ["", "5.", ".1", "5.1.2", "a", "5/1"] {
+            assert!(GuideNumber::parse(bad).is_none(), "{bad}");
+        }
+    }
+}
