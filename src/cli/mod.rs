@@ -7,6 +7,7 @@
 
 mod bench;
 mod chunks;
+pub mod stop;
 
 use argh::FromArgs;
 use std::process::ExitCode;
