@@ -3,6 +3,8 @@
 //!
 //! This is an I/O edge: it reads files and stdin and owns nothing of the stream's format.
 
+pub mod ring;
+
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
