@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             args.chunk_ms
         )));
     }
-    let source = Source::from_arg(args.input.as_deref());
+    let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let now = || {
         args.clock
             .map_or_else(system_now, |s| UnixMillis(s.saturating_mul(1000)))

@@ -1,0 +1,238 @@
+//! Live sources: standard input, and HTTP streams (plain URLs and HDHomeRun tuners) with the
+//! device's errors, a first-byte timeout, and reconnection with backoff when a stream drops or
+//! stalls mid-way. Each reconnect leaves a gap marker in the ring, so the chunker drops the
+//! chunk it was building and flags the next one.
+
+use super::pace::Pacer;
+use super::ring::Producer;
+use super::{CaptureEnd, CaptureError, CaptureOptions, READ_SIZE};
+use crate::cli::stop::StopFlag;
+use crate::hdhr::DeviceError;
+use std::io::{ErrorKind, Read};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+/// Longest wait between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// A duration body that ends this close to its duration ended normally.
+const DURATION_SLACK: Duration = Duration::from_millis(1500);
+
+/// How one read session ended.
+enum Session {
+    /// The stop flag was set, or the duration of stream was reached.
+    Done(CaptureEnd),
+    /// The body ended (EOF) after `received` bytes.
+    Ended { received: u64 },
+    /// The stream broke (read error or no data for the timeout) after `received` bytes.
+    Broken { why: String, received: u64 },
+}
+
+/// Copies standard input into the ring until it ends, the duration of stream is reached or the
+/// stop flag is set.
+pub(super) fn pump_stdin(
+    options: &CaptureOptions,
+    producer: &mut Producer,
+    stop: &StopFlag,
+) -> Result<CaptureEnd, CaptureError> {
+    let mut pacer = Pacer::new(false, options.duration);
+    let mut stdin = std::io::stdin().lock();
+    match read_session(
+        &mut stdin,
+        producer,
+        &mut pacer,
+        stop,
+        "standard input",
+        options.first_byte_timeout,
+    ) {
+        Session::Done(end) => Ok(end),
+        Session::Ended { .. } => Ok(CaptureEnd::Finished),
+        Session::Broken { why, .. } => Err(CaptureError::Read(
+            "standard input".into(),
+            std::io::Error::other(why),
+        )),
+    }
+}
+
+/// Streams an HTTP source into the ring; see the module doc. `url_for` gives the URL to request
+/// for a remaining duration in seconds (HDHomeRun `duration=`); without it the URL is fixed and a
+/// duration is measured in stream time.
+pub(super) fn capture_http(
+    url_for: &dyn Fn(Option<u64>) -> String,
+    device_duration: bool,
+    options: &CaptureOptions,
+    producer: &mut Producer,
+    stop: &StopFlag,
+) -> Result<CaptureEnd, CaptureError> {
+    // One socket read timeout serves as first-byte timeout and stall detector.
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(3))
+        .timeout_read(options.first_byte_timeout)
+        .build();
+    let device_duration = if device_duration {
+        options.duration
+    } else {
+        None
+    };
+    let mut pacer = Pacer::new(
+        false,
+        if device_duration.is_some() {
+            None
+        } else {
+            options.duration
+        },
+    );
+    let started = Instant::now();
+    let mut url = url_for(device_duration.map(|d| d.as_secs().max(1)));
+    let mut attempts = 0u32;
+    for connection in 0u64.. {
+        let session = open(&agent, &url, options).map(|mut body| {
+            read_session(
+                &mut body,
+                producer,
+                &mut pacer,
+                stop,
+                &url,
+                options.first_byte_timeout,
+            )
+        });
+        let (why, received) = match session {
+            Err(e) if connection == 0 => return Err(e),
+            Err(e) => (e.to_string(), 0),
+            Ok(Session::Done(end)) => return Ok(end),
+            // Headers came but no first byte: no signal lock. The first request is not retried.
+            Ok(Session::Broken { received: 0, .. }) if connection == 0 => {
+                return Err(CaptureError::NoData(url, options.first_byte_timeout));
+            }
+            Ok(Session::Broken { why, received }) => (why, received),
+            Ok(Session::Ended { received }) => match device_duration {
+                Some(d) if started.elapsed() + DURATION_SLACK >= d => {
+                    return Ok(CaptureEnd::Finished)
+                }
+                _ => (format!("{url} ended the stream"), received),
+            },
+        };
+        // Data flowing means the last reconnect worked: count failures in a row only.
+        attempts = if received > 0 { 1 } else { attempts + 1 };
+        if attempts > options.max_reconnects {
+            return Err(CaptureError::Lost {
+                url,
+                attempts: attempts - 1,
+                last: why,
+            });
+        }
+        producer.mark_gap();
+        log::warn!(
+            "capture: {why}; reconnecting (attempt {attempts} of {})",
+            options.max_reconnects
+        );
+        let backoff = (Duration::from_millis(500) * 2u32.pow(attempts.min(4) - 1)).min(MAX_BACKOFF);
+        if sleep_unless_stopped(backoff, stop) {
+            return Ok(CaptureEnd::Stopped);
+        }
+        let remaining = device_duration.map(|d| d.saturating_sub(started.elapsed()));
+        if remaining.is_some_and(|r| r < Duration::from_secs(1)) {
+            return Ok(CaptureEnd::Finished);
+        }
+        url = url_for(remaining.map(|r| r.as_secs().max(1)));
+    }
+    unreachable!("the connection loop only ends by returning")
+}
+
+/// Opens the stream: an error status or no connection is a `CaptureError`.
+fn open(
+    agent: &ureq::Agent,
+    url: &str,
+    options: &CaptureOptions,
+) -> Result<Box<dyn Read + Send + Sync>, CaptureError> {
+    match agent.get(url).call() {
+        Ok(response) => Ok(response.into_reader()),
+        Err(ureq::Error::Status(status, response)) => Err(CaptureError::Refused {
+            url: url.to_string(),
+            status,
+            device: response
+                .header("X-HDHomeRun-Error")
+                .and_then(DeviceError::parse_header),
+        }),
+        Err(ureq::Error::Transport(transport)) => match transport.kind() {
+            ureq::ErrorKind::Io if is_timeout(&transport) => Err(CaptureError::NoData(
+                url.to_string(),
+                options.first_byte_timeout,
+            )),
+            _ => Err(CaptureError::Unreachable(
+                url.to_string(),
+                transport.to_string(),
+            )),
+        },
+    }
+}
+
+fn is_timeout(transport: &ureq::Transport) -> bool {
+    std::error::Error::source(transport)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock))
+}
+
+/// Copies a body into the ring, in place, until it ends, breaks, or capture should stop.
+fn read_session(
+    body: &mut dyn Read,
+    producer: &mut Producer,
+    pacer: &mut Pacer,
+    stop: &StopFlag,
+    what: &str,
+    timeout: Duration,
+) -> Session {
+    let mut received = 0u64;
+    loop {
+        if stop.is_set() {
+            return Session::Done(CaptureEnd::Stopped);
+        }
+        let mut flow = ControlFlow::Continue(());
+        let result = producer.fill(READ_SIZE, |span| {
+            let n = read_retrying(body, span)?;
+            flow = pacer.after(&span[..n], stop);
+            Ok(n)
+        });
+        match result {
+            Ok(0) => return Session::Ended { received },
+            Ok(n) => received += n as u64,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                let why = format!("{what} sent no data for {} s", timeout.as_secs());
+                return Session::Broken { why, received };
+            }
+            Err(e) => {
+                return Session::Broken {
+                    why: format!("{what}: {e}"),
+                    received,
+                }
+            }
+        }
+        if flow.is_break() {
+            return Session::Done(if stop.is_set() {
+                CaptureEnd::Stopped
+            } else {
+                CaptureEnd::Finished
+            });
+        }
+    }
+}
+
+fn read_retrying(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Sleeps `total` in small steps; true if the stop flag was set meanwhile.
+fn sleep_unless_stopped(total: Duration, stop: &StopFlag) -> bool {
+    let until = Instant::now() + total;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if stop.is_set() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+    stop.is_set()
+}
