@@ -13,4 +13,6 @@ pub mod chunk;
 pub mod cli;
 pub mod clip;
 pub mod hdhr;
+pub mod hls;
+pub mod node;
 pub mod ts;

@@ -127,11 +127,6 @@ impl Producer {
         push_gap(&mut state.gaps, write);
     }
 
-    /// Bytes dropped so far because the consumer was behind.
-    pub fn dropped(&self) -> u64 {
-        self.shared.state.lock().dropped
-    }
-
     /// Reserves a contiguous span at the write position, overwriting the oldest unread bytes if
     /// needed; `None` if the consumer's lease blocks it for longer than [`LEASE_WAIT`].
     fn reserve(&mut self, max: usize) -> Option<(u64, usize)> {
@@ -202,6 +197,11 @@ pub enum Next<'a> {
 }
 
 impl Consumer {
+    /// Bytes the producer dropped so far because this consumer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.state.lock().dropped
+    }
+
     /// Waits up to `timeout` for data, a gap or the end.
     pub fn next(&mut self, max: usize, timeout: Duration) -> Next<'_> {
         let capacity = self.shared.capacity as u64;
@@ -319,7 +319,7 @@ mod tests {
             got.extend(read_all(&mut c).0);
         }
         assert_eq!(got, data);
-        assert_eq!(p.dropped(), 0);
+        assert_eq!(c.dropped(), 0);
     }
 
     #[test]
@@ -330,7 +330,7 @@ mod tests {
         let (got, gaps) = read_all(&mut c);
         assert_eq!(gaps, 1);
         assert_eq!(got, data[data.len() - 4096..]);
-        assert_eq!(p.dropped(), (data.len() - 4096) as u64);
+        assert_eq!(c.dropped(), (data.len() - 4096) as u64);
     }
 
     #[test]

@@ -122,14 +122,6 @@ impl Default for ChunkerConfig {
     }
 }
 
-impl ChunkerConfig {
-    /// The longest chunk the chunker can emit, in milliseconds: a forced cut comes at the first
-    /// video PES 3·D after the chunk's start, so 3·D plus one frame (a second is ample).
-    pub fn max_chunk_ms(&self) -> u64 {
-        3 * u64::from(self.chunk_ms) + 1000
-    }
-}
-
 /// The chunker; see the module doc.
 pub struct Chunker {
     framer: Framer,

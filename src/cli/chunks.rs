@@ -8,7 +8,6 @@ use crate::ts::clock::UnixMillis;
 use argh::FromArgs;
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::time::SystemTime;
 
 /// Cut a transport stream into deterministic chunks and print one line per chunk: index, PTS,
 /// duration, size, flags and BLAKE3 of the chunk bytes.
@@ -41,7 +40,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let now = || {
         args.clock
-            .map_or_else(system_now, |s| UnixMillis(s.saturating_mul(1000)))
+            .map_or_else(capture::wall_clock, |s| UnixMillis(s.saturating_mul(1000)))
     };
     let mut chunker = Chunker::new(ChunkerConfig {
         chunk_ms: args.chunk_ms,
@@ -80,13 +79,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     eprintln!("{}", summary(&source, chunker.stats()));
     Ok(())
-}
-
-fn system_now() -> UnixMillis {
-    let since_epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    UnixMillis(since_epoch.as_millis() as u64)
 }
 
 fn flags_text(chunk: &Chunk) -> String {

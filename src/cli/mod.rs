@@ -7,6 +7,7 @@
 
 mod bench;
 mod chunks;
+mod record;
 pub mod stop;
 
 use argh::FromArgs;
@@ -24,6 +25,7 @@ struct TopLevel {
 enum Command {
     Bench(bench::Args),
     Chunks(chunks::Args),
+    Record(record::Args),
 }
 
 /// The project's exit codes, the same for every command (docs/USAGE.md has the table).
@@ -95,6 +97,7 @@ pub fn main() -> ExitCode {
     let outcome = match top.command {
         Command::Bench(args) => bench::run(args),
         Command::Chunks(args) => chunks::run(args),
+        Command::Record(args) => record::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,124 @@
+//! `ec-node record`: capture → chunk → HLS on disk.
+
+use super::stop::StopFlag;
+use super::{Exit, Failure};
+use crate::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
+use crate::chunk::ChunkerConfig;
+use crate::node::record::{record, RecordConfig, RecordError, RecordSummary};
+use argh::FromArgs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Record a broadcast to HLS: a file, - (stdin), an http:// URL or hdhr://HOST[:PORT]/GUIDE →
+/// deterministic chunks → DIR/segment_%06d.ts and DIR/index.m3u8.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "record")]
+pub struct Args {
+    /// source: FILE, -, http://URL or hdhr://HOST[:PORT]/GUIDE_NUMBER (default: the built-in clip)
+    #[argh(option)]
+    input: Option<String>,
+    /// output folder (created if needed; must be empty)
+    #[argh(option)]
+    out: PathBuf,
+    /// stop after this many seconds of stream (HDHomeRun: the duration= query)
+    #[argh(option)]
+    duration: Option<u64>,
+    /// chunk duration D in milliseconds (default 2000)
+    #[argh(option, default = "2000")]
+    chunk_ms: u32,
+    /// stop after this many segments
+    #[argh(option)]
+    stop_after: Option<u64>,
+    /// keep a sliding live window of this many segments instead of every segment
+    #[argh(option)]
+    hls_window: Option<usize>,
+    /// pace a file at its real-time rate (by PCR) instead of as fast as possible
+    #[argh(switch)]
+    realtime: bool,
+    /// seconds without data before a live source counts as failed (default 4)
+    #[argh(option, default = "4")]
+    source_timeout: u64,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    if !(100..=60_000).contains(&args.chunk_ms) {
+        return Err(Failure::usage(format!(
+            "--chunk-ms {} is outside 100..=60000",
+            args.chunk_ms
+        )));
+    }
+    if args.hls_window == Some(0) || args.stop_after == Some(0) || args.duration == Some(0) {
+        return Err(Failure::usage(
+            "--hls-window, --stop-after and --duration must be at least 1",
+        ));
+    }
+    let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    let config = RecordConfig {
+        source: source.clone(),
+        capture: CaptureOptions {
+            duration: args.duration.map(Duration::from_secs),
+            realtime: args.realtime,
+            first_byte_timeout: Duration::from_secs(args.source_timeout.max(1)),
+            ..CaptureOptions::default()
+        },
+        chunker: ChunkerConfig {
+            chunk_ms: args.chunk_ms,
+            ..ChunkerConfig::default()
+        },
+        out: args.out.clone(),
+        stop_after: args.stop_after,
+        window: args.hls_window,
+    };
+    let stop = StopFlag::on_signals()
+        .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    log::info!("recording {source} to {}", args.out.display());
+    match record(config, stop) {
+        Ok(summary) => {
+            eprintln!("{}", summary_line(&summary, &args.out));
+            Ok(())
+        }
+        Err(RecordError::Capture(e, summary)) => {
+            eprintln!("{}", summary_line(&summary, &args.out));
+            Err(capture_failure(e))
+        }
+        Err(RecordError::Hls(e)) => Err(match e {
+            crate::hls::HlsError::NotEmpty(_) => Failure::usage(e.to_string()),
+            _ => Failure::other(e.to_string()),
+        }),
+        Err(e @ RecordError::Ring(_)) => Err(Failure::other(e.to_string())),
+    }
+}
+
+/// Maps a capture failure to the project's exit codes.
+pub fn capture_failure(e: CaptureError) -> Failure {
+    let exit = match e {
+        CaptureError::BadSource(_) | CaptureError::Open(..) => Exit::Usage,
+        CaptureError::Refused { .. } | CaptureError::Unreachable(..) | CaptureError::NoData(..) => {
+            Exit::Connect
+        }
+        CaptureError::Lost { .. } => Exit::Idle,
+        _ => Exit::Other,
+    };
+    Failure::new(exit, e.to_string())
+}
+
+fn summary_line(s: &RecordSummary, out: &std::path::Path) -> String {
+    let how = match s.capture_end {
+        Some(CaptureEnd::Finished) => "source ended",
+        Some(CaptureEnd::Stopped) | None => "stopped",
+    };
+    let c = &s.chunker;
+    format!(
+        "record: {} segments in {} ({how}); dropped {} unfinished or cut short; damage: {} packets lost, \
+         {} malformed, {} bytes skipped, {} bytes overrun; {} discontinuities",
+        s.segments,
+        out.display(),
+        c.dropped_chunks,
+        c.lost_packets,
+        c.malformed,
+        c.skipped_bytes,
+        s.overrun_bytes,
+        c.discontinuities
+    )
+}

@@ -1,0 +1,45 @@
+//! HLS output (RFC 8216): the media playlist as data ([`playlist`]) and the folder writer that
+//! puts segments and playlist on disk atomically ([`writer`]).
+//!
+//! Segments are chunks exactly as the chunker made them (each opens with PAT and PMT), named
+//! `segment_%06d.ts` by chunk index. `EXT-X-TARGETDURATION` is fixed for the life of a playlist
+//! from the longest chunk the chunker can emit ([`target_duration`]). Nothing here parses media.
+
+pub mod playlist;
+pub mod writer;
+
+use crate::chunk::ChunkerConfig;
+use std::path::{Path, PathBuf};
+
+/// The `EXT-X-TARGETDURATION` for a chunk grid: a chunk lasts at most 3·D plus one frame, which
+/// rounds to no more than `ceil(3·D)` seconds.
+pub fn target_duration(config: &ChunkerConfig) -> u64 {
+    (3 * u64::from(config.chunk_ms)).div_ceil(1000)
+}
+
+/// Why HLS output failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HlsError {
+    /// The output folder already holds files (a usage error).
+    NotEmpty(PathBuf),
+    /// A file could not be written, renamed or listed.
+    Io(PathBuf, std::io::Error),
+}
+
+impl HlsError {
+    fn io(path: &Path, error: std::io::Error) -> HlsError {
+        HlsError::Io(path.to_path_buf(), error)
+    }
+}
+
+impl std::fmt::Display for HlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HlsError::NotEmpty(dir) => write!(f, "output folder {} is not empty", dir.display()),
+            HlsError::Io(path, e) => write!(f, "cannot write {}: {e}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for HlsError {}

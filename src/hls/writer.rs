@@ -1,0 +1,97 @@
+//! Writes segments and the playlist into a folder, each file atomically (temporary file, then
+//! rename; no fsync per segment), so a player never sees a partial file and the playlist names
+//! only complete segments, also after a `kill -9`.
+
+use super::playlist::{segment_file_name, Playlist, PlaylistKind, SegmentEntry};
+use super::HlsError;
+use crate::chunk::Chunk;
+use crate::ts::clock::UnixMillis;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+/// The playlist's file name in the output folder.
+pub const PLAYLIST_NAME: &str = "index.m3u8";
+/// Segments kept on disk after they leave a live window, for players still fetching them.
+const KEEP_AFTER_WINDOW: usize = 3;
+
+/// An HLS output folder being written.
+pub struct HlsWriter {
+    dir: PathBuf,
+    playlist: Playlist,
+    retired: VecDeque<SegmentEntry>,
+    written: u64,
+}
+
+impl HlsWriter {
+    /// Creates `dir` if needed (an existing empty folder is fine; one with files is refused, so
+    /// two runs never mix their segments).
+    pub fn create(
+        dir: &Path,
+        kind: PlaylistKind,
+        target_duration: u64,
+    ) -> Result<HlsWriter, HlsError> {
+        std::fs::create_dir_all(dir).map_err(|e| HlsError::io(dir, e))?;
+        let mut entries = std::fs::read_dir(dir).map_err(|e| HlsError::io(dir, e))?;
+        if entries.next().is_some() {
+            return Err(HlsError::NotEmpty(dir.to_path_buf()));
+        }
+        Ok(HlsWriter {
+            dir: dir.to_path_buf(),
+            playlist: Playlist::new(kind, target_duration),
+            retired: VecDeque::new(),
+            written: 0,
+        })
+    }
+
+    /// Segments written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes `chunk` as a segment starting at wall time `date_time`, then the playlist.
+    pub fn write(&mut self, chunk: &Chunk, date_time: UnixMillis) -> Result<(), HlsError> {
+        write_atomically(&self.dir.join(segment_file_name(chunk.index)), &chunk.bytes)?;
+        let entry = SegmentEntry {
+            index: chunk.index,
+            duration: chunk.duration,
+            discontinuity: chunk.flags.discontinuity(),
+            date_time,
+        };
+        let removed = self.playlist.push(entry);
+        self.write_playlist()?;
+        self.written += 1;
+        self.retired.extend(removed);
+        while self.retired.len() > KEEP_AFTER_WINDOW {
+            if let Some(old) = self.retired.pop_front() {
+                let path = self.dir.join(old.file_name());
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("cannot remove old segment {}: {e}", path.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the playlist with `EXT-X-ENDLIST`.
+    pub fn finish(mut self) -> Result<(), HlsError> {
+        self.playlist.end();
+        self.write_playlist()
+    }
+
+    fn write_playlist(&self) -> Result<(), HlsError> {
+        write_atomically(
+            &self.dir.join(PLAYLIST_NAME),
+            self.playlist.render().as_bytes(),
+        )
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HlsError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(|e| HlsError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| HlsError::io(path, e))
+}

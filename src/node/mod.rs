@@ -1,0 +1,5 @@
+//! Pipelines: threads joined by bounded channels, wired from the format, capture and output
+//! modules. No format or protocol logic lives here — only who runs where, what flows between
+//! them, and how a stop propagates.
+
+pub mod record;
