@@ -7,6 +7,7 @@
 
 mod bench;
 mod chunks;
+mod hdhr_lineup;
 mod record;
 pub mod stop;
 
@@ -25,6 +26,7 @@ struct TopLevel {
 enum Command {
     Bench(bench::Args),
     Chunks(chunks::Args),
+    HdhrLineup(hdhr_lineup::Args),
     Record(record::Args),
 }
 
@@ -97,6 +99,7 @@ pub fn main() -> ExitCode {
     let outcome = match top.command {
         Command::Bench(args) => bench::run(args),
         Command::Chunks(args) => chunks::run(args),
+        Command::HdhrLineup(args) => hdhr_lineup::run(args),
         Command::Record(args) => record::run(args),
     };
     match outcome {

@@ -1,8 +1,10 @@
 //! The HDHomeRun HTTP API as both sides see it: stream URLs, the `X-HDHomeRun-Error` codes, and
 //! the `discover.json` / `lineup.json` documents.
 //!
-//! Shared by the capture client (`capture`) and the tuner simulator (`hdhr::sim`), so both speak
-//! from one table. Pure data and parsing: no sockets here.
+//! Shared by the capture client (`capture`) and the tuner simulator, so both speak from one table.
+//! This file is pure data and parsing; [`client`] is the I/O edge that fetches a device's documents.
+
+pub mod client;
 
 /// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).
 pub const STREAM_PORT: u16 = 5004;
