@@ -57,7 +57,11 @@ unsafe impl Sync for Shared {}
 /// Creates a ring of `capacity` bytes (rounded up to a page by the map) and its two ends.
 pub fn ring(capacity: usize) -> std::io::Result<(Producer, Consumer)> {
     let capacity = capacity.max(4096);
-    let mut map = MmapMut::map_anon(capacity)?;
+    // Populated up front: the capture thread should not take page faults while a tuner streams.
+    let mut map = memmap2::MmapOptions::new()
+        .len(capacity)
+        .populate()
+        .map_anon()?;
     let shared = Arc::new(Shared {
         buffer: map.as_mut_ptr(),
         capacity,

@@ -1,5 +1,9 @@
-//! `ec-node bench`: measures file → chunks (with BLAKE3 of each chunk) on one core, next to a
-//! memory copy and raw BLAKE3 of the same bytes measured in the same run.
+//! `ec-node bench`: benchmarks that print figures next to a reference measured in the same run.
+//!
+//! - `bench chunker`: file → chunks (with BLAKE3 of each chunk) on one core, next to a memory
+//!   copy and raw BLAKE3 of the same bytes.
+//! - `bench record`: `ec-node record` of a file to HLS as a process, next to `cp` of the same file
+//!   and `ffmpeg -c copy -f hls`, alternated.
 
 use super::Failure;
 use crate::chunk::{Chunker, ChunkerConfig};
@@ -9,10 +13,25 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Benchmark the chunker against memory copy and BLAKE3 speed on one core.
+/// Benchmarks: figures next to references measured in the same run.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 pub struct Args {
+    #[argh(subcommand)]
+    what: What,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum What {
+    Chunker(ChunkerArgs),
+    Record(RecordArgs),
+}
+
+/// Chunker throughput against memory copy and BLAKE3 speed, one core.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "chunker")]
+struct ChunkerArgs {
     /// transport stream to chunk (default: generate a 20 s 19.39 Mb/s MPEG-2/AC-3 broadcast-like
     /// file with ffmpeg in the system temp folder)
     #[argh(option)]
@@ -22,8 +41,27 @@ pub struct Args {
     rounds: u32,
 }
 
+/// `ec-node record` to HLS against `cp` and `ffmpeg -c copy -f hls`, as processes.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "record")]
+struct RecordArgs {
+    /// transport stream to record (default: the generated broadcast-like file)
+    #[argh(option)]
+    input: Option<PathBuf>,
+    /// alternated rounds; the median of each is reported (default 5)
+    #[argh(option, default = "5")]
+    rounds: u32,
+}
+
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<(), Failure> {
+    match args.what {
+        What::Chunker(args) => chunker(args),
+        What::Record(args) => record(args),
+    }
+}
+
+fn chunker(args: ChunkerArgs) -> Result<(), Failure> {
     let path = match args.input {
         Some(path) => path,
         None => generate_broadcast()?,
@@ -54,6 +92,103 @@ pub fn run(args: Args) -> Result<(), Failure> {
         rate(chunking),
         chunking.as_secs_f64() / hash.as_secs_f64()
     );
+    Ok(())
+}
+
+fn record(args: RecordArgs) -> Result<(), Failure> {
+    let input = match args.input {
+        Some(path) => path,
+        None => generate_broadcast()?,
+    };
+    let size = std::fs::metadata(&input)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", input.display())))?
+        .len();
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::other(format!("cannot find ec-node itself: {e}")))?;
+    let work = std::env::temp_dir().join(format!("ec-node-bench-record-{}", std::process::id()));
+    let input_arg = input.to_string_lossy().into_owned();
+    let out = work.join("out");
+    let out_arg = out.to_string_lossy().into_owned();
+    let playlist = out.join("index.m3u8").to_string_lossy().into_owned();
+    let copy_target = out.join("copy.ts").to_string_lossy().into_owned();
+    let contenders: [(&str, Vec<String>); 3] = [
+        ("cp", vec!["cp".into(), input_arg.clone(), copy_target]),
+        (
+            "ec-node record",
+            vec![
+                exe.to_string_lossy().into_owned(),
+                "record".into(),
+                "--input".into(),
+                input_arg.clone(),
+                "--out".into(),
+                out_arg,
+            ],
+        ),
+        (
+            "ffmpeg -c copy -f hls",
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                &input_arg,
+                "-c",
+                "copy",
+                "-f",
+                "hls",
+                "-hls_time",
+                "2",
+                "-hls_list_size",
+                "0",
+                &playlist,
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+    ];
+    println!(
+        "input: {} ({:.1} MB), {} alternated rounds, median wall time",
+        input.display(),
+        size as f64 / 1e6,
+        args.rounds.max(1)
+    );
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..args.rounds.max(1) {
+        for (i, (name, command)) in contenders.iter().enumerate() {
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out)
+                .map_err(|e| Failure::other(format!("cannot create {}: {e}", out.display())))?;
+            let start = Instant::now();
+            let status = Command::new(&command[0])
+                .args(&command[1..])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .env("RUST_LOG", "warn")
+                .status()
+                .map_err(|e| Failure::other(format!("cannot run {name}: {e}")))?;
+            times[i].push(start.elapsed());
+            if !status.success() {
+                return Err(Failure::other(format!("{name} failed ({status})")));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let medians: Vec<Duration> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect();
+    for ((name, _), median) in contenders.iter().zip(&medians) {
+        println!(
+            "{name:<24} {:8.1} ms  {:6.0} MB/s  {:5.2}x cp",
+            median.as_secs_f64() * 1e3,
+            size as f64 / 1e6 / median.as_secs_f64(),
+            median.as_secs_f64() / medians[0].as_secs_f64()
+        );
+    }
+    println!("target: ec-node record within 1.5x cp");
     Ok(())
 }
 
