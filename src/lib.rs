@@ -12,4 +12,5 @@ pub mod chunk;
 pub mod cli;
 pub mod clip;
 pub mod crypto;
+pub mod manifest;
 pub mod ts;
