@@ -6,6 +6,8 @@
 //! subcommand; nothing here parses media or speaks a protocol.
 
 mod chunks;
+mod id;
+mod keygen;
 
 use argh::FromArgs;
 use std::process::ExitCode;
@@ -21,6 +23,8 @@ struct TopLevel {
 #[argh(subcommand)]
 enum Command {
     Chunks(chunks::Args),
+    Keygen(keygen::Args),
+    Id(id::Args),
 }
 
 /// The project's exit codes, the same for every command (docs/USAGE.md has the table).
@@ -91,6 +95,8 @@ pub fn main() -> ExitCode {
     };
     let outcome = match top.command {
         Command::Chunks(args) => chunks::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Id(args) => id::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
