@@ -369,6 +369,13 @@ impl Manifest {
         })
     }
 
+    /// The signed manifest's encoding: exactly the bytes it was decoded from.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body.encode_body(&self.root);
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
     /// Whether the signature is the body signer's over this manifest's id.
     pub fn signature_valid(&self) -> bool {
         self.body
@@ -483,6 +490,7 @@ pub(crate) mod tests {
             let m = Manifest::decode(&bytes).unwrap();
             assert_eq!(m.body, body);
             assert!(m.signature_valid());
+            assert_eq!(m.encode(), bytes);
             assert_eq!(
                 m.id,
                 ManifestId(*blake3::hash(&bytes[..bytes.len() - 64]).as_bytes())
