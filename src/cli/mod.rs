@@ -5,6 +5,7 @@
 //! errors, and each subcommand maps them to an [`Exit`] code and a one-line cause here. One file per
 //! subcommand; nothing here parses media or speaks a protocol.
 
+mod bench_trust;
 mod chunks;
 mod id;
 mod keygen;
@@ -25,6 +26,7 @@ enum Command {
     Chunks(chunks::Args),
     Keygen(keygen::Args),
     Id(id::Args),
+    BenchTrust(bench_trust::Args),
 }
 
 /// The project's exit codes, the same for every command (docs/USAGE.md has the table).
@@ -97,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Chunks(args) => chunks::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Id(args) => id::run(args),
+        Command::BenchTrust(args) => bench_trust::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
