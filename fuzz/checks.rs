@@ -55,7 +55,7 @@ pub fn object_decode(data: &[u8]) {
         return;
     };
     let _ = object.id();
-    if let Ok(plaintext) = object::open(&seed_keys(), &object) {
+    if let Ok(plaintext) = object::open(&seed_keys(), data.to_vec()) {
         // Authentic: sealing the plaintext again must give back exactly these bytes.
         let again = object::seal(&seed_keys(), object.index, object.flags, &plaintext)
             .expect("an opened object re-seals");

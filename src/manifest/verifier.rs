@@ -10,7 +10,7 @@
 
 use super::body::{Manifest, ManifestId, UnixTime};
 use super::merkle::Proof;
-use crate::crypto::object::{self, Object};
+use crate::crypto::object::{self, Object, Plaintext};
 use crate::crypto::{ChunkFlags, ChunkIndex, NodeId, StreamKeys};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -147,7 +147,7 @@ impl fmt::Display for Rejection {
 }
 
 /// A verified, decrypted chunk.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct AcceptedChunk {
     /// The chunk index.
     pub index: ChunkIndex,
@@ -156,12 +156,12 @@ pub struct AcceptedChunk {
     /// The manifest that vouched for it and the entry's duration (90 kHz ticks); `None` only
     /// when manifests are not required and none covered the object.
     pub vouched: Option<(ManifestId, u32)>,
-    /// The plaintext chunk bytes.
-    pub bytes: Vec<u8>,
+    /// The plaintext chunk bytes, decrypted in the buffer the object arrived in.
+    pub bytes: Plaintext,
 }
 
 /// What the verifier reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// A chunk passed every check.
     Chunk(AcceptedChunk),
@@ -196,6 +196,7 @@ pub enum Event {
 }
 
 struct Pending {
+    index: ChunkIndex,
     bytes: Vec<u8>,
     proof: Option<Vec<u8>>,
     expires: UnixTime,
@@ -292,21 +293,24 @@ impl Verifier {
     }
 
     /// Feeds an object from any peer, with the inclusion proof that travelled with it, if any.
-    pub fn push_object(&mut self, bytes: &[u8], proof: Option<&[u8]>, now: UnixTime) {
+    /// Takes the buffer: an accepted object is decrypted in place and handed out without a copy.
+    pub fn push_object(&mut self, bytes: Vec<u8>, proof: Option<&[u8]>, now: UnixTime) {
         self.expire(now);
-        let object = match Object::parse(bytes) {
-            Ok(o) => o,
+        let verdict = match Object::parse(&bytes) {
             Err(e) => return self.reject(Reason::MalformedObject, None, None, e.to_string()),
+            Ok(o) if o.index < self.floor || self.delivered.contains(&o.index) => {
+                self.ignored += 1;
+                return;
+            }
+            Ok(o) => (o.index, o.flags, self.vouch(&o, proof)),
         };
-        if object.index < self.floor || self.delivered.contains(&object.index) {
-            self.ignored += 1;
-            return;
-        }
-        match self.vouch(&object, proof) {
-            Err(rejection) => self.push_rejection(rejection),
-            Ok(Some(vouched)) => self.deliver(&object, Some(vouched)),
-            Ok(None) if !self.policy.require_manifest => self.deliver(&object, None),
-            Ok(None) => self.wait(bytes, proof, now),
+        match verdict {
+            (_, _, Err(rejection)) => self.push_rejection(rejection),
+            (index, flags, Ok(Some(vouched))) => self.deliver(bytes, index, flags, Some(vouched)),
+            (index, flags, Ok(None)) if !self.policy.require_manifest => {
+                self.deliver(bytes, index, flags, None)
+            }
+            (index, _, Ok(None)) => self.wait(bytes, index, proof, now),
         }
     }
 
@@ -486,27 +490,33 @@ impl Verifier {
             })
     }
 
-    fn deliver(&mut self, object: &Object<'_>, vouched: Option<(ManifestId, u32)>) {
-        match object::open(&self.keys, object) {
-            Ok(bytes) => {
-                self.delivered.insert(object.index);
+    /// Decrypts a vouched-for (or, by policy, unvouched) object and hands it out.
+    fn deliver(
+        &mut self,
+        bytes: Vec<u8>,
+        index: ChunkIndex,
+        flags: ChunkFlags,
+        vouched: Option<(ManifestId, u32)>,
+    ) {
+        match object::open(&self.keys, bytes) {
+            Ok(plaintext) => {
+                self.delivered.insert(index);
                 self.events.push_back(Event::Chunk(AcceptedChunk {
-                    index: object.index,
-                    flags: object.flags,
+                    index,
+                    flags,
                     vouched,
-                    bytes,
+                    bytes: plaintext,
                 }));
             }
-            Err(e) => self.reject(Reason::Aead, Some(object.index), None, e.to_string()),
+            Err(e) => self.reject(Reason::Aead, Some(index), None, e.to_string()),
         }
     }
 
     /// Parks an object until a manifest covers it, making room by dropping the oldest.
-    fn wait(&mut self, bytes: &[u8], proof: Option<&[u8]>, now: UnixTime) {
-        let index = Object::parse(bytes).ok().map(|o| o.index);
+    fn wait(&mut self, bytes: Vec<u8>, index: ChunkIndex, proof: Option<&[u8]>, now: UnixTime) {
         if bytes.len() > self.policy.max_pending_bytes {
             let detail = "object is larger than the waiting buffer".to_string();
-            return self.reject(Reason::Uncovered, index, None, detail);
+            return self.reject(Reason::Uncovered, Some(index), None, detail);
         }
         while self.pending_bytes + bytes.len() > self.policy.max_pending_bytes {
             match self.pending.pop_front() {
@@ -516,7 +526,8 @@ impl Verifier {
         }
         self.pending_bytes += bytes.len();
         self.pending.push_back(Pending {
-            bytes: bytes.to_vec(),
+            index,
+            bytes,
             proof: proof.map(<[u8]>::to_vec),
             expires: now.plus_ms(self.policy.max_pending_ms),
         });
@@ -549,20 +560,23 @@ impl Verifier {
         for waiting in std::mem::take(&mut self.pending) {
             self.pending_bytes -= waiting.bytes.len();
             // Parsed when it was queued, so this cannot fail; drop rather than panic if it did.
-            let Ok(object) = Object::parse(&waiting.bytes) else {
-                continue;
+            let verdict = match Object::parse(&waiting.bytes) {
+                Err(_) => continue,
+                Ok(o) if self.delivered.contains(&o.index) || o.index < self.floor => {
+                    self.ignored += 1;
+                    continue;
+                }
+                Ok(o) => (o.flags, self.vouch(&o, waiting.proof.as_deref())),
             };
-            if self.delivered.contains(&object.index) || object.index < self.floor {
-                self.ignored += 1;
-                continue;
-            }
-            match self.vouch(&object, waiting.proof.as_deref()) {
-                Ok(None) => {
+            match verdict {
+                (_, Ok(None)) => {
                     self.pending_bytes += waiting.bytes.len();
                     self.pending.push_back(waiting);
                 }
-                Ok(Some(vouched)) => self.deliver(&object, Some(vouched)),
-                Err(rejection) => self.push_rejection(rejection),
+                (flags, Ok(Some(vouched))) => {
+                    self.deliver(waiting.bytes, waiting.index, flags, Some(vouched))
+                }
+                (_, Err(rejection)) => self.push_rejection(rejection),
             }
         }
     }
@@ -640,8 +654,8 @@ mod tests {
             .sign_epoch(0, vec![entry(&obj)], T0)
             .unwrap();
         v.push_manifest(&m, T0);
-        v.push_object(&obj, None, T0);
-        v.push_object(&obj, None, T0); // the same object from a second peer
+        v.push_object(obj.clone(), None, T0);
+        v.push_object(obj.clone(), None, T0); // the same object from a second peer
         let events = drain(&mut v);
         assert!(matches!(
             events[0],
@@ -654,7 +668,7 @@ mod tests {
         let Event::Chunk(chunk) = &events[1] else {
             panic!("{events:?}")
         };
-        assert_eq!(chunk.bytes, b"chunk zero");
+        assert_eq!(chunk.bytes.as_bytes(), b"chunk zero");
         assert_eq!(chunk.vouched.map(|(_, d)| d), Some(180_000));
         assert_eq!(events.len(), 2);
         assert_eq!(v.ignored(), 1);
@@ -668,7 +682,7 @@ mod tests {
             .map(|i| seal(&keys("s"), i, &[i as u8; 300]))
             .collect();
         for o in &objs {
-            v.push_object(o, None, T0);
+            v.push_object(o.clone(), None, T0);
         }
         assert_eq!(
             drain(&mut v),
@@ -686,7 +700,7 @@ mod tests {
     #[test]
     fn uncovered_objects_time_out_and_are_counted() {
         let mut v = verifier();
-        v.push_object(&seal(&keys("s"), 9, b"x"), None, T0);
+        v.push_object(seal(&keys("s"), 9, b"x"), None, T0);
         v.handle_timeout(T0.plus_ms(9_999));
         assert_eq!(drain(&mut v), vec![]);
         v.handle_timeout(T0.plus_ms(10_000));
@@ -706,11 +720,11 @@ mod tests {
         let mut policy = Policy::new(vec![leader().node_id()]);
         policy.max_pending_bytes = 1000;
         let mut v = Verifier::new(keys("s"), policy);
-        v.push_object(&seal(&keys("s"), 1, &[0; 600]), None, T0);
-        v.push_object(&seal(&keys("s"), 2, &[0; 600]), None, T0);
+        v.push_object(seal(&keys("s"), 1, &[0; 600]), None, T0);
+        v.push_object(seal(&keys("s"), 2, &[0; 600]), None, T0);
         let r = assert_only_rejected(&mut v, Reason::Uncovered);
         assert_eq!(r.index, Some(ChunkIndex(1)), "the oldest makes room");
-        v.push_object(&seal(&keys("s"), 3, &[0; 2000]), None, T0);
+        v.push_object(seal(&keys("s"), 3, &[0; 2000]), None, T0);
         assert_eq!(v.rejected(Reason::Uncovered), 2);
     }
 
@@ -719,7 +733,7 @@ mod tests {
         let mut policy = Policy::new(vec![]);
         policy.require_manifest = false;
         let mut v = Verifier::new(keys("s"), policy);
-        v.push_object(&seal(&keys("s"), 1, b"open"), None, T0);
+        v.push_object(seal(&keys("s"), 1, b"open"), None, T0);
         let events = drain(&mut v);
         assert!(matches!(
             &events[..],
@@ -727,7 +741,7 @@ mod tests {
         ));
         let mut flipped = seal(&keys("s"), 2, b"open");
         flipped[40] ^= 1;
-        v.push_object(&flipped, None, T0);
+        v.push_object(flipped.clone(), None, T0);
         assert_only_rejected(&mut v, Reason::Aead);
     }
 
@@ -744,21 +758,21 @@ mod tests {
         let id = Manifest::decode(&m).unwrap().id;
         let proof = Proof::build(id, &entries, 3).unwrap().encode();
         // Proof before the manifest: the object waits, then the proof path accepts it.
-        v.push_object(&objs[3], Some(&proof), T0);
+        v.push_object(objs[3].clone(), Some(&proof), T0);
         assert_eq!(drain(&mut v), vec![]);
         v.push_manifest(&m, T0);
         let events = drain(&mut v);
         assert_eq!(chunk_indices(&events), vec![3]);
         // A proof for leaf 3 does not carry object 4.
-        v.push_object(&objs[4], Some(&proof), T0);
+        v.push_object(objs[4].clone(), Some(&proof), T0);
         assert_only_rejected(&mut v, Reason::ProofMismatch);
         // A proof with a forged sibling does not reach the root.
         let mut forged = Proof::build(id, &entries, 2).unwrap();
         forged.siblings[0][0] ^= 1;
-        v.push_object(&objs[2], Some(&forged.encode()), T0);
+        v.push_object(objs[2].clone(), Some(&forged.encode()), T0);
         assert_eq!(v.rejected(Reason::ProofMismatch), 1 + 1);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
-        v.push_object(&objs[1], Some(&proof[..20]), T0);
+        v.push_object(objs[1].clone(), Some(&proof[..20]), T0);
         assert_only_rejected(&mut v, Reason::MalformedProof);
     }
 
@@ -773,7 +787,7 @@ mod tests {
             T0,
         );
         drain(&mut v);
-        v.push_object(&seal(&keys("s"), 0, b"fake"), None, T0);
+        v.push_object(seal(&keys("s"), 0, b"fake"), None, T0);
         let r = assert_only_rejected(&mut v, Reason::IdMismatch);
         assert_eq!(r.index, Some(ChunkIndex(0)));
         // Replayed under another index: header changed, so the id matches nothing there either.
@@ -784,7 +798,7 @@ mod tests {
         drain(&mut v);
         let mut replayed = good.clone();
         replayed[9] = 1;
-        v.push_object(&replayed, None, T0);
+        v.push_object(replayed.clone(), None, T0);
         assert_eq!(v.rejected(Reason::IdMismatch), 2);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
     }
@@ -801,14 +815,14 @@ mod tests {
             T0,
         );
         drain(&mut v);
-        v.push_object(&alien, None, T0);
+        v.push_object(alien.clone(), None, T0);
         assert_only_rejected(&mut v, Reason::Aead);
     }
 
     #[test]
     fn malformed_objects_are_rejected() {
         let mut v = verifier();
-        v.push_object(&seal(&keys("s"), 0, b"x")[..30], None, T0);
+        v.push_object(seal(&keys("s"), 0, b"x")[..30].to_vec(), None, T0);
         assert_only_rejected(&mut v, Reason::MalformedObject);
     }
 
@@ -846,7 +860,7 @@ mod tests {
         assert_only_rejected(&mut v, Reason::OtherStream);
 
         // None of the rejected manifests lets the object through.
-        v.push_object(&obj, None, T0);
+        v.push_object(obj.clone(), None, T0);
         v.handle_timeout(T0.plus_ms(60_000));
         assert_eq!(v.rejected(Reason::Uncovered), 1);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
@@ -874,7 +888,7 @@ mod tests {
             (r.index, r.signer),
             (Some(ChunkIndex(4)), Some(leader().node_id()))
         );
-        v.push_object(&b, None, T0);
+        v.push_object(b.clone(), None, T0);
         assert_only_rejected(&mut v, Reason::IdMismatch);
         // The same entry re-signed (e.g. a new creation time) is not equivocation.
         let again = chain(leader(), 2)
@@ -918,7 +932,7 @@ mod tests {
             "no breaks, no gaps, no duplicate: {events:?}"
         );
         for o in objs.iter().rev() {
-            v.push_object(o, None, T0);
+            v.push_object(o.clone(), None, T0);
         }
         assert_eq!(chunk_indices(&drain(&mut v)), vec![3, 2, 1, 0]);
     }
@@ -962,8 +976,8 @@ mod tests {
             v.push_manifest(&c.sign_epoch(i as u64, vec![entry(o)], T0).unwrap(), T0);
         }
         drain(&mut v);
-        v.push_object(&objs[0], None, T0);
-        v.push_object(&objs[2], None, T0);
+        v.push_object(objs[0].clone(), None, T0);
+        v.push_object(objs[2].clone(), None, T0);
         assert_eq!(chunk_indices(&drain(&mut v)), vec![2]);
         assert_eq!(v.ignored(), 1);
         assert_eq!(Reason::ALL.map(|r| v.rejected(r)), [0; 11]);
