@@ -7,6 +7,9 @@
 //! [`Policy::require_manifest`] an object that no held manifest covers waits in a buffer bounded
 //! by bytes and by time and is dropped when no manifest comes. The verifier never reads the clock,
 //! never does I/O and never hands out a chunk that failed any check.
+//!
+//! Memory is bounded by the policy (held manifests, waiting bytes) plus the event queue, which the
+//! caller drains with [`Verifier::poll_event`] after every push.
 
 use super::body::{Manifest, ManifestId, UnixTime};
 use super::merkle::Proof;
