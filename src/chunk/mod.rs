@@ -33,7 +33,8 @@ impl std::fmt::Display for ChunkIndex {
     }
 }
 
-/// Flags a chunk carries (the bit values are part of the manifest format).
+/// Flags a chunk carries. The bit values are part of the object and manifest formats, and bits
+/// outside [`ChunkFlags::KNOWN`] are refused there, so each flag set has one encoding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ChunkFlags(u8);
 
@@ -44,10 +45,16 @@ impl ChunkFlags {
     pub const DAMAGED: u8 = 0x02;
     /// No random-access point came for 3·D, so this chunk was cut at a plain video PES start.
     pub const NO_RANDOM_ACCESS: u8 = 0x04;
+    /// Every defined bit.
+    pub const KNOWN: u8 = Self::DISCONTINUITY | Self::DAMAGED | Self::NO_RANDOM_ACCESS;
 
-    /// Flags from their bits (unknown bits are kept).
-    pub const fn from_bits(bits: u8) -> ChunkFlags {
-        ChunkFlags(bits)
+    /// Flags from their bits, or `None` when an undefined bit is set.
+    pub const fn from_bits(bits: u8) -> Option<ChunkFlags> {
+        if bits & !Self::KNOWN == 0 {
+            Some(ChunkFlags(bits))
+        } else {
+            None
+        }
     }
 
     /// The bits.

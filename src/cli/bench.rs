@@ -4,6 +4,7 @@
 //!   copy and raw BLAKE3 of the same bytes.
 //! - `bench record`: `ec-node record` of a file to HLS as a process, next to `cp` of the same file
 //!   and `ffmpeg -c copy -f hls`, alternated.
+//! - `bench trust`: verify + decrypt and manifest sign/verify (`bench_trust.rs`).
 
 use super::Failure;
 use crate::chunk::{Chunker, ChunkerConfig};
@@ -26,6 +27,7 @@ pub struct Args {
 enum What {
     Chunker(ChunkerArgs),
     Record(RecordArgs),
+    Trust(super::bench_trust::Args),
 }
 
 /// Chunker throughput against memory copy and BLAKE3 speed, one core.
@@ -58,6 +60,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     match args.what {
         What::Chunker(args) => chunker(args),
         What::Record(args) => record(args),
+        What::Trust(args) => super::bench_trust::run(args),
     }
 }
 

@@ -6,8 +6,11 @@
 //! subcommand; nothing here parses media or speaks a protocol.
 
 mod bench;
+mod bench_trust;
 mod chunks;
 mod hdhr_lineup;
+mod id;
+mod keygen;
 mod record;
 pub mod stop;
 
@@ -27,6 +30,8 @@ enum Command {
     Bench(bench::Args),
     Chunks(chunks::Args),
     HdhrLineup(hdhr_lineup::Args),
+    Id(id::Args),
+    Keygen(keygen::Args),
     Record(record::Args),
 }
 
@@ -100,6 +105,8 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Chunks(args) => chunks::run(args),
         Command::HdhrLineup(args) => hdhr_lineup::run(args),
+        Command::Id(args) => id::run(args),
+        Command::Keygen(args) => keygen::run(args),
         Command::Record(args) => record::run(args),
     };
     match outcome {

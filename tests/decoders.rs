@@ -1,0 +1,137 @@
+//! Every decoder of untrusted bytes, run on stable: the fuzz targets' seed corpora plus a few
+//! thousand deterministic mutations of each seed go through the same property checks as
+//! `cargo fuzz` (fuzz/checks.rs). `cargo test -- --ignored write_seed_corpora` regenerates the
+//! seeds.
+
+#[allow(dead_code)] // the shared file also serves the fuzz targets
+#[path = "../fuzz/checks.rs"]
+mod checks;
+#[path = "common/mutate.rs"]
+mod mutate;
+
+use ec_node::crypto::object::{self, Object};
+use ec_node::crypto::{ChunkFlags, ChunkIndex};
+use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof, UnixTime};
+use std::path::PathBuf;
+
+const TARGETS: [&str; 3] = ["manifest_decode", "object_decode", "merkle_proof"];
+const MUTATIONS_PER_SEED: usize = 1500;
+
+fn check(target: &str, data: &[u8]) {
+    match target {
+        "manifest_decode" => checks::manifest_decode(data),
+        "object_decode" => checks::object_decode(data),
+        "merkle_proof" => checks::merkle_proof(data),
+        other => panic!("unknown target {other}"),
+    }
+}
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+/// The seed encodings, deterministic so the committed files can be checked against them.
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let keys = checks::seed_keys();
+    let objects: Vec<Vec<u8>> = [&b""[..], b"ten bytes!", &[0x47; 188]]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let flags = ChunkFlags::from_bits(i as u8 & ChunkFlags::KNOWN).unwrap();
+            object::seal(&keys, ChunkIndex(8 + i as u64), flags, p).unwrap()
+        })
+        .collect();
+    let entries: Vec<Entry> = objects
+        .iter()
+        .map(|o| Entry::for_object(&Object::parse(o).unwrap(), 90_000))
+        .collect();
+    let mut chain = ManifestChain::new(checks::seed_signer(), keys.locator(), 4, 90_000);
+    let first = chain
+        .sign_epoch(2, entries.clone(), UnixTime(1_700_000_000_000))
+        .unwrap();
+    let mut later = entries[0];
+    later.index = ChunkIndex(12);
+    let second = chain
+        .sign_epoch(3, vec![later], UnixTime(1_700_000_002_000))
+        .unwrap();
+    let id = Manifest::decode(&first).unwrap().id;
+    let mut out = vec![
+        ("manifest_decode", "three-entries".into(), first),
+        ("manifest_decode", "chained".into(), second),
+    ];
+    for (i, o) in objects.into_iter().enumerate() {
+        out.push(("object_decode", format!("object-{i}"), o));
+    }
+    for leaf in [0, 2] {
+        let proof = Proof::build(id, &entries, leaf).unwrap().encode();
+        out.push(("merkle_proof", format!("leaf-{leaf}-of-3"), proof));
+    }
+    out
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand when a format changes"]
+fn write_seed_corpora() {
+    for (target, name, bytes) in seeds() {
+        std::fs::create_dir_all(corpus_dir(target)).unwrap();
+        std::fs::write(corpus_dir(target).join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn committed_seeds_are_current_and_valid() {
+    for (target, name, bytes) in seeds() {
+        let path = corpus_dir(target).join(&name);
+        let on_disk = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            on_disk,
+            bytes,
+            "{} is stale: regenerate the seeds",
+            path.display()
+        );
+        let valid = match target {
+            "manifest_decode" => Manifest::decode(&bytes).is_ok_and(|m| m.signature_valid()),
+            "object_decode" => object::open(&checks::seed_keys(), bytes.clone()).is_ok(),
+            _ => Proof::decode(&bytes).is_ok(),
+        };
+        assert!(valid, "{name} is not a valid {target} encoding");
+    }
+}
+
+#[test]
+fn every_corpus_file_and_its_mutations_pass_the_fuzz_checks() {
+    let mut runs = 0;
+    for (salt, target) in TARGETS.iter().enumerate() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{target} has no seed corpus");
+        for file in files {
+            let seed = std::fs::read(&file).unwrap();
+            check(target, &seed);
+            for mutated in mutate::mutations(&seed, MUTATIONS_PER_SEED, salt as u64) {
+                check(target, &mutated);
+                runs += 1;
+            }
+        }
+    }
+    assert!(runs >= 3 * MUTATIONS_PER_SEED);
+}
+
+#[test]
+fn decoders_are_total_on_edge_inputs() {
+    let mut inputs: Vec<Vec<u8>> = vec![vec![], vec![0], vec![1], vec![0xff; 4096]];
+    for len in [49, 50, 91, 222, 230, 286, 300] {
+        inputs.push(vec![1; len]);
+        inputs.push(vec![0; len]);
+    }
+    for target in TARGETS {
+        for input in &inputs {
+            check(target, input);
+        }
+    }
+}
