@@ -262,6 +262,54 @@ pub fn run(
     }
 }
 
+/// A file or the built-in clip read in place, as fast as possible, by the consumer itself: no
+/// capture thread and no ring, so the chunker reads the page cache without a copy.
+pub struct InPlace {
+    map: Option<memmap2::Mmap>,
+    builtin: bool,
+    position: usize,
+    pacer: pace::Pacer,
+}
+
+impl InPlace {
+    /// Opens `source` for reading in place if it is a file or the clip captured as fast as
+    /// possible; `Ok(None)` for sources that need a capture thread (live or paced).
+    pub fn open(
+        source: &Source,
+        options: &CaptureOptions,
+    ) -> Result<Option<InPlace>, CaptureError> {
+        let (map, builtin) = match source {
+            _ if options.realtime => return Ok(None),
+            Source::Builtin => (None, true),
+            Source::File(path) => (map_file(path)?, false),
+            Source::Stdin | Source::Http(_) | Source::Hdhr { .. } => return Ok(None),
+        };
+        Ok(Some(InPlace {
+            map,
+            builtin,
+            position: 0,
+            pacer: pace::Pacer::new(false, options.duration),
+        }))
+    }
+
+    /// The next piece of at most `max` bytes, or `None` at the end (or once the duration of
+    /// stream is reached).
+    pub fn next(&mut self, max: usize, stop: &StopFlag) -> Option<&[u8]> {
+        let all: &[u8] = match (&self.map, self.builtin) {
+            (_, true) => crate::clip::BUILTIN_TS,
+            (Some(map), false) => map,
+            (None, false) => &[],
+        };
+        let piece = &all[self.position.min(all.len())..(self.position + max).min(all.len())];
+        if piece.is_empty() || self.pacer.after(piece, stop).is_break() {
+            self.position = all.len();
+            return (!piece.is_empty()).then_some(piece);
+        }
+        self.position += piece.len();
+        Some(piece)
+    }
+}
+
 /// Copies a mapped file or the clip into the ring, paced by PCR when `options.realtime`.
 fn copy_slice(
     bytes: &[u8],

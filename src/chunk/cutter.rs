@@ -89,6 +89,7 @@ pub(super) struct Cutter {
     frame_ticks: u64,
     flag_next: ChunkFlags,
     size_hint: usize,
+    spare: Option<Vec<u8>>,
     ready: VecDeque<Chunk>,
     stats: ChunkerStats,
 }
@@ -114,6 +115,7 @@ impl Cutter {
             frame_ticks: 0,
             flag_next: ChunkFlags::default(),
             size_hint: 0,
+            spare: None,
             ready: VecDeque::new(),
             stats: ChunkerStats::default(),
         }
@@ -121,6 +123,13 @@ impl Cutter {
 
     pub(super) fn stats(&self) -> &ChunkerStats {
         &self.stats
+    }
+
+    pub(super) fn recycle(&mut self, mut bytes: Vec<u8>) {
+        bytes.clear();
+        if bytes.capacity() > self.spare.as_ref().map_or(0, Vec::capacity) {
+            self.spare = Some(bytes);
+        }
     }
 
     pub(super) fn poll_chunk(&mut self) -> Option<Chunk> {
@@ -303,7 +312,9 @@ impl Cutter {
         let (Some(tables), Some(pes)) = (&self.tables, &mut self.pes) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(self.size_hint);
+        let mut bytes = self.spare.take().unwrap_or_default();
+        bytes.clear();
+        bytes.reserve(self.size_hint);
         write_section_packets(&mut bytes, Pid::PAT, &tables.pat, pes.pat_counter);
         write_section_packets(&mut bytes, tables.pmt_pid, &tables.pmt, pes.pmt_counter);
         let offset = std::mem::replace(&mut pes.offset, bytes.len());

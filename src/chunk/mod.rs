@@ -168,6 +168,12 @@ impl Chunker {
         self.cutter.poll_chunk()
     }
 
+    /// Gives back the bytes of a chunk that has been written out, so the next chunk reuses the
+    /// allocation instead of faulting in fresh pages (one spare buffer is kept).
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        self.cutter.recycle(bytes);
+    }
+
     /// What the chunker has seen so far.
     pub fn stats(&self) -> &ChunkerStats {
         self.cutter.stats()

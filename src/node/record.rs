@@ -10,7 +10,7 @@
 //! with `EXT-X-ENDLIST`, whatever ended the run.
 
 use crate::capture::ring::{self, Consumer, Next};
-use crate::capture::{self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, Source};
+use crate::capture::{self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, InPlace, Source};
 use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
 use crate::cli::stop::StopFlag;
 use crate::hls::playlist::PlaylistKind;
@@ -21,8 +21,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Ring buffer size: about 13 s of a 19.39 Mb/s broadcast.
-const RING_BYTES: usize = 32 << 20;
+/// Ring buffer size: about 6.5 s of a 19.39 Mb/s broadcast.
+const RING_BYTES: usize = 16 << 20;
 /// Bytes the chunker takes from the ring at a time.
 const LEASE_BYTES: usize = 1 << 20;
 /// Chunks in flight between the chunk thread and the HLS writer.
@@ -46,7 +46,7 @@ pub struct RecordConfig {
 }
 
 /// How a recording went.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RecordSummary {
     /// Segments written.
     pub segments: u64,
@@ -86,32 +86,46 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
         Some(n) => PlaylistKind::Window(n),
         None => PlaylistKind::Event,
     };
+    let in_place = InPlace::open(&config.source, &config.capture)
+        .map_err(|e| RecordError::Capture(e, RecordSummary::default()))?;
     let mut writer = HlsWriter::create(&config.out, kind, hls::target_duration(&config.chunker))
         .map_err(RecordError::Hls)?;
-    let (producer, consumer) = ring::ring(RING_BYTES).map_err(RecordError::Ring)?;
     let (chunk_tx, chunk_rx) = bounded(CHUNK_QUEUE);
+    // Written chunks' buffers go back to the chunker, so steady state allocates nothing.
+    let (spent_tx, spent_rx) = bounded(CHUNK_QUEUE);
     let (capture_tx, capture_rx) = bounded(1);
-
-    let capture_thread = {
-        let (source, options, stop) = (config.source.clone(), config.capture.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || {
-                let _ = capture_tx.send(capture::run(&source, &options, producer, &stop));
-            })
+    let (feed, capture_thread) = match in_place {
+        Some(reader) => {
+            let _ = capture_tx.send(Ok(CaptureEnd::Finished));
+            (Feed::InPlace(reader), None)
+        }
+        None => {
+            let (producer, consumer) = ring::ring(RING_BYTES).map_err(RecordError::Ring)?;
+            let (source, options, stop) =
+                (config.source.clone(), config.capture.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || {
+                    let _ = capture_tx.send(capture::run(&source, &options, producer, &stop));
+                })
+                .map_err(RecordError::Ring)?;
+            (Feed::Ring(consumer), Some(thread))
+        }
     };
     let chunk_thread = {
         let (chunker, stop) = (config.chunker, stop.clone());
         std::thread::Builder::new()
             .name("chunk".into())
-            .spawn(move || chunk_stage(consumer, Chunker::new(chunker), chunk_tx, &stop))
-    };
-    let (capture_thread, chunk_thread) = match (capture_thread, chunk_thread) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return Err(RecordError::Ring(e)),
+            .spawn(move || chunk_stage(feed, Chunker::new(chunker), (chunk_tx, spent_rx), &stop))
+            .map_err(RecordError::Ring)?
     };
 
-    let written = hls_stage(&mut writer, &chunk_rx, config.stop_after, &stop);
+    let written = hls_stage(
+        &mut writer,
+        (&chunk_rx, &spent_tx),
+        config.stop_after,
+        &stop,
+    );
     // However the HLS stage ended, finish the playlist and stop the other stages.
     stop.set();
     drop(chunk_rx);
@@ -121,8 +135,8 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
     // A capture blocked in a read notices the stop within its read timeout; wait for it only if
     // it already reported.
     let capture_outcome = capture_rx.recv_timeout(Duration::from_millis(200)).ok();
-    if capture_outcome.is_some() {
-        let _ = capture_thread.join();
+    if let (Some(_), Some(thread)) = (&capture_outcome, capture_thread) {
+        let _ = thread.join();
     }
     written.and(finished).map_err(RecordError::Hls)?;
     let mut summary = RecordSummary {
@@ -141,42 +155,70 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
     }
 }
 
-/// The chunk thread: ring bytes in, chunks out; returns the chunker's counters and the bytes
+/// Where the chunk thread reads from.
+enum Feed {
+    /// The capture ring, filled by the capture thread.
+    Ring(Consumer),
+    /// A file or the clip, read in place.
+    InPlace(InPlace),
+}
+
+/// The chunk thread: input bytes in, chunks out; returns the chunker's counters and the bytes
 /// the ring dropped.
 fn chunk_stage(
-    mut consumer: Consumer,
+    mut feed: Feed,
     mut chunker: Chunker,
-    out: Sender<(Chunk, UnixMillis)>,
+    (out, spent): (Sender<(Chunk, UnixMillis)>, Receiver<Vec<u8>>),
     stop: &StopFlag,
 ) -> (ChunkerStats, u64) {
-    loop {
+    let mut open = true;
+    while open {
+        while let Ok(bytes) = spent.try_recv() {
+            chunker.recycle(bytes);
+        }
         let now = wall_clock();
-        match consumer.next(LEASE_BYTES, Duration::from_millis(100)) {
-            Next::Data(lease) => chunker.push(&lease, now),
-            Next::Gap => chunker.mark_gap(),
-            Next::Idle if stop.is_set() => break,
-            Next::Idle => continue,
-            Next::End => break,
+        open = match &mut feed {
+            Feed::InPlace(reader) => match reader.next(LEASE_BYTES, stop) {
+                Some(bytes) => {
+                    chunker.push(bytes, now);
+                    !stop.is_set()
+                }
+                None => false,
+            },
+            Feed::Ring(consumer) => match consumer.next(LEASE_BYTES, Duration::from_millis(100)) {
+                Next::Data(lease) => {
+                    chunker.push(&lease, now);
+                    true
+                }
+                Next::Gap => {
+                    chunker.mark_gap();
+                    true
+                }
+                Next::Idle => !stop.is_set(),
+                Next::End => false,
+            },
+        };
+        if !open {
+            chunker.finish(wall_clock());
         }
         while let Some(chunk) = chunker.poll_chunk() {
             if out.send((chunk, wall_clock())).is_err() {
-                return (chunker.stats().clone(), consumer.dropped());
+                open = false;
+                break;
             }
         }
     }
-    chunker.finish(wall_clock());
-    while let Some(chunk) = chunker.poll_chunk() {
-        if out.send((chunk, wall_clock())).is_err() {
-            break;
-        }
-    }
-    (chunker.stats().clone(), consumer.dropped())
+    let overrun = match &feed {
+        Feed::Ring(consumer) => consumer.dropped(),
+        Feed::InPlace(_) => 0,
+    };
+    (chunker.stats().clone(), overrun)
 }
 
 /// The HLS stage: writes chunks until the channel closes, `stop_after` is reached, or a stop.
 fn hls_stage(
     writer: &mut HlsWriter,
-    chunks: &Receiver<(Chunk, UnixMillis)>,
+    (chunks, spent): (&Receiver<(Chunk, UnixMillis)>, &Sender<Vec<u8>>),
     stop_after: Option<u64>,
     stop: &StopFlag,
 ) -> Result<(), HlsError> {
@@ -198,6 +240,7 @@ fn hls_stage(
         };
         writer.write(&chunk, date_time)?;
         previous = Some((date_time, chunk.duration));
+        let _ = spent.try_send(chunk.bytes);
     }
     Ok(())
 }
