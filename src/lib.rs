@@ -11,4 +11,5 @@
 pub mod chunk;
 pub mod cli;
 pub mod clip;
+pub mod moq;
 pub mod ts;

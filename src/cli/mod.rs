@@ -50,7 +50,10 @@ pub struct Failure {
 impl Failure {
     /// A failure with the given exit code and cause.
     pub fn new(exit: Exit, cause: impl Into<String>) -> Self {
-        Failure { exit, cause: cause.into() }
+        Failure {
+            exit,
+            cause: cause.into(),
+        }
     }
 
     /// A usage or configuration error (exit 2).
@@ -119,11 +122,26 @@ mod tests {
 
     #[test]
     fn equals_flags_are_split_and_others_kept() {
-        let args = ["ec-node", "chunks", "--chunk-ms=1500", "--input", "a=b.ts", "-"];
+        let args = [
+            "ec-node",
+            "chunks",
+            "--chunk-ms=1500",
+            "--input",
+            "a=b.ts",
+            "-",
+        ];
         let split = split_equals_flags(args.iter().map(|s| s.to_string()).collect());
         assert_eq!(
             split,
-            ["ec-node", "chunks", "--chunk-ms", "1500", "--input", "a=b.ts", "-"]
+            [
+                "ec-node",
+                "chunks",
+                "--chunk-ms",
+                "1500",
+                "--input",
+                "a=b.ts",
+                "-"
+            ]
         );
     }
 }
