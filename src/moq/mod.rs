@@ -7,7 +7,9 @@
 //!
 //! The drive loop an endpoint runs is documented on [`session::Session`].
 
+pub mod cache;
 pub mod error;
+pub mod track;
 pub mod types;
 pub mod wire;
 
