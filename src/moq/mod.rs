@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod session;
 pub mod track;
 pub mod types;
 pub mod wire;
