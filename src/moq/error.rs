@@ -42,8 +42,22 @@ pub enum SessionCode {
     ControlMessageTimeout,
     /// 0x12: a data stream stayed unusable for too long.
     DataStreamTimeout,
+    /// 0x13: the peer's authorization token cache overflowed.
+    AuthTokenCacheOverflow,
+    /// 0x14: an authorization token alias registered twice.
+    DuplicateAuthTokenAlias,
     /// 0x15: no common protocol version.
     VersionNegotiationFailed,
+    /// 0x16: a malformed authorization token.
+    MalformedAuthToken,
+    /// 0x17: an authorization token alias never registered.
+    UnknownAuthTokenAlias,
+    /// 0x18: an expired authorization token.
+    ExpiredAuthToken,
+    /// 0x19: the AUTHORITY setup parameter names nothing served here.
+    InvalidAuthority,
+    /// 0x1A: the AUTHORITY setup parameter is malformed.
+    MalformedAuthority,
 }
 
 impl SessionCode {
@@ -63,7 +77,14 @@ impl SessionCode {
             SessionCode::GoawayTimeout => 0x10,
             SessionCode::ControlMessageTimeout => 0x11,
             SessionCode::DataStreamTimeout => 0x12,
+            SessionCode::AuthTokenCacheOverflow => 0x13,
+            SessionCode::DuplicateAuthTokenAlias => 0x14,
             SessionCode::VersionNegotiationFailed => 0x15,
+            SessionCode::MalformedAuthToken => 0x16,
+            SessionCode::UnknownAuthTokenAlias => 0x17,
+            SessionCode::ExpiredAuthToken => 0x18,
+            SessionCode::InvalidAuthority => 0x19,
+            SessionCode::MalformedAuthority => 0x1a,
         }
     }
 }

@@ -209,6 +209,41 @@ fn subscribe_ok_with_largest_and_extensions() {
 }
 
 #[test]
+fn subscribe_ok_with_every_publisher_parameter() {
+    #[rustfmt::skip]
+    let b = [
+        0x04, 0x00, 0x14,       // type SUBSCRIBE_OK, length 20
+        0x02,                   // request id 2
+        0x00,                   // track alias 0
+        0x07,                   // 7 parameters
+        0x02, 0x40, 0xc8,       // delta 2 -> DELIVERY_TIMEOUT, 200
+        0x02, 0x0a,             // delta 2 -> MAX_CACHE_DURATION (0x04), 10
+        0x04, 0x00,             // delta 4 -> EXPIRES (0x08), 0
+        0x01, 0x02, 0x03, 0x00, // delta 1 -> LARGEST_OBJECT (0x09), length 2, {3, 0}
+        0x05, 0x20,             // delta 5 -> PUBLISHER_PRIORITY (0x0E), 32
+        0x14, 0x02,             // delta 0x14 -> GROUP_ORDER (0x22), descending
+        0x0e, 0x01,             // delta 0x0e -> DYNAMIC_GROUPS (0x30), 1
+    ];
+    let params = MessageParams {
+        delivery_timeout: Some(200),
+        max_cache_duration: Some(10),
+        expires: Some(0),
+        largest_object: Some(Location::new(3, 0)),
+        publisher_priority: Some(32),
+        group_order: Some(GroupOrder::Descending),
+        dynamic_groups: Some(1),
+        ..Default::default()
+    };
+    let ok = SubscribeOk {
+        request: RequestId(2),
+        alias: TrackAlias(0),
+        params,
+        extensions: vec![],
+    };
+    check(&b, ControlMessage::SubscribeOk(ok));
+}
+
+#[test]
 fn request_update_unsubscribe_publish_done() {
     #[rustfmt::skip]
     let b = [

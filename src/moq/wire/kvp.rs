@@ -214,12 +214,15 @@ impl SetupParams {
 mod param_kind {
     pub const DELIVERY_TIMEOUT: u64 = 0x02;
     pub const AUTHORIZATION_TOKEN: u64 = 0x03;
+    pub const MAX_CACHE_DURATION: u64 = 0x04;
     pub const EXPIRES: u64 = 0x08;
     pub const LARGEST_OBJECT: u64 = 0x09;
+    pub const PUBLISHER_PRIORITY: u64 = 0x0e;
     pub const FORWARD: u64 = 0x10;
     pub const SUBSCRIBER_PRIORITY: u64 = 0x20;
     pub const SUBSCRIPTION_FILTER: u64 = 0x21;
     pub const GROUP_ORDER: u64 = 0x22;
+    pub const DYNAMIC_GROUPS: u64 = 0x30;
     pub const NEW_GROUP_REQUEST: u64 = 0x32;
 }
 
@@ -234,10 +237,14 @@ pub struct MessageParams {
     pub delivery_timeout: Option<u64>,
     /// AUTHORIZATION_TOKEN (0x03), kept opaque; may repeat.
     pub auth_tokens: Vec<Vec<u8>>,
+    /// MAX_CACHE_DURATION (0x04), milliseconds.
+    pub max_cache_duration: Option<u64>,
     /// EXPIRES (0x08), milliseconds.
     pub expires: Option<u64>,
     /// LARGEST_OBJECT (0x09).
     pub largest_object: Option<Location>,
+    /// PUBLISHER_PRIORITY (0x0E): the default for objects whose framing omits it.
+    pub publisher_priority: Option<u8>,
     /// FORWARD (0x10); absent means true.
     pub forward: Option<bool>,
     /// SUBSCRIBER_PRIORITY (0x20); absent means 128.
@@ -246,6 +253,8 @@ pub struct MessageParams {
     pub filter: Option<SubscriptionFilter>,
     /// GROUP_ORDER (0x22).
     pub group_order: Option<GroupOrder>,
+    /// DYNAMIC_GROUPS (0x30).
+    pub dynamic_groups: Option<u64>,
     /// NEW_GROUP_REQUEST (0x32).
     pub new_group_request: Option<u64>,
 }
@@ -307,6 +316,9 @@ impl MessageParams {
                     set_once(&mut p.delivery_timeout, v)?
                 }
                 (param_kind::AUTHORIZATION_TOKEN, KvValue::Bytes(b)) => p.auth_tokens.push(b),
+                (param_kind::MAX_CACHE_DURATION, KvValue::Int(v)) => {
+                    set_once(&mut p.max_cache_duration, v)?
+                }
                 (param_kind::EXPIRES, KvValue::Int(v)) => set_once(&mut p.expires, v)?,
                 (param_kind::LARGEST_OBJECT, KvValue::Bytes(b)) => {
                     let mut lr = Reader::new(&b);
@@ -315,6 +327,10 @@ impl MessageParams {
                         return Err(kvf("malformed LARGEST_OBJECT"));
                     }
                     set_once(&mut p.largest_object, loc)?
+                }
+                (param_kind::PUBLISHER_PRIORITY, KvValue::Int(v)) => {
+                    let v = u8::try_from(v).map_err(|_| kvf("PUBLISHER_PRIORITY above 255"))?;
+                    set_once(&mut p.publisher_priority, v)?
                 }
                 (param_kind::FORWARD, KvValue::Int(v)) => {
                     let f = match v {
@@ -339,6 +355,9 @@ impl MessageParams {
                     };
                     set_once(&mut p.group_order, o)?
                 }
+                (param_kind::DYNAMIC_GROUPS, KvValue::Int(v)) => {
+                    set_once(&mut p.dynamic_groups, v)?
+                }
                 (param_kind::NEW_GROUP_REQUEST, KvValue::Int(v)) => {
                     set_once(&mut p.new_group_request, v)?
                 }
@@ -356,6 +375,9 @@ impl MessageParams {
         for t in &self.auth_tokens {
             pairs.push(KeyValue::bytes(param_kind::AUTHORIZATION_TOKEN, t.clone()));
         }
+        if let Some(v) = self.max_cache_duration {
+            pairs.push(KeyValue::int(param_kind::MAX_CACHE_DURATION, v));
+        }
         if let Some(v) = self.expires {
             pairs.push(KeyValue::int(param_kind::EXPIRES, v));
         }
@@ -363,6 +385,9 @@ impl MessageParams {
             let mut b = Vec::new();
             put_location(&mut b, l);
             pairs.push(KeyValue::bytes(param_kind::LARGEST_OBJECT, b));
+        }
+        if let Some(p) = self.publisher_priority {
+            pairs.push(KeyValue::int(param_kind::PUBLISHER_PRIORITY, u64::from(p)));
         }
         if let Some(f) = self.forward {
             pairs.push(KeyValue::int(param_kind::FORWARD, u64::from(f)));
@@ -382,6 +407,9 @@ impl MessageParams {
                 GroupOrder::Descending => 2,
             };
             pairs.push(KeyValue::int(param_kind::GROUP_ORDER, v));
+        }
+        if let Some(v) = self.dynamic_groups {
+            pairs.push(KeyValue::int(param_kind::DYNAMIC_GROUPS, v));
         }
         if let Some(v) = self.new_group_request {
             pairs.push(KeyValue::int(param_kind::NEW_GROUP_REQUEST, v));
@@ -424,10 +452,15 @@ mod tests {
 
     #[test]
     fn message_params_strictness() {
-        // Unknown type 0x04 -> PROTOCOL_VIOLATION.
+        // Unknown type 0x06 -> PROTOCOL_VIOLATION.
         assert_eq!(
-            code(MessageParams::read(&mut Reader::new(&[0x01, 0x04, 0x00])).unwrap_err()),
+            code(MessageParams::read(&mut Reader::new(&[0x01, 0x06, 0x00])).unwrap_err()),
             3
+        );
+        // PUBLISHER_PRIORITY = 256 -> KEY_VALUE_FORMATTING.
+        assert_eq!(
+            code(MessageParams::read(&mut Reader::new(&[0x01, 0x0e, 0x41, 0x00])).unwrap_err()),
+            6
         );
         // FORWARD = 2 -> KEY_VALUE_FORMATTING.
         assert_eq!(
