@@ -439,7 +439,12 @@ impl Session {
             Role::Client => Role::Server,
             Role::Server => Role::Client,
         };
-        let granted_limit = first_request_id(peer) + 2 * config.request_window;
+        // Saturating: the window is configuration, and the limit must stay a varint.
+        let granted_limit = config
+            .request_window
+            .saturating_mul(2)
+            .saturating_add(first_request_id(peer))
+            .min(MAX_VARINT);
         let mut s = Session {
             role,
             version,
@@ -1020,8 +1025,14 @@ impl Session {
             Role::Client => Role::Server,
             Role::Server => Role::Client,
         });
-        let limit = peer_first + 2 * (self.peer_requests_done + self.config.request_window);
-        if limit > self.granted_limit && limit <= MAX_VARINT {
+        let open = self
+            .peer_requests_done
+            .saturating_add(self.config.request_window);
+        let limit = open
+            .saturating_mul(2)
+            .saturating_add(peer_first)
+            .min(MAX_VARINT);
+        if limit > self.granted_limit {
             self.granted_limit = limit;
             self.send_control(ControlMessage::MaxRequestId(limit));
         }

@@ -182,10 +182,10 @@ impl Session {
                 (_, DataItem::SubgroupHeader(h)) => {
                     if let Some(req) = self.aliases.get(&h.alias).copied() {
                         self.set_target(stream, Target::Subscription(req));
-                    } else if self.retired_aliases.contains(&h.alias) {
-                        self.stop_sending(stream);
-                        return Ok(());
-                    } else if self.recvs.early_count() >= self.config.max_early_streams {
+                    } else if self.retired_aliases.contains(&h.alias)
+                        || self.recvs.early_count() >= self.config.max_early_streams
+                    {
+                        // A subscription we ended, or no room to hold another early stream.
                         self.stop_sending(stream);
                         return Ok(());
                     } else {

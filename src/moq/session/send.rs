@@ -141,17 +141,17 @@ impl SendQueues {
             .streams
             .iter()
             .min_by_key(|(seq, s)| (s.owner != Owner::Reply, s.key, **seq))?;
-        let fresh = match self.streams.get(&seq)?.id {
-            Some(_) => None,
+        // A stream gets its id when its first byte goes out, so ids are used in order.
+        let id = match self.streams.get(&seq)?.id {
+            Some(id) => id,
             None => {
                 let id = self.uni_id(self.next_uni);
                 self.next_uni += 1;
-                Some(id)
+                id
             }
         };
         let s = self.streams.get_mut(&seq)?;
-        let opened = fresh.is_some();
-        let id = *s.id.get_or_insert_with(|| fresh.unwrap_or_default());
+        let opened = s.id.replace(id).is_none();
         let mut data = Vec::with_capacity(max.min(s.queued));
         while data.len() < max {
             let Some(front) = s.chunks.front() else { break };

@@ -151,33 +151,18 @@ impl SetupParams {
     pub(crate) fn read(r: &mut Reader<'_>) -> Read<Self> {
         let mut p = SetupParams::default();
         for kv in read_counted(r)? {
-            let dup = || ReadError::Bad(MoqError::violation("duplicate setup parameter"));
             match (kv.kind, kv.value) {
-                (setup_kind::PATH, KvValue::Bytes(b)) => {
-                    if p.path.replace(b).is_some() {
-                        return Err(dup());
-                    }
-                }
+                (setup_kind::PATH, KvValue::Bytes(b)) => set_once(&mut p.path, b)?,
                 (setup_kind::MAX_REQUEST_ID, KvValue::Int(v)) => {
-                    if p.max_request_id.replace(v).is_some() {
-                        return Err(dup());
-                    }
+                    set_once(&mut p.max_request_id, v)?
                 }
                 (setup_kind::AUTHORIZATION_TOKEN, KvValue::Bytes(b)) => p.auth_tokens.push(b),
                 (setup_kind::MAX_AUTH_TOKEN_CACHE_SIZE, KvValue::Int(v)) => {
-                    if p.max_auth_token_cache_size.replace(v).is_some() {
-                        return Err(dup());
-                    }
+                    set_once(&mut p.max_auth_token_cache_size, v)?
                 }
-                (setup_kind::AUTHORITY, KvValue::Bytes(b)) => {
-                    if p.authority.replace(b).is_some() {
-                        return Err(dup());
-                    }
-                }
+                (setup_kind::AUTHORITY, KvValue::Bytes(b)) => set_once(&mut p.authority, b)?,
                 (setup_kind::MOQT_IMPLEMENTATION, KvValue::Bytes(b)) => {
-                    if p.implementation.replace(b).is_some() {
-                        return Err(dup());
-                    }
+                    set_once(&mut p.implementation, b)?
                 }
                 // Unknown setup parameters are ignored (draft-16), so extensions can be added.
                 _ => {}
@@ -301,7 +286,7 @@ fn write_filter(f: &SubscriptionFilter) -> Vec<u8> {
 
 fn set_once<T>(slot: &mut Option<T>, v: T) -> Read<()> {
     if slot.replace(v).is_some() {
-        return Err(MoqError::violation("duplicate message parameter").into());
+        return Err(MoqError::violation("duplicate parameter").into());
     }
     Ok(())
 }
