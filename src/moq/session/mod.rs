@@ -547,6 +547,10 @@ impl Session {
         if let Some((seq, owner)) = self.sends.find(stream) {
             self.sends.drop_stream(seq);
             self.outputs.push_back(Output::ResetStream { stream, code });
+            // A fetch has one stream: stopping it cancels the fetch (FETCH_CANCEL may follow).
+            if let send::Owner::Fetch(request) = owner {
+                self.event(Event::RequestCancelled { request });
+            }
             self.on_send_stream_gone(owner);
         }
         Ok(())

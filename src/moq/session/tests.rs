@@ -1096,3 +1096,179 @@ fn truncated_data_stream_is_a_violation() {
     p.deliver(Side::Client, [w]);
     assert_eq!(closed_code(&p.client), Some(3));
 }
+
+#[test]
+fn a_slow_subscriber_does_not_hold_back_another_session() {
+    let server = Config {
+        max_subscriber_backlog: 100,
+        ..Config::default()
+    };
+    let mut slow = Pair::connected_with(Config::default(), server.clone());
+    let mut fast = Pair::connected_with(Config::default(), server);
+    let mut cache = cache_with(0..1);
+    let rs = slow.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    let rf = fast.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    slow.budget = 0;
+    for g in 1..50 {
+        cache.push(GroupId(g), payload(g)).unwrap();
+        slow.server
+            .send_group(&track(), GroupId(g), cache.get(GroupId(g)).unwrap().clone())
+            .unwrap();
+        fast.server
+            .send_group(&track(), GroupId(g), cache.get(GroupId(g)).unwrap().clone())
+            .unwrap();
+        slow.step();
+        fast.step();
+        assert!(slow.server.sends.backlog(send::Owner::Subscription(rs)) <= 100);
+    }
+    fast.drive();
+    let mut got = groups_of(&fast.events(Side::Client), rf);
+    got.sort();
+    assert_eq!(
+        got,
+        (1..50).collect::<Vec<u64>>(),
+        "the fast subscriber gets every group"
+    );
+    slow.budget = usize::MAX;
+    slow.drive();
+    let got = groups_of(&slow.events(Side::Client), rs);
+    assert!(
+        got.len() < 10 && got.contains(&49),
+        "the slow one gets only the newest: {got:?}"
+    );
+}
+
+#[test]
+fn ascending_order_is_honoured() {
+    let mut p = Pair::connected();
+    let cache = cache_with(0..4);
+    let opts = SubscribeOptions {
+        filter: SubscriptionFilter::AbsoluteStart(Location::new(1, 0)),
+        group_order: Some(GroupOrder::Ascending),
+        ..Default::default()
+    };
+    let req = p.client.subscribe(track(), opts).unwrap();
+    p.drive();
+    p.events(Side::Server);
+    p.server.accept_subscribe(req, &cache).unwrap();
+    p.drive();
+    assert_eq!(groups_of(&p.events(Side::Client), req), vec![1, 2, 3]);
+}
+
+#[test]
+fn refused_subscribe_frees_its_request_id() {
+    let mut p = Pair::connected();
+    let req = p
+        .client
+        .subscribe(track(), SubscribeOptions::default())
+        .unwrap();
+    p.drive();
+    p.events(Side::Server);
+    let before = p.client.peer_limit;
+    p.server
+        .reject_request(req, request_error::DOES_NOT_EXIST, "no such track")
+        .unwrap();
+    p.drive();
+    assert_eq!(
+        p.events(Side::Client),
+        vec![Event::RequestFailed {
+            request: req,
+            code: request_error::DOES_NOT_EXIST,
+            reason: "no such track".into()
+        }]
+    );
+    assert_eq!(p.client.peer_limit, before + 2);
+    assert!(
+        matches!(
+            p.server.reject_request(req, 0, ""),
+            Err(MoqError::Misuse(_))
+        ),
+        "answered once only"
+    );
+}
+
+#[test]
+fn fetch_cancel_resets_the_response_stream() {
+    let mut p = Pair::connected();
+    let cache = cache_with(0..5);
+    let f = p
+        .client
+        .fetch(track(), Location::new(0, 0), Location::new(4, 0))
+        .unwrap();
+    p.drive();
+    p.events(Side::Server);
+    p.server.accept_fetch(f, &cache).unwrap();
+    p.budget = 12;
+    p.step(); // FETCH_OK and the first bytes of the stream go out.
+    p.client.cancel_fetch(f).unwrap();
+    p.budget = usize::MAX;
+    // FETCH_CANCEL reaches the server before it writes more of the stream.
+    let cancel = p.transmit(Side::Client);
+    p.deliver(Side::Server, cancel);
+    let out = p.transmit(Side::Server);
+    assert!(
+        out.iter().any(|w| matches!(
+            w,
+            Wire::Reset(StreamId(3), crate::moq::error::reset::CANCELLED)
+        )),
+        "{out:?}"
+    );
+    assert!(p
+        .events(Side::Server)
+        .contains(&Event::RequestCancelled { request: f }));
+    p.deliver(Side::Client, out);
+    p.drive();
+    assert!(!p.server.wants_write());
+    assert!(p.client.is_established() && p.server.is_established());
+}
+
+#[test]
+fn publish_namespace_cancel_is_reported() {
+    let mut p = Pair::connected();
+    let ns = BroadcastTrack::new("abc", TrackKind::Manifests)
+        .unwrap()
+        .namespace();
+    let req = p.client.publish_namespace(ns).unwrap();
+    p.drive();
+    p.events(Side::Client);
+    let cancel = raw(ControlMessage::PublishNamespaceCancel {
+        request: req,
+        code: 0x1,
+        reason: "go".into(),
+    });
+    p.client
+        .handle_stream_data(p.now, StreamId::CONTROL, &cancel, false)
+        .unwrap();
+    p.transmit(Side::Client);
+    assert_eq!(
+        p.events(Side::Client),
+        vec![Event::NamespaceCancelled {
+            request: req,
+            code: 0x1,
+            reason: "go".into()
+        }]
+    );
+}
+
+#[test]
+fn early_timeout_calls_are_harmless_and_closed_sessions_stay_closed() {
+    let mut p = Pair::connected();
+    assert_eq!(p.client.poll_timeout(), None, "nothing pending after setup");
+    p.client.handle_timeout(p.now);
+    assert!(p.client.is_established());
+    p.client.close(SessionCode::NoError, "bye");
+    p.drive();
+    assert!(matches!(
+        p.server.subscribe(track(), SubscribeOptions::default()),
+        Err(MoqError::Closed {
+            by_peer: true,
+            code: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        p.client.subscribe(track(), SubscribeOptions::default()),
+        Err(MoqError::Closed { by_peer: false, .. })
+    ));
+    assert_eq!(p.client.poll_write(100), None);
+}
