@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use crate::moq::error::{request_error, MoqError, SessionCode};
 use crate::moq::session::send::{Chunk, OrderKey, Owner, SendStream};
-use crate::moq::session::{Event, Pending, Phase, Priority, Role, Session, StreamId};
-use crate::moq::types::{GroupId, MAX_VARINT};
+use crate::moq::session::{
+    DoneReceived, Event, OurSubscription, Pending, Phase, Priority, Role, Session, StreamId,
+};
+use crate::moq::types::{GroupId, RequestId, MAX_VARINT};
 use crate::moq::wire::{
     decode_control, encode_control, ControlMessage, MessageParams, SetupParams,
 };
@@ -232,8 +234,14 @@ impl Session {
                 stream_count,
                 reason,
             } => {
+                let deadline = now + self.config.early_stream_timeout;
                 if let Some(sub) = self.subscriptions.get_mut(&request) {
-                    sub.done = Some((status, reason, stream_count));
+                    sub.done = Some(DoneReceived {
+                        status,
+                        reason,
+                        stream_count,
+                        deadline,
+                    });
                     self.check_subscription_done(request);
                 }
             }
@@ -269,11 +277,7 @@ impl Session {
 
     /// Removes an open request of ours of kind `kind`: `Ok(true)` if it was open, `Ok(false)` if
     /// we already gave it up (a late answer), a protocol violation otherwise.
-    fn take_pending(
-        &mut self,
-        request: crate::moq::types::RequestId,
-        kind: &Pending,
-    ) -> Result<bool, MoqError> {
+    fn take_pending(&mut self, request: RequestId, kind: &Pending) -> Result<bool, MoqError> {
         if self.pending.get(&request) == Some(kind) {
             self.pending.remove(&request);
             return Ok(true);
@@ -287,26 +291,43 @@ impl Session {
     }
 
     /// Reports a subscription's end once PUBLISH_DONE arrived and all its streams ended.
-    pub(super) fn check_subscription_done(&mut self, request: crate::moq::types::RequestId) {
+    pub(super) fn check_subscription_done(&mut self, request: RequestId) {
         let Some(sub) = self.subscriptions.get(&request) else {
             return;
         };
-        let Some((status, reason, count)) = &sub.done else {
+        let Some(done) = &sub.done else { return };
+        if done.stream_count == MAX_VARINT || sub.streams_ended >= done.stream_count {
+            self.finish_subscription(request);
+        }
+    }
+
+    /// Ends a subscription that received PUBLISH_DONE and reports it.
+    pub(super) fn finish_subscription(&mut self, request: RequestId) {
+        // Only a subscription that received PUBLISH_DONE is finished here.
+        if !self
+            .subscriptions
+            .get(&request)
+            .is_some_and(|s| s.done.is_some())
+        {
+            return;
+        }
+        let Some(OurSubscription {
+            alias,
+            done: Some(done),
+            ..
+        }) = self.subscriptions.remove(&request)
+        else {
             return;
         };
-        if *count == MAX_VARINT || sub.streams_ended >= *count {
-            let (status, reason) = (*status, reason.clone());
-            if let Some(alias) = sub.alias {
-                self.aliases.remove(&alias);
-                self.retired_aliases.insert(alias);
-            }
-            self.subscriptions.remove(&request);
-            self.event(Event::SubscriptionDone {
-                request,
-                status,
-                reason,
-            });
+        if let Some(alias) = alias {
+            self.aliases.remove(&alias);
+            self.retired_aliases.insert(alias);
         }
+        self.event(Event::SubscriptionDone {
+            request,
+            status: done.status,
+            reason: done.reason,
+        });
     }
 
     /// Bytes on a bidirectional stream other than the control stream: draft-16 runs each

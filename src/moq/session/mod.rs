@@ -372,8 +372,18 @@ enum Pending {
 struct OurSubscription {
     alias: Option<TrackAlias>,
     streams_ended: u64,
-    /// PUBLISH_DONE received: status, reason, stream count; reported once the streams ended.
-    done: Option<(u64, String, u64)>,
+    /// PUBLISH_DONE received; reported once the streams ended or the deadline passed.
+    done: Option<DoneReceived>,
+}
+
+/// A PUBLISH_DONE waiting for the subscription's streams to end.
+#[derive(Debug, Clone)]
+struct DoneReceived {
+    status: u64,
+    reason: String,
+    stream_count: u64,
+    /// A stream reset before its header arrived cannot be counted, so we stop waiting here.
+    deadline: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -588,6 +598,16 @@ impl Session {
             });
             return;
         }
+        let mut overdue: Vec<RequestId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, sub)| sub.done.as_ref().is_some_and(|d| d.deadline <= now))
+            .map(|(r, _)| *r)
+            .collect();
+        overdue.sort();
+        for request in overdue {
+            self.finish_subscription(request);
+        }
         for stream in self.recvs.expire(now) {
             self.outputs.push_back(Output::StopSending {
                 stream,
@@ -601,7 +621,12 @@ impl Session {
         if self.is_closed() {
             return None;
         }
-        [self.setup_deadline, self.recvs.next_deadline()]
+        let done = self
+            .subscriptions
+            .values()
+            .filter_map(|s| s.done.as_ref().map(|d| d.deadline))
+            .min();
+        [self.setup_deadline, self.recvs.next_deadline(), done]
             .into_iter()
             .flatten()
             .min()

@@ -160,7 +160,12 @@ impl Session {
             }
             return Ok(());
         }
-        self.process_stream(now, stream)
+        self.process_stream(now, stream)?;
+        // A stream stopped while decoding this data may already be finished: forget it now.
+        if fin {
+            self.recvs.ignored.remove(&stream);
+        }
+        Ok(())
     }
 
     /// Decodes every complete item of a stream and handles its end.

@@ -1272,3 +1272,38 @@ fn early_timeout_calls_are_harmless_and_closed_sessions_stay_closed() {
     ));
     assert_eq!(p.client.poll_write(100), None);
 }
+
+#[test]
+fn publish_done_waits_for_counted_streams_then_gives_up_after_a_deadline() {
+    let mut p = Pair::connected();
+    let cache = cache_with(0..1);
+    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    p.events(Side::Client);
+    // The publisher claims 2 streams, but none arrives (say, both reset before their headers).
+    let done = raw(ControlMessage::PublishDone {
+        request: req,
+        status: 2,
+        stream_count: 2,
+        reason: String::new(),
+    });
+    p.client
+        .handle_stream_data(p.now, StreamId::CONTROL, &done, false)
+        .unwrap();
+    p.transmit(Side::Client);
+    assert!(p.events(Side::Client).is_empty(), "waits for the streams");
+    let deadline = p
+        .client
+        .poll_timeout()
+        .expect("a deadline for the missing streams");
+    p.advance(deadline - p.now);
+    p.transmit(Side::Client);
+    assert_eq!(
+        p.events(Side::Client),
+        vec![Event::SubscriptionDone {
+            request: req,
+            status: 2,
+            reason: String::new()
+        }]
+    );
+    assert_eq!(p.client.poll_timeout(), None);
+}
