@@ -4,7 +4,8 @@
 //! to do about an error (the session does) and never formats anything for users beyond `Display`.
 //!
 //! A `Peer` error is the remote's fault and closes the session with the draft code it carries;
-//! `Misuse` is a mistake of the caller and never comes from untrusted bytes; `Blocked` says a new
+//! `Misuse` is a mistake of the caller and never comes from untrusted bytes; `Internal` is a bug of
+//! ours and closes the session with INTERNAL_ERROR; `Blocked` says a new
 //! request must wait for the peer to raise MAX_REQUEST_ID; `Closed` is the sticky end state that
 //! every call reports once the session is over.
 
@@ -153,6 +154,8 @@ pub enum MoqError {
         /// The peer's current limit (exclusive).
         limit: u64,
     },
+    /// A bug in this crate (a broken internal invariant); the session closes with INTERNAL_ERROR.
+    Internal(&'static str),
     /// The session is over; every later call reports this same value.
     Closed {
         /// Whether the peer (rather than this side) ended it.
@@ -185,6 +188,7 @@ impl MoqError {
     pub fn session_code(&self) -> Option<u64> {
         match self {
             MoqError::Peer { code, .. } => Some(code.code()),
+            MoqError::Internal(_) => Some(SessionCode::InternalError.code()),
             MoqError::Closed { code, .. } => Some(*code),
             MoqError::Misuse(_) | MoqError::Blocked { .. } => None,
         }
@@ -198,6 +202,7 @@ impl fmt::Display for MoqError {
                 write!(f, "peer error {code:?} (0x{:x}): {why}", code.code())
             }
             MoqError::Misuse(why) => write!(f, "API misuse: {why}"),
+            MoqError::Internal(why) => write!(f, "internal error: {why}"),
             MoqError::Blocked { limit } => write!(f, "request blocked by the peer's limit {limit}"),
             MoqError::Closed {
                 by_peer,

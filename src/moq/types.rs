@@ -82,9 +82,12 @@ impl TrackNamespace {
         self.0.iter().map(Vec::len).sum()
     }
 
-    /// Whether this namespace satisfies the draft's limits (field count, non-empty fields).
+    /// Whether this namespace satisfies the draft's limits (field count, non-empty fields, and
+    /// at most 4096 bytes, the bound on namespace plus name).
     pub fn is_valid(&self) -> bool {
-        self.0.len() <= MAX_NAMESPACE_FIELDS && self.0.iter().all(|f| !f.is_empty())
+        self.0.len() <= MAX_NAMESPACE_FIELDS
+            && self.0.iter().all(|f| !f.is_empty())
+            && self.byte_len() <= MAX_FULL_NAME_BYTES
     }
 }
 

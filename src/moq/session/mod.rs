@@ -983,7 +983,7 @@ impl Session {
     /// Closes the session if `res` is a peer error; returns the sticky error then.
     fn fail_on_peer_error(&mut self, res: Result<(), MoqError>) -> Result<(), MoqError> {
         match res {
-            Err(e @ MoqError::Peer { .. }) => {
+            Err(e @ (MoqError::Peer { .. } | MoqError::Internal(_))) => {
                 self.close_with(e);
                 self.check_open()
             }
@@ -992,21 +992,19 @@ impl Session {
     }
 
     fn close_with(&mut self, e: MoqError) {
-        if let (MoqError::Peer { code, why }, false) = (&e, self.is_closed()) {
-            self.close(*code, why);
-        }
+        let (code, why) = match &e {
+            MoqError::Peer { code, why } => (*code, *why),
+            MoqError::Internal(why) => (SessionCode::InternalError, *why),
+            _ => return,
+        };
+        self.close(code, why);
     }
 
     fn send_control(&mut self, msg: ControlMessage) {
-        // Every message the session builds fits: names and reasons are bounded by the API.
-        if let Err(e) = encode_control(self.version, &msg, &mut self.control_out) {
-            self.close_with(MoqError::Peer {
-                code: SessionCode::InternalError,
-                why: match e {
-                    MoqError::Misuse(w) => w,
-                    _ => "control message not encodable",
-                },
-            });
+        // Names, reasons and URIs are bounded by the API, so every message we build fits the
+        // 16-bit length; failing here would be our bug.
+        if encode_control(self.version, &msg, &mut self.control_out).is_err() {
+            self.close_with(MoqError::Internal("control message above 65535 bytes"));
         }
     }
 
