@@ -203,11 +203,8 @@ impl Session {
                     return Err(MoqError::violation("REQUEST_ERROR for no open request"));
                 }
                 self.subscriptions.remove(&request);
-                if self.fetches.remove(&request) {
-                    for stream in self.recvs.abandon_fetch(request) {
-                        self.stop_sending(stream);
-                    }
-                }
+                self.fetches.remove(&request);
+                self.stop_request_streams(request);
                 self.event(Event::RequestFailed {
                     request,
                     code,

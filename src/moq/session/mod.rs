@@ -755,6 +755,7 @@ impl Session {
             self.aliases.remove(&alias);
             self.retired_aliases.insert(alias);
         }
+        self.stop_request_streams(request);
         self.send_control(ControlMessage::Unsubscribe { request });
         Ok(())
     }
@@ -843,12 +844,7 @@ impl Session {
         }
         self.pending.remove(&request);
         self.retired_requests.insert(request);
-        for stream in self.recvs.abandon_fetch(request) {
-            self.outputs.push_back(Output::StopSending {
-                stream,
-                code: crate::moq::error::reset::CANCELLED,
-            });
-        }
+        self.stop_request_streams(request);
         self.send_control(ControlMessage::FetchCancel { request });
         Ok(())
     }

@@ -80,17 +80,15 @@ impl RecvStreams {
             .min()
     }
 
-    /// Streams of a fetch we gave up, removed and ignored from now on.
-    pub(super) fn abandon_fetch(&mut self, request: RequestId) -> Vec<StreamId> {
-        let ids: Vec<StreamId> = self
+    /// Open streams feeding one of our subscriptions or fetches.
+    fn streams_of(&self, request: RequestId) -> Vec<StreamId> {
+        let mut ids: Vec<StreamId> = self
             .streams
             .iter()
-            .filter(|(_, s)| s.target == Target::Fetch(request))
+            .filter(|(_, s)| matches!(s.target, Target::Subscription(r) | Target::Fetch(r) if r == request))
             .map(|(id, _)| *id)
             .collect();
-        for id in &ids {
-            self.ignore(*id);
-        }
+        ids.sort();
         ids
     }
 
@@ -119,6 +117,13 @@ impl RecvStreams {
 }
 
 impl Session {
+    /// Stops every open stream of a subscription or fetch we gave up.
+    pub(super) fn stop_request_streams(&mut self, request: RequestId) {
+        for stream in self.recvs.streams_of(request) {
+            self.stop_sending(stream);
+        }
+    }
+
     pub(super) fn stop_sending(&mut self, stream: StreamId) {
         self.recvs.ignore(stream);
         self.outputs.push_back(Output::StopSending {

@@ -1307,3 +1307,32 @@ fn publish_done_waits_for_counted_streams_then_gives_up_after_a_deadline() {
     );
     assert_eq!(p.client.poll_timeout(), None);
 }
+
+#[test]
+fn unsubscribe_stops_streams_in_flight() {
+    let mut p = Pair::connected();
+    let cache = cache_with(0..1);
+    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    p.events(Side::Client);
+    p.server
+        .send_group(&track(), GroupId(1), vec![9u8; 100].into())
+        .unwrap();
+    p.budget = 10;
+    p.step(); // the header and a few payload bytes arrive
+    p.client.unsubscribe(req).unwrap();
+    p.budget = usize::MAX;
+    let out = p.transmit(Side::Client);
+    assert!(
+        out.iter()
+            .any(|w| matches!(w, Wire::StopSending(StreamId(3), _))),
+        "{out:?}"
+    );
+    p.deliver(Side::Server, out);
+    p.drive();
+    assert!(p
+        .events(Side::Client)
+        .iter()
+        .all(|e| !matches!(e, Event::Object { .. })));
+    assert!(p.client.is_established() && p.server.is_established());
+    assert!(!p.server.wants_write());
+}
