@@ -28,6 +28,61 @@
 //! The application answers events with commands ([`Session::accept_subscribe`],
 //! [`Session::accept_fetch`], [`Session::reject_request`], [`Session::send_group`]...), after
 //! which it again drains outputs and writes.
+//!
+//! # Example
+//!
+//! Two sessions joined in memory; an endpoint does the same with QUIC streams.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ec_node::moq::cache::TrackCache;
+//! use ec_node::moq::session::{Config, Event, Output, Role, Session, SubscribeOptions};
+//! use ec_node::moq::track::{BroadcastTrack, TrackKind};
+//! use ec_node::moq::wire::Version;
+//! use ec_node::moq::GroupId;
+//!
+//! // Moves everything `from` wants to send into `to`; returns `from`'s events.
+//! fn pump(now: Instant, from: &mut Session, to: &mut Session) -> Vec<Event> {
+//!     let mut events = Vec::new();
+//!     while let Some(out) = from.poll_output() {
+//!         match out {
+//!             Output::Event(e) => events.push(e),
+//!             Output::ResetStream { stream, code } => to.handle_stream_reset(stream, code).unwrap(),
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(w) = from.poll_write(1200) {
+//!         to.handle_stream_data(now, w.stream, &w.data, w.fin).unwrap();
+//!     }
+//!     events
+//! }
+//!
+//! let now = Instant::now();
+//! let mut client = Session::new(Role::Client, Version::Draft16, Config::default(), now);
+//! let mut server = Session::new(Role::Server, Version::Draft16, Config::default(), now);
+//! pump(now, &mut client, &mut server); // CLIENT_SETUP
+//! pump(now, &mut server, &mut client); // SERVER_SETUP
+//!
+//! let track = BroadcastTrack::new("abc", TrackKind::Chunks).unwrap().full_name();
+//! let mut cache = TrackCache::new(1 << 20);
+//! cache.push(GroupId(7), b"chunk 7".to_vec().into()).unwrap();
+//!
+//! let sub = client.subscribe(track.clone(), SubscribeOptions::default()).unwrap();
+//! pump(now, &mut client, &mut server);
+//! for e in pump(now, &mut server, &mut client) {
+//!     if let Event::SubscribeRequested { request, .. } = e {
+//!         server.accept_subscribe(request, &cache).unwrap();
+//!     }
+//! }
+//! pump(now, &mut server, &mut client); // SUBSCRIBE_OK
+//!
+//! cache.push(GroupId(8), b"chunk 8".to_vec().into()).unwrap();
+//! server.send_group(&track, GroupId(8), cache.get(GroupId(8)).unwrap().clone()).unwrap();
+//! pump(now, &mut server, &mut client);
+//! let events = pump(now, &mut client, &mut server);
+//! assert!(events.iter().any(|e| matches!(e,
+//!     Event::Object { request, object } if *request == sub && object.payload == b"chunk 8")));
+//! ```
 
 mod control;
 mod recv;
