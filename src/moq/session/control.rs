@@ -151,7 +151,7 @@ impl Session {
             }
             M::SubscribeOk(ok) => {
                 if !self.take_pending(ok.request, &Pending::Subscribe)? {
-                    self.retired_aliases.insert(ok.alias);
+                    self.retire_alias(ok.alias);
                     return Ok(());
                 }
                 if self.aliases.contains_key(&ok.alias) {
@@ -187,7 +187,7 @@ impl Session {
                     self.pending.insert(request, other);
                     return Err(MoqError::violation("REQUEST_OK for a SUBSCRIBE or FETCH"));
                 }
-                None if self.retired_requests.contains(&request) => {}
+                None if self.retired_requests.remove(&request) => {}
                 None => return Err(MoqError::violation("REQUEST_OK for no open request")),
             },
             M::RequestError {
@@ -197,7 +197,7 @@ impl Session {
                 ..
             } => {
                 if self.pending.remove(&request).is_none() {
-                    if self.retired_requests.contains(&request) {
+                    if self.retired_requests.remove(&request) {
                         return Ok(());
                     }
                     return Err(MoqError::violation("REQUEST_ERROR for no open request"));
@@ -279,7 +279,7 @@ impl Session {
             self.pending.remove(&request);
             return Ok(true);
         }
-        if self.retired_requests.contains(&request) {
+        if self.retired_requests.remove(&request) {
             return Ok(false);
         }
         Err(MoqError::violation(
@@ -318,7 +318,7 @@ impl Session {
         };
         if let Some(alias) = alias {
             self.aliases.remove(&alias);
-            self.retired_aliases.insert(alias);
+            self.retire_alias(alias);
         }
         self.event(Event::SubscriptionDone {
             request,
@@ -339,12 +339,19 @@ impl Session {
             return Err(MoqError::Misuse("we never open request streams"));
         }
         let Some(buf) = self.recvs.request_stream(stream) else {
+            // Already answered: the peer's FIN closes the request (and lets us forget the stream).
+            if fin {
+                self.recvs.forget_request_stream(stream);
+            }
             return Ok(());
         };
         buf.extend_from_slice(data);
         match decode_control(self.version, buf)? {
             Some((ControlMessage::SubscribeNamespace { request, .. }, _)) => {
                 self.recvs.answered(stream);
+                if fin {
+                    self.recvs.forget_request_stream(stream);
+                }
                 self.take_peer_request(request)?;
                 let reply = ControlMessage::RequestError {
                     request,

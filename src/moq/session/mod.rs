@@ -91,7 +91,7 @@ mod serve;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -465,7 +465,9 @@ pub struct Session {
     pending: HashMap<RequestId, Pending>,
     subscriptions: HashMap<RequestId, OurSubscription>,
     aliases: HashMap<TrackAlias, RequestId>,
-    retired_aliases: HashSet<TrackAlias>,
+    /// Aliases of subscriptions that ended, so their late streams are stopped at once; the
+    /// oldest are forgotten beyond `MAX_RETIRED_ALIASES`.
+    retired_aliases: BTreeSet<TrackAlias>,
     /// Our requests we gave up (UNSUBSCRIBE, FETCH_CANCEL); late answers to them are ignored.
     retired_requests: HashSet<RequestId>,
     fetches: HashSet<RequestId>,
@@ -481,6 +483,9 @@ pub struct Session {
     sends: SendQueues,
     recvs: RecvStreams,
 }
+
+/// Ended aliases remembered; beyond this a late stream waits as an unknown alias would.
+const MAX_RETIRED_ALIASES: usize = 1024;
 
 /// The first request id of a role.
 fn first_request_id(role: Role) -> u64 {
@@ -524,7 +529,7 @@ impl Session {
             pending: HashMap::new(),
             subscriptions: HashMap::new(),
             aliases: HashMap::new(),
-            retired_aliases: HashSet::new(),
+            retired_aliases: BTreeSet::new(),
             retired_requests: HashSet::new(),
             fetches: HashSet::new(),
             announced: HashSet::new(),
@@ -804,11 +809,10 @@ impl Session {
             .subscriptions
             .remove(&request)
             .ok_or(MoqError::Misuse("no such subscription"))?;
-        self.pending.remove(&request);
-        self.retired_requests.insert(request);
+        self.give_up(request);
         if let Some(alias) = sub.alias {
             self.aliases.remove(&alias);
-            self.retired_aliases.insert(alias);
+            self.retire_alias(alias);
         }
         self.stop_request_streams(request);
         self.send_control(ControlMessage::Unsubscribe { request });
@@ -897,8 +901,7 @@ impl Session {
         if !self.fetches.remove(&request) {
             return Err(MoqError::Misuse("no such fetch"));
         }
-        self.pending.remove(&request);
-        self.retired_requests.insert(request);
+        self.give_up(request);
         self.stop_request_streams(request);
         self.send_control(ControlMessage::FetchCancel { request });
         Ok(())
@@ -1114,6 +1117,25 @@ impl Session {
             self.granted_limit = limit;
             self.send_control(ControlMessage::MaxRequestId(limit));
         }
+    }
+
+    /// Forgets one of our requests; if it was still unanswered, its answer will be ignored.
+    fn give_up(&mut self, request: RequestId) {
+        if self.pending.remove(&request).is_some() {
+            self.retired_requests.insert(request);
+        }
+    }
+
+    fn retire_alias(&mut self, alias: TrackAlias) {
+        self.retired_aliases.insert(alias);
+        if self.retired_aliases.len() > MAX_RETIRED_ALIASES {
+            self.retired_aliases.pop_first();
+        }
+    }
+
+    /// Whether `request` is an id we used (our parity, already issued).
+    fn is_our_request(&self, request: RequestId) -> bool {
+        request.0 % 2 == first_request_id(self.role) && request.0 < self.next_request
     }
 
     fn event(&mut self, e: Event) {

@@ -109,6 +109,12 @@ impl RecvStreams {
         Some(self.requests.entry(id).or_default())
     }
 
+    /// Forgets a request stream the peer closed.
+    pub(super) fn forget_request_stream(&mut self, id: StreamId) {
+        self.requests.remove(&id);
+        self.answered.remove(&id);
+    }
+
     /// Marks a request stream answered; later bytes on it are dropped.
     pub(super) fn answered(&mut self, id: StreamId) {
         self.requests.remove(&id);
@@ -214,7 +220,8 @@ impl Session {
                 (_, DataItem::FetchHeader(req)) => {
                     if self.fetches.contains(&req) {
                         self.set_target(stream, Target::Fetch(req));
-                    } else if self.retired_requests.contains(&req) {
+                    } else if self.is_our_request(req) {
+                        // A fetch we cancelled or that failed: its stream is simply unwanted.
                         self.stop_sending(stream);
                         return Ok(());
                     } else {
@@ -280,7 +287,7 @@ impl Session {
 
     pub(super) fn on_data_stream_reset(&mut self, stream: StreamId, code: u64) {
         self.recvs.ignored.remove(&stream);
-        self.recvs.requests.remove(&stream);
+        self.recvs.forget_request_stream(stream);
         if let Some(s) = self.recvs.streams.remove(&stream) {
             if matches!(s.target, Target::Early(..)) {
                 self.recvs.early_bytes -= s.buf.len();
