@@ -661,8 +661,7 @@ impl Session {
         encode_subgroup_header(self.version, &header, &mut head);
         encode_subgroup_object_head(
             self.version,
-            None,
-            ObjectId(0),
+            0, // object 0, the first and only object of the stream
             None,
             ObjectStatus::Normal,
             payload.len(),

@@ -631,6 +631,10 @@ fn encode_payload_d16(msg: &ControlMessage, out: &mut Vec<u8>) -> u64 {
 ///
 /// Errors with `Misuse` if the payload does not fit the 16-bit length (only possible with values
 /// the session never builds, such as a 60 KiB reason phrase); nothing is appended then.
+///
+/// # Panics
+///
+/// If a number in the value exceeds 2^62-1, the varint range (the session never builds one).
 pub fn encode_control(
     version: Version,
     msg: &ControlMessage,

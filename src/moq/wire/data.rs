@@ -109,6 +109,10 @@ fn read_subgroup_header(t: u64, r: &mut Reader<'_>) -> Read<SubgroupHeader> {
 }
 
 /// Appends a subgroup stream header.
+///
+/// # Panics
+///
+/// If a number in the value exceeds 2^62-1, the varint range (the session never builds one).
 pub fn encode_subgroup_header(version: Version, h: &SubgroupHeader, out: &mut Vec<u8>) {
     match version {
         Version::Draft16 => {
@@ -396,12 +400,16 @@ impl DataStreamReader {
 
 /// Appends the head of one subgroup object (everything but the payload bytes).
 ///
-/// `prev` is the previous object id on the stream (`None` for the first); `extensions` must be
-/// `Some` exactly when the stream header says objects carry extensions.
+/// `object_delta` is the first object's id, or for a later object its id minus the previous id
+/// minus one (the caller knows both); `extensions` must be `Some` exactly when the stream header
+/// says objects carry extensions.
+///
+/// # Panics
+///
+/// If a number in the value exceeds 2^62-1, the varint range (the session never builds one).
 pub fn encode_subgroup_object_head(
     version: Version,
-    prev: Option<ObjectId>,
-    object: ObjectId,
+    object_delta: u64,
     extensions: Option<&[KeyValue]>,
     status: ObjectStatus,
     payload_len: usize,
@@ -409,11 +417,7 @@ pub fn encode_subgroup_object_head(
 ) {
     match version {
         Version::Draft16 => {
-            let delta = match prev {
-                None => object.0,
-                Some(p) => object.0 - p.0 - 1,
-            };
-            put_varint(out, delta);
+            put_varint(out, object_delta);
             if let Some(ext) = extensions {
                 let mut block = Vec::new();
                 write_pairs(&mut block, ext);
@@ -428,6 +432,10 @@ pub fn encode_subgroup_object_head(
 }
 
 /// Appends a FETCH stream header.
+///
+/// # Panics
+///
+/// If a number in the value exceeds 2^62-1, the varint range (the session never builds one).
 pub fn encode_fetch_header(version: Version, request: RequestId, out: &mut Vec<u8>) {
     match version {
         Version::Draft16 => {
@@ -441,6 +449,10 @@ pub fn encode_fetch_header(version: Version, request: RequestId, out: &mut Vec<u
 ///
 /// Every field is written explicitly (flags 0x1F: group, explicit subgroup, object, priority), so
 /// the encoding never depends on the previous object; the reader accepts every compact form.
+///
+/// # Panics
+///
+/// If a number in the value exceeds 2^62-1, the varint range (the session never builds one).
 pub fn encode_fetch_object_head(
     version: Version,
     group: GroupId,

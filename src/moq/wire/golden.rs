@@ -641,15 +641,7 @@ fn subgroup_stream_type_0x18_one_object() {
         }
         _ => unreachable!("first item is the header"),
     };
-    data::encode_subgroup_object_head(
-        V,
-        None,
-        ObjectId(0),
-        None,
-        ObjectStatus::Normal,
-        3,
-        &mut out,
-    );
+    data::encode_subgroup_object_head(V, 0, None, ObjectStatus::Normal, 3, &mut out);
     out.extend_from_slice(b"abc");
     assert_eq!(out, b);
 }
