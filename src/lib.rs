@@ -16,5 +16,6 @@ pub mod crypto;
 pub mod hdhr;
 pub mod hls;
 pub mod manifest;
+pub mod moq;
 pub mod node;
 pub mod ts;
