@@ -8,6 +8,7 @@
 mod bench;
 mod chunks;
 pub mod stop;
+mod tuner_sim;
 
 use argh::FromArgs;
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ struct TopLevel {
 enum Command {
     Bench(bench::Args),
     Chunks(chunks::Args),
+    TunerSim(tuner_sim::Args),
 }
 
 /// The project's exit codes, the same for every command (docs/USAGE.md has the table).
@@ -95,6 +97,7 @@ pub fn main() -> ExitCode {
     let outcome = match top.command {
         Command::Bench(args) => bench::run(args),
         Command::Chunks(args) => chunks::run(args),
+        Command::TunerSim(args) => tuner_sim::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

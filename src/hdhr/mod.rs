@@ -2,7 +2,10 @@
 //! the `discover.json` / `lineup.json` documents.
 //!
 //! Shared by the capture client (`capture`) and the tuner simulator (`hdhr::sim`), so both speak
-//! from one table. Pure data and parsing: no sockets here.
+//! from one table. Pure data and parsing: no sockets here; the simulator's I/O edge is
+//! [`sim::server`].
+
+pub mod sim;
 
 /// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).
 pub const STREAM_PORT: u16 = 5004;
@@ -60,6 +63,15 @@ impl DeviceError {
     /// The header value a device sends: `"805 All Tuners In Use"`.
     pub fn header_value(&self) -> String {
         format!("{} {}", self.code, self.text)
+    }
+
+    /// The HTTP status a device answers with: 404 for an unknown channel, 503 otherwise.
+    pub fn http_status(&self) -> u16 {
+        if *self == DeviceError::UNKNOWN_CHANNEL {
+            404
+        } else {
+            503
+        }
     }
 
     /// Reads an `X-HDHomeRun-Error` value: `"805"` or `"805 All Tuners In Use"` (devices and
@@ -144,6 +156,8 @@ mod tests {
             DeviceError::ALL_TUNERS_IN_USE.header_value(),
             "805 All Tuners In Use"
         );
+        assert_eq!(DeviceError::UNKNOWN_CHANNEL.http_status(), 404);
+        assert_eq!(DeviceError::NO_VIDEO_DATA.http_status(), 503);
     }
 
     #[test]
