@@ -8,7 +8,9 @@
 //! Looping without a seam: loop k of the clip adds k × L to every PCR, PTS and DTS (modulo 2^33
 //! at 90 kHz, modulo 2^33 × 300 for the 27 MHz PCR) and k × (counter advance per loop) to each
 //! continuity counter. L, the loop duration, is the PCR span of the clip plus one mean PCR interval,
-//! so the step from the last PCR of a loop to the first of the next is as regular as the rest. The
+//! so the step from the last PCR of a loop to the first of the next is as regular as the rest —
+//! unless an elementary stream lasts longer (audio frames rarely end with the video), in which
+//! case L is that stream's decode span, so no stream overlaps itself at the seam. The
 //! counter advance of a PID is `last − first + 1` (mod 16) of its counters in the clip — the number
 //! of its payload packets for a clean clip — so counters continue across the seam.
 //!
@@ -22,6 +24,7 @@ use crate::ts::packet::{Packet, Pid, PACKET_SIZE};
 use crate::ts::pes::{write_timestamp, PesHeader};
 use crate::ts::psi::StreamType;
 use crate::ts::sync::{Framed, Framer};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The largest clip accepted, in bytes (the clip is held in memory).
@@ -133,6 +136,7 @@ impl Broadcast {
         let mut first_cc = [None::<u8>; 8192];
         let mut last_cc = [0u8; 8192];
         let mut pcrs = Vec::new();
+        let mut spans: BTreeMap<Pid, StreamSpan> = BTreeMap::new();
         for (j, raw) in packets(&clip).enumerate() {
             let Ok(packet) = Packet::parse(raw) else {
                 continue; // sent as it is, like any malformed packet a broadcast carries
@@ -151,15 +155,30 @@ impl Broadcast {
                     pcrs.push((j, value % PCR_WRAP));
                 }
             }
-            let is_pes = pmt.streams.iter().any(|es| es.pid == pid);
-            if is_pes && packet.payload_unit_start() {
-                let at = PACKET_SIZE - packet.payload().len();
-                match PesHeader::parse(packet.payload()) {
-                    Ok(None) => return Err(ClipError::SplitPesHeader(pid)),
-                    Ok(Some(header)) if header.pts.is_some() => patch.pes_at = Some(at as u8),
-                    // No timestamps, or a malformed header the clip carries as it is.
-                    Ok(Some(_)) | Err(_) => {}
+            let Some(es) = pmt.streams.iter().find(|es| es.pid == pid) else {
+                continue;
+            };
+            if !packet.payload_unit_start() {
+                if let Some(span) = spans.get_mut(&pid) {
+                    span.push_data(packet.payload());
                 }
+                continue;
+            }
+            let at = PACKET_SIZE - packet.payload().len();
+            match PesHeader::parse(packet.payload()) {
+                Ok(None) => return Err(ClipError::SplitPesHeader(pid)),
+                Ok(Some(header)) => {
+                    let data = packet.payload().get(header.payload_offset..);
+                    if let Some(time) = header.decode_time() {
+                        patch.pes_at = Some(at as u8);
+                        spans
+                            .entry(pid)
+                            .or_insert_with(|| StreamSpan::new(es.stream_type, time))
+                            .push_start(time, data.unwrap_or_default());
+                    }
+                }
+                // A malformed header the clip carries as it is.
+                Err(_) => {}
             }
         }
         let mut counter_advance = Box::new([0u8; 8192]);
@@ -168,7 +187,8 @@ impl Broadcast {
                 counter_advance[pid] = last_cc[pid].wrapping_sub(*first).wrapping_add(1) & 0x0f;
             }
         }
-        let (due, loop_ticks) = schedule(count, &pcrs)?;
+        let longest = spans.values().map(StreamSpan::ticks).max().unwrap_or(0);
+        let (due, loop_ticks) = schedule(count, &pcrs, longest)?;
         Ok(Broadcast {
             clip,
             due,
@@ -192,7 +212,7 @@ impl Broadcast {
 
     /// The loop duration as a [`Duration`].
     pub fn loop_duration(&self) -> Duration {
-        Duration::from_nanos(self.loop_ticks.saturating_mul(100_000) / 9)
+        Duration::from_nanos(self.loop_ticks.saturating_mul(100_000).div_ceil(9))
     }
 
     /// The clip's video coding (from its PMT), if it has video.
@@ -260,9 +280,116 @@ fn packets(clip: &[u8]) -> impl Iterator<Item = &[u8; PACKET_SIZE]> {
         .map(|raw| raw.try_into().expect("chunks_exact yields whole packets"))
 }
 
+/// The decode-time span of one elementary stream in the clip, from its PES headers.
+struct StreamSpan {
+    codec: StreamType,
+    last: Pts,
+    /// The last decode time, from the first, unwrapped.
+    elapsed: u64,
+    /// The step between the last two decode times.
+    step: u64,
+    /// The elementary-stream bytes of the last PES (at most [`MAX_TAIL`]).
+    tail: Vec<u8>,
+}
+
+/// Bytes of the last PES kept to count its audio frames.
+const MAX_TAIL: usize = 64 * 1024;
+
+impl StreamSpan {
+    fn new(codec: StreamType, first: Pts) -> StreamSpan {
+        StreamSpan {
+            codec,
+            last: first,
+            elapsed: 0,
+            step: 0,
+            tail: Vec::new(),
+        }
+    }
+
+    fn push_start(&mut self, time: Pts, data: &[u8]) {
+        let step = time.wrapping_delta(self.last);
+        if step > 0 {
+            self.elapsed += step as u64;
+            self.step = step as u64;
+            self.last = time;
+        }
+        self.tail.clear();
+        self.push_data(data);
+    }
+
+    fn push_data(&mut self, data: &[u8]) {
+        let room = MAX_TAIL - self.tail.len();
+        self.tail.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    /// From the first decode time to the end of the last PES, in 90 kHz ticks. The last PES
+    /// lasts as long as its audio frames say, or else as long as the step before it.
+    fn ticks(&self) -> u64 {
+        self.elapsed + audio_ticks(self.codec, &self.tail).unwrap_or(self.step)
+    }
+}
+
+/// The duration in 90 kHz ticks of whole AAC (ADTS), AC-3 (48 kHz) or E-AC-3 frames filling
+/// `es`; `None` for other codecs, or bytes that are not such frames.
+fn audio_ticks(codec: StreamType, mut es: &[u8]) -> Option<u64> {
+    const ADTS_RATES: [u64; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    const AC3_KBPS: [usize; 19] = [
+        32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 576, 640,
+    ];
+    let mut ticks = 0;
+    while !es.is_empty() {
+        // (frame bytes, samples counted, sample rate)
+        let (len, samples, rate) = match (codec, es) {
+            (StreamType::Aac, [0xff, b1, b2, b3, b4, b5, b6, ..]) if b1 & 0xf6 == 0xf0 => {
+                let rate = *ADTS_RATES.get(usize::from(b2 >> 2 & 0x0f))?;
+                let len =
+                    (usize::from(b3 & 0x03) << 11) | (usize::from(*b4) << 3) | usize::from(b5 >> 5);
+                (len, 1024 * (u64::from(b6 & 0x03) + 1), rate)
+            }
+            (StreamType::Ac3 | StreamType::Eac3, [0x0b, 0x77, b2, b3, b4, b5, ..]) => {
+                if b5 >> 3 <= 10 {
+                    // AC-3: 48 kHz only (frame size tables differ for the other rates).
+                    let kbps = *AC3_KBPS.get(usize::from(b4 & 0x3f) >> 1)?;
+                    if b4 >> 6 != 0 {
+                        return None;
+                    }
+                    (kbps * 4, 1536, 48000)
+                } else {
+                    let len = ((usize::from(b2 & 0x07) << 8) | usize::from(*b3)) * 2 + 2;
+                    let (rate, blocks) = match b4 >> 6 {
+                        3 => ([24000, 22050, 16000, 0][usize::from(b4 >> 4 & 3)], 6),
+                        fscod => (
+                            [48000, 44100, 32000][usize::from(fscod)],
+                            [1, 2, 3, 6][usize::from(b4 >> 4 & 3)],
+                        ),
+                    };
+                    // Dependent substreams (type 1) extend a frame already counted.
+                    let independent = b2 >> 6 != 1;
+                    (len, if independent { 256 * blocks } else { 0 }, rate)
+                }
+            }
+            _ => return None,
+        };
+        if len == 0 || len > es.len() || rate == 0 {
+            return None;
+        }
+        ticks += samples * 90_000 / rate;
+        es = &es[len..];
+    }
+    Some(ticks)
+}
+
 /// Plans when each of `count` packets is due, from the PCRs `(packet index, 27 MHz value)`.
-/// Returns the due times (27 MHz, from the loop start) and the loop duration in 90 kHz ticks.
-fn schedule(count: usize, pcrs: &[(usize, u64)]) -> Result<(Vec<u64>, u64), ClipError> {
+/// Returns the due times (27 MHz, from the loop start) and the loop duration in 90 kHz ticks:
+/// the PCR span plus one mean PCR interval, or `longest` (the longest stream's decode span)
+/// when that is longer, so that no stream overlaps itself at the seam.
+fn schedule(
+    count: usize,
+    pcrs: &[(usize, u64)],
+    longest: u64,
+) -> Result<(Vec<u64>, u64), ClipError> {
     let &(first_at, first) = match pcrs.first() {
         Some(first) if pcrs.len() >= 2 => first,
         _ => return Err(ClipError::NoPcr),
@@ -282,7 +409,7 @@ fn schedule(count: usize, pcrs: &[(usize, u64)]) -> Result<(Vec<u64>, u64), Clip
     }
     let span = time;
     let interval = span / (pcrs.len() as u64 - 1);
-    let loop_ticks = ((span + interval + PCR_PER_TICK / 2) / PCR_PER_TICK).max(1);
+    let loop_ticks = ((span + interval + PCR_PER_TICK / 2) / PCR_PER_TICK).max(longest);
     let loop_pcr = loop_ticks * PCR_PER_TICK;
     if loop_pcr <= span {
         return Err(ClipError::PcrJump);
@@ -378,7 +505,8 @@ mod tests {
     fn the_builtin_clip_loops_every_twelve_seconds_and_loop_zero_is_the_clip() {
         let b = builtin();
         let seconds = b.loop_ticks() as f64 / 90_000.0;
-        assert!((11.9..12.1).contains(&seconds), "loop of {seconds} s");
+        // The AAC track (564 frames of 1920 ticks with the encoder's priming frame) is the longest.
+        assert_eq!(b.loop_ticks(), 564 * 1920, "loop of {seconds} s");
         assert_eq!(
             b.packets_per_loop() as usize * PACKET_SIZE,
             BUILTIN_TS.len()
@@ -394,16 +522,26 @@ mod tests {
         let bytes = stream(&b, 0, 3 * b.packets_per_loop());
         let mut demuxer = Demuxer::new();
         let mut last_pcr = None;
+        let mut steps = Vec::new();
         for raw in packets(&bytes) {
             let report = demuxer.handle(&Packet::parse(raw).unwrap());
             assert_eq!(report.continuity, Continuity::Ok);
             if let Some(pcr) = report.pcr {
                 if let Some(last) = last_pcr {
-                    let step = pcr.base().wrapping_delta(last);
-                    assert!((1..=9_000).contains(&step), "PCR step {step}");
+                    steps.push(pcr.base().wrapping_delta(last));
                 }
                 last_pcr = Some(pcr.base());
             }
+        }
+        // The clip has a PCR every 100 ms; the seam step is that plus the audio track's overhang
+        // past the video (the AAC priming frame and half a frame at the end: 32 ms).
+        let per_loop = steps.len() / 3;
+        let largest_in_clip = *steps[..per_loop].iter().max().unwrap();
+        for step in steps {
+            assert!(
+                (1..=largest_in_clip + 2 * 1920).contains(&step),
+                "PCR step {step}"
+            );
         }
         let mut chunker = Chunker::new(ChunkerConfig::default());
         chunker.push(&bytes, UnixMillis(1_764_072_000_000));
@@ -458,6 +596,41 @@ mod tests {
         let expected = (pcr(&original).base().ticks() + k * b.loop_ticks()) % WRAP;
         assert_eq!(pcr(&looped).base().ticks(), expected);
         assert_eq!(pcr(&looped).extension(), pcr(&original).extension());
+    }
+
+    #[test]
+    fn audio_frames_are_counted_for_the_seam() {
+        let adts = |len: usize| {
+            let mut frame = vec![
+                0xff,
+                0xf1,
+                0x4c,
+                0x80,
+                (len >> 3) as u8,
+                (len << 5) as u8 | 0x1f,
+                0xfc,
+            ];
+            frame.resize(len, 0);
+            frame
+        };
+        let two_aac = [adts(10), adts(20)].concat();
+        assert_eq!(audio_ticks(StreamType::Aac, &two_aac), Some(2 * 1920));
+        let mut ac3 = vec![0x0b, 0x77, 0, 0, 28, 8 << 3];
+        ac3.resize(1536, 0);
+        assert_eq!(
+            audio_ticks(StreamType::Ac3, &[ac3.clone(), ac3].concat()),
+            Some(5760)
+        );
+        let mut eac3 = vec![0x0b, 0x77, 0x01, 0x7f, 0x30, 16 << 3];
+        eac3.resize(768, 0);
+        assert_eq!(audio_ticks(StreamType::Eac3, &eac3), Some(2880));
+        assert_eq!(
+            audio_ticks(StreamType::Aac, &two_aac[..25]),
+            None,
+            "truncated"
+        );
+        assert_eq!(audio_ticks(StreamType::Aac, &[0x12; 40]), None);
+        assert_eq!(audio_ticks(StreamType::H264, &two_aac), None);
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl Context<'_> {
     }
 
     /// Sends the live broadcast of the tuned channel until the duration, a fault, the client or
-    /// the stop flag ends it. The tuner is freed when `tuned` is dropped on return.
+    /// the stop flag ends it. The tuner is freed before the connection is closed.
     fn stream(
         &self,
         mut conn: TcpStream,
@@ -299,6 +299,7 @@ impl Context<'_> {
             channel.guide,
             started.elapsed().as_secs_f64()
         );
+        drop(tuned); // the tuner is free before the client sees the end
         match end {
             End::Duration => close(conn),
             End::CloseFault => {
