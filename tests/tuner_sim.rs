@@ -8,6 +8,7 @@ mod sim;
 
 use ec_node::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
 use ec_node::clip::BUILTIN_TS;
+use ec_node::hdhr::sim::broadcast::Broadcast;
 use ec_node::ts::packet::PACKET_SIZE;
 use sim::Sim;
 use std::process::Command;
@@ -168,6 +169,76 @@ fn a_looped_clip_has_no_seam() {
     let decodable: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.clone()).collect();
     let path = media::write_temp("sim-looped.ts", &decodable);
     assert_eq!(media::decode_errors(&path), "");
+}
+
+/// A recipe with its `-t` duration replaced.
+fn shortened(recipe: &[&'static str], seconds: &'static str) -> Vec<&'static str> {
+    let mut args = recipe.to_vec();
+    let at = args.iter().position(|&a| a == "-t").unwrap() + 1;
+    args[at] = seconds;
+    args
+}
+
+/// Three whole loops of a clip (so the last frame is whole), as the simulator sends them from
+/// its first packet.
+fn loops(clip: &[u8]) -> Vec<u8> {
+    let broadcast = Broadcast::new(clip).unwrap();
+    let count = broadcast.packets_per_loop() * 3;
+    let mut out = Vec::with_capacity(count as usize * PACKET_SIZE);
+    let mut packet = [0u8; PACKET_SIZE];
+    for n in 0..count {
+        broadcast.packet(n, &mut packet);
+        out.extend_from_slice(&packet);
+    }
+    out
+}
+
+#[test]
+fn atsc_and_wrapping_clips_loop_without_a_seam() {
+    let atsc = media::media("sim-atsc-3s.ts", &shortened(media::ATSC_MPEG2_AC3, "3"));
+    let wrap = media::media("sim-wrap.ts", &shortened(media::H264_ACROSS_WRAP, "16"));
+    for (name, clip) in [("atsc", atsc), ("wrap", wrap)] {
+        let looped = loops(&clip);
+        let (chunks, stats) = chunk(&looped);
+        assert!(chunks.len() >= 2, "{name}: {stats:?}");
+        assert_eq!(stats.lost_packets, 0, "{name}");
+        assert_eq!(stats.discontinuities, 0, "{name}");
+        assert!(
+            chunks.iter().all(|c| c.flags.bits() == 0),
+            "{name}: flagged chunks"
+        );
+        let path = media::write_temp(&format!("sim-{name}-looped.ts"), &looped);
+        assert_eq!(media::decode_errors(&path), "", "{name}");
+    }
+}
+
+#[test]
+fn a_lineup_of_two_channels_names_their_codecs() {
+    let atsc = media::media_path("sim-atsc-3s.ts", &shortened(media::ATSC_MPEG2_AC3, "3"));
+    let h264 = media::media_path("sim-3s.ts", SHORT_CLIP);
+    let sim = Sim::start(&[
+        "--channel",
+        &format!("9.1={}", atsc.display()),
+        "--channel",
+        &format!("5.1={}", h264.display()),
+    ]);
+    assert_eq!(sim.channels, ["9.1", "5.1"]);
+    let l: serde_json::Value = serde_json::from_str(&sim.get("/lineup.json").body).unwrap();
+    assert_eq!(l[0]["GuideNumber"], "9.1");
+    assert_eq!(l[0]["GuideName"], "sim-atsc-3s");
+    assert_eq!(
+        (&l[0]["VideoCodec"], &l[0]["AudioCodec"]),
+        (&"MPEG2".into(), &"AC3".into())
+    );
+    assert_eq!(
+        (&l[1]["VideoCodec"], &l[1]["AudioCodec"]),
+        (&"H264".into(), &"AAC".into())
+    );
+    let mut atsc_stream = sim.open("/auto/v9.1");
+    assert_eq!(atsc_stream.status, 200);
+    // CBR 19.39 Mb/s: about 2.4 MB/s.
+    let got = atsc_stream.read_for(secs(1.0)).bytes.len() as f64;
+    assert!((1.2e6..4.0e6).contains(&got), "{got} bytes in 1 s");
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub enum ClipError {
     NoPcr,
     /// Two consecutive PCRs go backwards or jump by more than 10 s.
     PcrJump,
+    /// The timestamps of this PID span over 10 s more than the PCR: they jump.
+    TimestampJump(Pid),
     /// A PES header on this PID is split across packets, so its timestamps cannot be rewritten.
     SplitPesHeader(Pid),
 }
@@ -68,6 +70,7 @@ impl std::fmt::Display for ClipError {
             ClipError::NoProgram => write!(f, "no PAT/PMT in the clip"),
             ClipError::NoPcr => write!(f, "no PCR in the clip (at least two are needed)"),
             ClipError::PcrJump => write!(f, "the clip's PCR goes backwards or jumps"),
+            ClipError::TimestampJump(pid) => write!(f, "the timestamps on PID {pid} jump"),
             ClipError::SplitPesHeader(pid) => {
                 write!(f, "a PES header on PID {pid} is split across packets")
             }
@@ -187,8 +190,7 @@ impl Broadcast {
                 counter_advance[pid] = last_cc[pid].wrapping_sub(*first).wrapping_add(1) & 0x0f;
             }
         }
-        let longest = spans.values().map(StreamSpan::ticks).max().unwrap_or(0);
-        let (due, loop_ticks) = schedule(count, &pcrs, longest)?;
+        let (due, loop_ticks) = schedule(count, &pcrs, &spans)?;
         Ok(Broadcast {
             clip,
             due,
@@ -383,12 +385,12 @@ fn audio_ticks(codec: StreamType, mut es: &[u8]) -> Option<u64> {
 
 /// Plans when each of `count` packets is due, from the PCRs `(packet index, 27 MHz value)`.
 /// Returns the due times (27 MHz, from the loop start) and the loop duration in 90 kHz ticks:
-/// the PCR span plus one mean PCR interval, or `longest` (the longest stream's decode span)
-/// when that is longer, so that no stream overlaps itself at the seam.
+/// the PCR span plus one mean PCR interval, or the longest stream's decode span when that is
+/// longer, so that no stream overlaps itself at the seam.
 fn schedule(
     count: usize,
     pcrs: &[(usize, u64)],
-    longest: u64,
+    spans: &BTreeMap<Pid, StreamSpan>,
 ) -> Result<(Vec<u64>, u64), ClipError> {
     let &(first_at, first) = match pcrs.first() {
         Some(first) if pcrs.len() >= 2 => first,
@@ -409,7 +411,13 @@ fn schedule(
     }
     let span = time;
     let interval = span / (pcrs.len() as u64 - 1);
-    let loop_ticks = ((span + interval + PCR_PER_TICK / 2) / PCR_PER_TICK).max(longest);
+    let mut loop_ticks = (span + interval + PCR_PER_TICK / 2) / PCR_PER_TICK;
+    for (&pid, stream) in spans {
+        if stream.ticks() > loop_ticks + MAX_PCR_STEP / PCR_PER_TICK {
+            return Err(ClipError::TimestampJump(pid));
+        }
+        loop_ticks = loop_ticks.max(stream.ticks());
+    }
     let loop_pcr = loop_ticks * PCR_PER_TICK;
     if loop_pcr <= span {
         return Err(ClipError::PcrJump);

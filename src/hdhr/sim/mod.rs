@@ -150,8 +150,11 @@ impl Faults<'_> {
 
     /// Whether a garbage burst is due `elapsed` after the stream started, when `bursts` were sent.
     pub fn garbage_due(&self, elapsed: Duration, bursts: u32) -> bool {
-        self.0.iter().any(|fault| {
-            matches!(fault, Fault::GarbageEvery(every) if elapsed >= *every * bursts.saturating_add(1))
+        self.0.iter().any(|fault| match fault {
+            Fault::GarbageEvery(every) => every
+                .checked_mul(bursts.saturating_add(1))
+                .is_some_and(|due| elapsed >= due),
+            _ => false,
         })
     }
 }

@@ -198,18 +198,17 @@ impl Context<'_> {
             }
         };
         log::debug!("{peer}: GET {target}");
+        // Documents name the address the client reached (the listen address may be 0.0.0.0).
+        let local = conn.local_addr().unwrap_or(self.addr);
         let json = [("Content-Type", "application/json")];
         match Route::parse(&target) {
             None => respond(conn, 400, &[], b"Bad Request\n"),
             Some(Route::NotFound) => respond(conn, 404, &[], b"Not Found\n"),
-            Some(Route::Discover) => respond(
-                conn,
-                200,
-                &json,
-                self.sim.discover_json(self.addr).as_bytes(),
-            ),
+            Some(Route::Discover) => {
+                respond(conn, 200, &json, self.sim.discover_json(local).as_bytes())
+            }
             Some(Route::Lineup) => {
-                respond(conn, 200, &json, self.sim.lineup_json(self.addr).as_bytes())
+                respond(conn, 200, &json, self.sim.lineup_json(local).as_bytes())
             }
             Some(Route::Status) => respond(conn, 200, &json, self.sim.status_json().as_bytes()),
             Some(Route::Stream {
