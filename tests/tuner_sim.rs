@@ -434,3 +434,58 @@ fn bad_flags_and_inputs_exit_2_and_a_taken_port_exits_3() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+#[test]
+fn connections_past_the_cap_get_803_until_others_close() {
+    let sim = Sim::start(&[]);
+    // Connections that never send a request each hold one of the 32 slots.
+    let idle: Vec<_> = (0..32)
+        .map(|_| std::net::TcpStream::connect(sim.addr).unwrap())
+        .collect();
+    std::thread::sleep(secs(0.5));
+    let busy = sim.get("/discover.json");
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.device_error.as_deref(), Some("803 System Busy"));
+    drop(idle);
+    let served = (0..20).any(|_| {
+        std::thread::sleep(secs(0.1));
+        sim.get("/discover.json").status == 200
+    });
+    assert!(served, "slots were not given back");
+}
+
+#[test]
+fn the_simulator_also_runs_in_process() {
+    use ec_node::cli::stop::StopFlag;
+    use ec_node::hdhr::sim::server::Server;
+    use ec_node::hdhr::sim::{Channel, SimConfig, Simulator};
+    use ec_node::hdhr::GuideNumber;
+
+    let sim = Simulator::new(SimConfig {
+        channels: vec![Channel {
+            guide: GuideNumber::parse("2.1").unwrap(),
+            name: "In process".into(),
+            broadcast: Broadcast::new(BUILTIN_TS).unwrap(),
+        }],
+        tuners: 1,
+        faults: vec![],
+        fault_connections: None,
+    })
+    .unwrap();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/lineup.json", server.local_addr());
+    let stop = StopFlag::default();
+    let running = std::thread::spawn({
+        let stop = stop.clone();
+        move || server.run(&sim, &stop)
+    });
+    let lineup = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(lineup.contains("\"GuideNumber\":\"2.1\""), "{lineup}");
+    stop.set();
+    running.join().unwrap();
+}
