@@ -13,6 +13,7 @@ mod id;
 mod keygen;
 mod record;
 pub mod stop;
+mod tuner_sim;
 
 use argh::FromArgs;
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ enum Command {
     Id(id::Args),
     Keygen(keygen::Args),
     Record(record::Args),
+    TunerSim(tuner_sim::Args),
 }
 
 /// The project's exit codes, the same for every command (docs/USAGE.md has the table).
@@ -108,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Id(args) => id::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Record(args) => record::run(args),
+        Command::TunerSim(args) => tuner_sim::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

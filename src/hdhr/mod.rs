@@ -1,10 +1,12 @@
 //! The HDHomeRun HTTP API as both sides see it: stream URLs, the `X-HDHomeRun-Error` codes, and
 //! the `discover.json` / `lineup.json` documents.
 //!
-//! Shared by the capture client (`capture`) and the tuner simulator, so both speak from one table.
-//! This file is pure data and parsing; [`client`] is the I/O edge that fetches a device's documents.
+//! Shared by the capture client (`capture`) and the tuner simulator ([`sim`]), so both speak
+//! from one table. This file is pure data and parsing; the I/O edges are [`client`] (fetches a
+//! device's documents) and [`sim::server`].
 
 pub mod client;
+pub mod sim;
 
 /// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).
 pub const STREAM_PORT: u16 = 5004;
@@ -62,6 +64,15 @@ impl DeviceError {
     /// The header value a device sends: `"805 All Tuners In Use"`.
     pub fn header_value(&self) -> String {
         format!("{} {}", self.code, self.text)
+    }
+
+    /// The HTTP status a device answers with: 404 for an unknown channel, 503 otherwise.
+    pub fn http_status(&self) -> u16 {
+        if *self == DeviceError::UNKNOWN_CHANNEL {
+            404
+        } else {
+            503
+        }
     }
 
     /// Reads an `X-HDHomeRun-Error` value: `"805"` or `"805 All Tuners In Use"` (devices and
@@ -146,6 +157,8 @@ mod tests {
             DeviceError::ALL_TUNERS_IN_USE.header_value(),
             "805 All Tuners In Use"
         );
+        assert_eq!(DeviceError::UNKNOWN_CHANNEL.http_status(), 404);
+        assert_eq!(DeviceError::NO_VIDEO_DATA.http_status(), 503);
     }
 
     #[test]

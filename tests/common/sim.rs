@@ -1,0 +1,214 @@
+//! Starting `ec-node tuner-sim` as a real process on a free loopback port, and reading from it
+//! over real sockets: plain GETs with ureq, streams with a raw `TcpStream` so tests can watch
+//! timing, stalls and closes.
+//!
+//! Usage: `let sim = Sim::start(&["--tuners", "1"]);` then `sim.get("/lineup.json")` or
+//! `sim.open("/auto/v5.1")`; the process is killed on drop, or stopped with SIGTERM by
+//! [`Sim::terminate`].
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running simulator process.
+pub struct Sim {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The channels it announced.
+    pub channels: Vec<String>,
+}
+
+/// A GET answered by the simulator.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// `X-HDHomeRun-Error`, if sent.
+    pub device_error: Option<String>,
+    /// The body.
+    pub body: String,
+}
+
+/// An open stream: the response head has been read, the body follows on `conn`.
+pub struct Stream {
+    /// Status code of the response.
+    pub status: u16,
+    /// The response head, as text.
+    pub head: String,
+    conn: TcpStream,
+    /// Body bytes that arrived with the head.
+    pending: Vec<u8>,
+}
+
+/// What reading a stream for a while gave.
+pub struct Received {
+    /// The bytes received.
+    pub bytes: Vec<u8>,
+    /// Whether the server closed the connection (EOF), and when, from the start of the read.
+    pub closed_after: Option<Duration>,
+}
+
+impl Sim {
+    /// Starts `ec-node tuner-sim --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
+    pub fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
+            .args(["tuner-sim", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ec-node tuner-sim");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let status = child.wait().unwrap();
+            panic!("tuner-sim {args:?} did not start ({status}): {line:?}")
+        });
+        Sim {
+            addr: ready["listen"].as_str().unwrap().parse().unwrap(),
+            channels: ready["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect(),
+            child,
+        }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A GET with ureq, any status accepted.
+    pub fn get(&self, path: &str) -> Reply {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build();
+        // ureq 2 reports error statuses as `Error::Status`, still carrying the response.
+        let response = match agent.get(&self.url(path)).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        Reply {
+            status: response.status(),
+            device_error: response.header("X-HDHomeRun-Error").map(str::to_string),
+            body: response.into_string().unwrap(),
+        }
+    }
+
+    /// Sends a raw request and reads the whole answer (for requests ureq would not send).
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut conn = TcpStream::connect(self.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = conn.write_all(request);
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Opens a stream: sends the GET and reads the response head.
+    pub fn open(&self, path: &str) -> Stream {
+        let mut conn = TcpStream::connect(self.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            assert!(Instant::now() < deadline, "no response head for {path}");
+            match conn.read(&mut chunk) {
+                Ok(0) => panic!("closed before the response head for {path}"),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => panic!("reading the head of {path}: {e}"),
+            }
+        };
+        let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        Stream {
+            status,
+            head,
+            conn,
+            pending: buf[end..].to_vec(),
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 5 s) for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tuner-sim did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Stream {
+    /// Reads for `time` or until the server closes, whichever comes first.
+    pub fn read_for(&mut self, time: Duration) -> Received {
+        let start = Instant::now();
+        let mut bytes = std::mem::take(&mut self.pending);
+        let mut chunk = [0u8; 64 * 1024];
+        while start.elapsed() < time {
+            match self.conn.read(&mut chunk) {
+                Ok(0) => {
+                    return Received {
+                        bytes,
+                        closed_after: Some(start.elapsed()),
+                    }
+                }
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Received {
+                        bytes,
+                        closed_after: Some(start.elapsed()),
+                    }
+                }
+                Err(e) => panic!("reading a stream: {e}"),
+            }
+        }
+        Received {
+            bytes,
+            closed_after: None,
+        }
+    }
+
+    /// A header value from the response head.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
