@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A duration body that ends this close to its duration ended normally.
 const DURATION_SLACK: Duration = Duration::from_millis(1500);
+/// A connection that streamed at least this long before breaking counts as a recovery; shorter
+/// ones keep counting as failures, so a source that flaps every few seconds ends the run.
+const RECOVERED_AFTER: Duration = Duration::from_secs(30);
 
 /// How one read session ended.
 enum Session {
@@ -85,6 +88,7 @@ pub(super) fn capture_http(
     let mut url = url_for(device_duration.map(|d| d.as_secs().max(1)));
     let mut attempts = 0u32;
     for connection in 0u64.. {
+        let connected = Instant::now();
         let session = open(&agent, &url, options).map(|mut body| {
             read_session(
                 &mut body,
@@ -111,8 +115,10 @@ pub(super) fn capture_http(
                 _ => (format!("{url} ended the stream"), received),
             },
         };
-        // Data flowing means the last reconnect worked: count failures in a row only.
-        attempts = if received > 0 { 1 } else { attempts + 1 };
+        // A connection that streamed for a while means the last reconnect worked: count only
+        // failures in a row (short-lived connections included).
+        let recovered = received > 0 && connected.elapsed() >= RECOVERED_AFTER;
+        attempts = if recovered { 1 } else { attempts + 1 };
         if attempts > options.max_reconnects {
             return Err(CaptureError::Lost {
                 url,
