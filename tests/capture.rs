@@ -15,7 +15,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capture").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("capture")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -42,18 +44,31 @@ fn hdhr(sim: &Sim) -> String {
 #[test]
 fn records_h264_and_atsc_broadcasts_with_a_duration_query() {
     let atsc = media::media_path("atsc.ts", media::ATSC_MPEG2_AC3);
-    for (name, args) in [("h264", vec![]), ("atsc", vec!["--input", atsc.to_str().unwrap()])] {
+    for (name, args) in [
+        ("h264", vec![]),
+        ("atsc", vec!["--input", atsc.to_str().unwrap()]),
+    ] {
         let sim = Sim::start(&args);
         let dir = out_dir(&format!("duration-{name}"));
         let (out, took) = record(&hdhr(&sim), &dir, &["--duration", "9"]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
-        assert!(took < Duration::from_secs(20), "{name}: the device's end of body ends the run");
+        assert!(
+            took < Duration::from_secs(20),
+            "{name}: the device's end of body ends the run"
+        );
         let playlist = hls::read_playlist(&dir);
         assert!(playlist.ended && playlist.event);
-        assert!(playlist.segments.len() >= 2, "{name}: {} segments", playlist.segments.len());
+        assert!(
+            playlist.segments.len() >= 2,
+            "{name}: {} segments",
+            playlist.segments.len()
+        );
         hls::assert_decodes_clean(&dir);
         for (segment, ..) in &playlist.segments {
-            assert!(media::first_video_frame_is_key(&dir.join(segment)), "{name}: {segment}");
+            assert!(
+                media::first_video_frame_is_key(&dir.join(segment)),
+                "{name}: {segment}"
+            );
         }
     }
 }
@@ -62,7 +77,10 @@ fn records_h264_and_atsc_broadcasts_with_a_duration_query() {
 fn device_errors_exit_3_quickly_with_the_code_and_text() {
     let sim = Sim::start(&["--tuners", "1"]);
     let cases: Vec<(String, &str)> = vec![
-        (format!("hdhr://{}/9.9", sim.addr), "HDHomeRun error 801: Unknown Channel"),
+        (
+            format!("hdhr://{}/9.9", sim.addr),
+            "HDHomeRun error 801: Unknown Channel",
+        ),
         (sim.url("/tuner0/v5.1"), ""), // filled below: 804 once tuner 0 is busy
     ];
     let (out, took) = record(&cases[0].0, &out_dir("801"), &[]);
@@ -85,13 +103,20 @@ fn device_errors_exit_3_quickly_with_the_code_and_text() {
     let refusing = Sim::start(&["--fault", "refuse"]);
     let (out, _) = record(&hdhr(&refusing), &out_dir("807"), &[]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("HDHomeRun error 807: No Video Data"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HDHomeRun error 807: No Video Data"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn no_connection_and_no_signal_exit_3_within_5_seconds() {
     // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (out, took) = record(&format!("hdhr://{closed}/5.1"), &out_dir("refused"), &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
@@ -107,7 +132,9 @@ fn no_connection_and_no_signal_exit_3_within_5_seconds() {
 }
 
 fn out_dir_existing(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("capture").join(name)
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("capture")
+        .join(name)
 }
 
 #[test]
@@ -116,12 +143,19 @@ fn a_dropped_or_stalled_stream_is_reconnected_and_flagged() {
     for (name, fault) in [("close", "close-after:9"), ("stall", "stall-after:9")] {
         let sim = Sim::start(&["--fault", fault, "--fault-connections", "1"]);
         let dir = out_dir(&format!("recover-{name}"));
-        let (out, _) = record(&hdhr(&sim), &dir, &["--duration", "20", "--source-timeout", "2"]);
+        let (out, _) = record(
+            &hdhr(&sim),
+            &dir,
+            &["--duration", "20", "--source-timeout", "2"],
+        );
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         let playlist = hls::read_playlist(&dir);
         assert!(playlist.ended);
         let flagged = playlist.segments.iter().filter(|s| s.2).count();
-        assert_eq!(flagged, 1, "{name}: the reconnect gap is one discontinuity: {playlist:?}");
+        assert_eq!(
+            flagged, 1,
+            "{name}: the reconnect gap is one discontinuity: {playlist:?}"
+        );
         assert!(playlist.segments.len() >= 3, "{name}: {playlist:?}");
         hls::assert_decodes_clean(&dir);
     }
@@ -133,8 +167,15 @@ fn repeated_failure_ends_the_run_with_exit_5() {
     let dir = out_dir("lost");
     let (out, _) = record(&hdhr(&sim), &dir, &["--source-timeout", "2"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("reconnect attempts failed"), "{}", stderr(&out));
-    assert!(hls::read_playlist(&dir).ended, "the playlist is finished even on failure");
+    assert!(
+        stderr(&out).contains("reconnect attempts failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        hls::read_playlist(&dir).ended,
+        "the playlist is finished even on failure"
+    );
 }
 
 #[test]
@@ -161,16 +202,27 @@ fn two_recorders_of_one_broadcast_agree_on_every_shared_segment() {
     std::thread::sleep(Duration::from_secs(3));
     let (b, _) = record(&input, &b_dir, &["--duration", "11"]);
     let (a, _) = first.join().unwrap();
-    assert!(a.status.success() && b.status.success(), "{} {}", stderr(&a), stderr(&b));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{} {}",
+        stderr(&a),
+        stderr(&b)
+    );
     let a_segments = hls::read_playlist(&a_dir).segments;
     let b_segments = hls::read_playlist(&b_dir).segments;
     let mut shared = 0;
     for (name, ..) in &b_segments {
         if a_segments.iter().any(|(other, ..)| other == name) {
-            let (x, y) = (std::fs::read(a_dir.join(name)).unwrap(), std::fs::read(b_dir.join(name)).unwrap());
+            let (x, y) = (
+                std::fs::read(a_dir.join(name)).unwrap(),
+                std::fs::read(b_dir.join(name)).unwrap(),
+            );
             assert!(x == y, "segment {name} differs between the two recorders");
             shared += 1;
         }
     }
-    assert!(shared >= 2, "only {shared} shared segments: {a_segments:?} / {b_segments:?}");
+    assert!(
+        shared >= 2,
+        "only {shared} shared segments: {a_segments:?} / {b_segments:?}"
+    );
 }

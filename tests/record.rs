@@ -76,6 +76,25 @@ fn records_atsc_like_mpeg2_ac3_to_a_playable_event_playlist() {
 }
 
 #[test]
+fn without_input_it_records_ten_seconds_of_the_built_in_broadcast() {
+    // The README's main job.
+    let dir = out_dir("builtin");
+    let out = run(&["record", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("recording hdhr://127.0.0.1:"),
+        "{}",
+        stderr(&out)
+    );
+    let playlist = hls::read_playlist(&dir);
+    assert!(
+        playlist.ended && playlist.segments.len() >= 3,
+        "{playlist:?}"
+    );
+    hls::assert_decodes_clean(&dir);
+}
+
+#[test]
 fn stop_after_writes_exactly_n_segments_and_ends_the_playlist() {
     let input = media::media_path("h264.ts", media::H264_AAC);
     let dir = out_dir("stop-after");

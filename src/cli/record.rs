@@ -5,6 +5,7 @@ use super::{Exit, Failure};
 use crate::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
 use crate::chunk::ChunkerConfig;
 use crate::node::record::{record, RecordConfig, RecordError, RecordSummary};
+use crate::node::tuner::LocalTuner;
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use std::time::Duration;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "record")]
 pub struct Args {
-    /// source: FILE, -, http://URL or hdhr://HOST[:PORT]/GUIDE_NUMBER (default: the built-in clip)
+    /// source: FILE, -, http://URL or hdhr://HOST[:PORT]/GUIDE_NUMBER (default: the built-in
+    /// broadcast from an in-process tuner simulator, for 10 s unless --duration or --stop-after)
     #[argh(option)]
     input: Option<String>,
     /// output folder (created if needed; must be empty)
@@ -53,11 +55,25 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "--hls-window, --stop-after and --duration must be at least 1",
         ));
     }
-    let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    // Without a source, record the built-in broadcast from a tuner simulator in this process.
+    let local_tuner = match args.input {
+        None => Some(LocalTuner::start().map_err(|e| Failure::new(Exit::Connect, e.to_string()))?),
+        Some(_) => None,
+    };
+    let (source, duration) = match &local_tuner {
+        Some(tuner) => (
+            tuner.source(),
+            args.duration.or(args.stop_after.is_none().then_some(10)),
+        ),
+        None => (
+            Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?,
+            args.duration,
+        ),
+    };
     let config = RecordConfig {
         source: source.clone(),
         capture: CaptureOptions {
-            duration: args.duration.map(Duration::from_secs),
+            duration: duration.map(Duration::from_secs),
             realtime: args.realtime,
             first_byte_timeout: Duration::from_secs(args.source_timeout.max(1)),
             ..CaptureOptions::default()

@@ -3,3 +3,4 @@
 //! them, and how a stop propagates.
 
 pub mod record;
+pub mod tuner;

@@ -280,6 +280,26 @@ pub struct Simulator {
 }
 
 impl Simulator {
+    /// The built-in broadcast: channel 5.1 carrying the built-in clip, two tuners, no faults —
+    /// what `record` and the demo capture when no source is given.
+    pub fn builtin() -> Simulator {
+        // The embedded clip is checked by the tests to loop cleanly, so it always parses.
+        let broadcast = Broadcast::new(crate::clip::BUILTIN_TS)
+            .expect("the built-in clip is a valid broadcast");
+        let guide = GuideNumber::parse("5.1").expect("5.1 is a valid guide number");
+        let config = SimConfig {
+            channels: vec![Channel {
+                guide,
+                name: "Built-in clip".into(),
+                broadcast,
+            }],
+            tuners: 2,
+            faults: Vec::new(),
+            fault_connections: None,
+        };
+        Simulator::new(config).expect("one channel and two tuners is a valid configuration")
+    }
+
     /// Checks a configuration and makes a device with every tuner free.
     pub fn new(config: SimConfig) -> Result<Simulator, ConfigError> {
         if config.channels.is_empty() {
