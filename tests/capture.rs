@@ -226,3 +226,47 @@ fn two_recorders_of_one_broadcast_agree_on_every_shared_segment() {
         "only {shared} shared segments: {a_segments:?} / {b_segments:?}"
     );
 }
+
+#[test]
+fn hdhr_lineup_prints_the_device_and_its_channels() {
+    let atsc = media::media_path("atsc.ts", media::ATSC_MPEG2_AC3);
+    let channel = format!("7.1={}", atsc.display());
+    let sim = Sim::start(&["--channel", &channel, "--tuners", "3"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ec-node"))
+        .args(["hdhr-lineup", &sim.addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let device = lines.next().unwrap();
+    assert!(
+        device.starts_with("device ") && device.ends_with("3 tuners"),
+        "{device}"
+    );
+    let entry: Vec<_> = lines.next().unwrap().split('\t').collect();
+    assert_eq!(entry[0], "7.1");
+    assert_eq!(entry[2], "MPEG2 AC3");
+    assert_eq!(entry[3], format!("http://{}/auto/v7.1", sim.addr));
+}
+
+#[test]
+fn records_from_standard_input() {
+    let input = std::fs::read(media::media_path("h264.ts", media::H264_AAC)).unwrap();
+    let dir = out_dir("stdin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
+        .args(["record", "--input", "-", "--out", dir.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let playlist = hls::read_playlist(&dir);
+    assert!(
+        playlist.ended && playlist.segments.len() >= 7,
+        "{playlist:?}"
+    );
+    hls::assert_decodes_clean(&dir);
+}
