@@ -154,7 +154,7 @@ fn damage_keeps_every_chunk_whose_random_access_point_survived() {
         let at = n * PACKET_SIZE;
         if at == garbage_at {
             damaged.extend_from_slice(&[0x47, 0x00, 0x11, 0x47, 0xff, 0x00, 0x47][..]);
-            damaged.extend(std::iter::repeat(0x5a).take(1000));
+            damaged.extend(std::iter::repeat_n(0x5a, 1000));
         }
         if at == drop_at {
             continue;

@@ -89,7 +89,7 @@ fn json_from_a_file_equals_json_from_stdin() {
 fn damaged_input_is_read_to_its_end_and_reported() {
     let mut bytes = media::media("h264.ts", media::H264_AAC);
     let middle = bytes.len() / 2;
-    bytes.splice(middle..middle, std::iter::repeat(0x47).take(3000));
+    bytes.splice(middle..middle, std::iter::repeat_n(0x47, 3000));
     bytes.truncate(bytes.len() - 100);
     let out = ec_node(
         &["chunks", "--input", "-", "--json", "--clock", "1764072000"],

@@ -258,7 +258,7 @@ impl ManifestBody {
         // The lowest index the next entry may have; `None` once u64::MAX has been used.
         let mut min = Some(first);
         for (at, entry) in self.entries.iter().enumerate() {
-            if !min.is_some_and(|m| entry.index >= m) || entry.index > last {
+            if min.is_none_or(|m| entry.index < m) || entry.index > last {
                 return Err(ManifestError::EntryIndex(entry.index));
             }
             if !entry.valid() {

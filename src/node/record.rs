@@ -62,7 +62,7 @@ pub struct RecordSummary {
 #[derive(Debug)]
 pub enum RecordError {
     /// The capture failed.
-    Capture(CaptureError, RecordSummary),
+    Capture(CaptureError, Box<RecordSummary>),
     /// Writing the output failed.
     Hls(HlsError),
     /// The ring buffer could not be mapped.
@@ -87,7 +87,7 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
         None => PlaylistKind::Event,
     };
     let in_place = InPlace::open(&config.source, &config.capture)
-        .map_err(|e| RecordError::Capture(e, RecordSummary::default()))?;
+        .map_err(|e| RecordError::Capture(e, Box::default()))?;
     let mut writer = HlsWriter::create(&config.out, kind, hls::target_duration(&config.chunker))
         .map_err(RecordError::Hls)?;
     let (chunk_tx, chunk_rx) = bounded(CHUNK_QUEUE);
@@ -146,7 +146,7 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
         overrun_bytes,
     };
     match capture_outcome {
-        Some(Err(e)) => Err(RecordError::Capture(e, summary)),
+        Some(Err(e)) => Err(RecordError::Capture(e, Box::new(summary))),
         Some(Ok(end)) => {
             summary.capture_end = Some(end);
             Ok(summary)

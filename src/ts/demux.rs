@@ -48,6 +48,9 @@ pub struct PacketReport {
     pub error: Option<TsError>,
 }
 
+/// Parses one wall-clock table section (`si::parse_atsc_stt` or `si::parse_dvb_time`).
+type TimeTableParser = fn(&[u8]) -> Result<Option<UnixMillis>, TsError>;
+
 /// Per-PID continuity state: the last counter of a payload packet, if any.
 #[derive(Clone, Copy)]
 struct CounterState(u8);
@@ -242,12 +245,11 @@ impl Demuxer {
         payload: &[u8],
         report: &mut PacketReport,
     ) {
-        let (assembler, parse): (_, fn(&[u8]) -> Result<Option<UnixMillis>, TsError>) =
-            if pid == Pid::ATSC_PSIP {
-                (&mut self.stt_sections, si::parse_atsc_stt)
-            } else {
-                (&mut self.tdt_sections, si::parse_dvb_time)
-            };
+        let (assembler, parse): (_, TimeTableParser) = if pid == Pid::ATSC_PSIP {
+            (&mut self.stt_sections, si::parse_atsc_stt)
+        } else {
+            (&mut self.tdt_sections, si::parse_dvb_time)
+        };
         let mut outcome = Ok(None);
         let pushed = assembler.push(unit_start, payload, &mut |section| {
             if section

@@ -96,10 +96,7 @@ impl SectionAssembler {
                 self.active = true;
                 self.buf.clear();
             }
-            let want = match self.total_len() {
-                Some(total) => total,
-                None => 3,
-            };
+            let want = self.total_len().unwrap_or(3);
             let take = (want - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];

@@ -301,10 +301,10 @@ impl Session {
     /// Ends a subscription that received PUBLISH_DONE and reports it.
     pub(super) fn finish_subscription(&mut self, request: RequestId) {
         // Only a subscription that received PUBLISH_DONE is finished here.
-        if !self
+        if self
             .subscriptions
             .get(&request)
-            .is_some_and(|s| s.done.is_some())
+            .is_none_or(|s| s.done.is_none())
         {
             return;
         }

@@ -67,7 +67,7 @@ impl ServedSub {
             group,
             object: ObjectId(0),
         } >= self.start
-            && self.end.map_or(true, |e| group <= e)
+            && self.end.is_none_or(|e| group <= e)
     }
 }
 
