@@ -6,35 +6,26 @@
 mod hls;
 #[path = "common/media.rs"]
 mod media;
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/sim.rs"]
 mod sim;
 
+use process::stderr;
 use sim::Sim;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("capture")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    process::out_dir("capture", name)
 }
 
 fn record(input: &str, dir: &Path, extra: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ec-node"))
-        .args(["record", "--input", input, "--out", dir.to_str().unwrap()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ec-node record");
-    (out, started.elapsed())
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let mut args = vec!["record", "--input", input, "--out", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (process::run(&args), started.elapsed())
 }
 
 fn hdhr(sim: &Sim) -> String {
@@ -43,7 +34,7 @@ fn hdhr(sim: &Sim) -> String {
 
 #[test]
 fn records_h264_and_atsc_broadcasts_with_a_duration_query() {
-    let atsc = media::media_path("atsc.ts", media::ATSC_MPEG2_AC3);
+    let atsc = media::media_path("atsc.ts", &media::atsc_mpeg2_ac3(12));
     for (name, args) in [
         ("h264", vec![]),
         ("atsc", vec!["--input", atsc.to_str().unwrap()]),
@@ -127,14 +118,9 @@ fn no_connection_and_no_signal_exit_3_within_5_seconds() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("no data"), "{}", stderr(&out));
     assert!(took < Duration::from_secs(6), "took {took:?}");
-    let playlist = hls::read_playlist(&out_dir_existing("no-data"));
+    let playlist =
+        hls::read_playlist(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("capture/no-data"));
     assert!(playlist.ended && playlist.segments.is_empty());
-}
-
-fn out_dir_existing(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("capture")
-        .join(name)
 }
 
 #[test]
@@ -229,13 +215,10 @@ fn two_recorders_of_one_broadcast_agree_on_every_shared_segment() {
 
 #[test]
 fn hdhr_lineup_prints_the_device_and_its_channels() {
-    let atsc = media::media_path("atsc.ts", media::ATSC_MPEG2_AC3);
+    let atsc = media::media_path("atsc.ts", &media::atsc_mpeg2_ac3(12));
     let channel = format!("7.1={}", atsc.display());
     let sim = Sim::start(&["--channel", &channel, "--tuners", "3"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_ec-node"))
-        .args(["hdhr-lineup", &sim.addr.to_string()])
-        .output()
-        .unwrap();
+    let out = process::run(&["hdhr-lineup", &sim.addr.to_string()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
@@ -252,16 +235,12 @@ fn hdhr_lineup_prints_the_device_and_its_channels() {
 
 #[test]
 fn records_from_standard_input() {
-    let input = std::fs::read(media::media_path("h264.ts", media::H264_AAC)).unwrap();
+    let input = std::fs::read(media::media_path("h264.ts", &media::H264_AAC.args())).unwrap();
     let dir = out_dir("stdin");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
-        .args(["record", "--input", "-", "--out", dir.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = process::run_with_stdin(
+        &["record", "--input", "-", "--out", dir.to_str().unwrap()],
+        &input,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let playlist = hls::read_playlist(&dir);
     assert!(

@@ -22,7 +22,7 @@ fn assert_increasing(chunks: &[Chunk]) {
 
 #[test]
 fn read_size_does_not_change_chunks() {
-    let ts = media("h264.ts", H264_AAC);
+    let ts = media("h264.ts", &H264_AAC.args());
     let reference = chunk_all(&ts);
     assert!(
         reference.len() >= 7,
@@ -37,7 +37,7 @@ fn read_size_does_not_change_chunks() {
 
 #[test]
 fn captures_starting_at_different_offsets_agree() {
-    let ts = media("h264.ts", H264_AAC);
+    let ts = media("h264.ts", &H264_AAC.args());
     let whole = chunk_all(&ts);
     for seconds in [1.3, 3.0, 6.7] {
         // Start mid-packet, as a capture joining a live stream would.
@@ -59,7 +59,7 @@ fn captures_starting_at_different_offsets_agree() {
 
 #[test]
 fn chunks_are_self_contained_and_clean() {
-    let ts = media("h264.ts", H264_AAC);
+    let ts = media("h264.ts", &H264_AAC.args());
     let chunks = chunk_all(&ts);
     for chunk in &chunks {
         assert_eq!(chunk.bytes.len() % PACKET_SIZE, 0);
@@ -88,7 +88,7 @@ fn chunks_are_self_contained_and_clean() {
 
 #[test]
 fn the_pts_wrap_changes_nothing() {
-    let ts = media("h264-wrap.ts", H264_ACROSS_WRAP);
+    let ts = media("h264-wrap.ts", &H264_ACROSS_WRAP.args());
     // A node that started before the wrap, and one that started 16 s later (after it), each
     // resolving the wrap from its own system clock.
     let before = chunk_with(&ts, 65_536, NOW);
@@ -107,7 +107,10 @@ fn the_pts_wrap_changes_nothing() {
 
 #[test]
 fn the_broadcaster_clock_beats_a_wrong_system_clock() {
-    let ts = with_stt(&media("h264-wrap.ts", H264_ACROSS_WRAP), 1_764_072_000);
+    let ts = with_stt(
+        &media("h264-wrap.ts", &H264_ACROSS_WRAP.args()),
+        1_764_072_000,
+    );
     let before = chunk_with(&ts, 65_536, NOW);
     let offset = offset_at_seconds(&ts, 16.0);
     // Twenty hours off: without the STT this node resolves the wrap count differently.
@@ -115,7 +118,7 @@ fn the_broadcaster_clock_beats_a_wrong_system_clock() {
     let after = chunk_with(&ts[offset..], 65_536, skewed);
     assert!(assert_agree(&before, &after) >= 5);
     let without_stt = chunk_with(
-        &media("h264-wrap.ts", H264_ACROSS_WRAP)[offset..],
+        &media("h264-wrap.ts", &H264_ACROSS_WRAP.args())[offset..],
         65_536,
         skewed,
     );
@@ -127,8 +130,8 @@ fn the_broadcaster_clock_beats_a_wrong_system_clock() {
 
 #[test]
 fn a_splice_back_in_time_is_flagged_and_indices_keep_increasing() {
-    let mut ts = media("h264-600s.ts", H264_AT_600S);
-    ts.extend_from_slice(&media("h264.ts", H264_AAC));
+    let mut ts = media("h264-600s.ts", &H264_AT_600S.args());
+    ts.extend_from_slice(&media("h264.ts", &H264_AAC.args()));
     let chunks = chunk_all(&ts);
     assert_increasing(&chunks);
     let flagged: Vec<_> = chunks.iter().filter(|c| c.flags.discontinuity()).collect();
@@ -138,7 +141,7 @@ fn a_splice_back_in_time_is_flagged_and_indices_keep_increasing() {
 
 #[test]
 fn damage_keeps_every_chunk_whose_random_access_point_survived() {
-    let ts = media("h264.ts", H264_AAC);
+    let ts = media("h264.ts", &H264_AAC.args());
     let clean = chunk_all(&ts);
     let mut damaged = Vec::with_capacity(ts.len());
     let mut hit = Vec::new();
@@ -205,7 +208,7 @@ fn offset_at_pts(ts: &[u8], pts: u64) -> usize {
 
 #[test]
 fn broadcast_like_mpeg2_ac3_cbr() {
-    let ts = media("atsc.ts", ATSC_MPEG2_AC3);
+    let ts = media("atsc.ts", &atsc_mpeg2_ac3(12));
     let chunks = chunk_all(&ts);
     assert!(chunks.len() >= 4, "got {} chunks", chunks.len());
     let input_packets = ts.len() / PACKET_SIZE;
@@ -228,7 +231,7 @@ fn broadcast_like_mpeg2_ac3_cbr() {
 
 #[test]
 fn without_random_access_for_three_steps_the_chunk_is_cut_and_flagged() {
-    let ts = media("h264-long-gop.ts", H264_LONG_GOP);
+    let ts = media("h264-long-gop.ts", &H264_LONG_GOP.args());
     let chunks = chunk_all(&ts);
     assert_increasing(&chunks);
     let forced: Vec<_> = chunks

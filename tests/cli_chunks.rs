@@ -2,32 +2,17 @@
 
 #[path = "common/media.rs"]
 mod media;
+#[path = "common/process.rs"]
+mod process;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use process::{stderr, stdout};
+use std::process::Output;
 
 fn ec_node(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ec-node");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(bytes) = stdin {
-        input.write_all(bytes).unwrap();
+    match stdin {
+        Some(input) => process::run_with_stdin(args, input),
+        None => process::run(args),
     }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 #[test]
@@ -56,7 +41,7 @@ fn builtin_clip_prints_one_line_per_chunk() {
 
 #[test]
 fn json_from_a_file_equals_json_from_stdin() {
-    let path = media::media_path("h264.ts", media::H264_AAC);
+    let path = media::media_path("h264.ts", &media::H264_AAC.args());
     let path = path.to_str().unwrap();
     let file = ec_node(
         &["chunks", "--input", path, "--json", "--clock=1764072000"],
@@ -87,7 +72,7 @@ fn json_from_a_file_equals_json_from_stdin() {
 
 #[test]
 fn damaged_input_is_read_to_its_end_and_reported() {
-    let mut bytes = media::media("h264.ts", media::H264_AAC);
+    let mut bytes = media::media("h264.ts", &media::H264_AAC.args());
     let middle = bytes.len() / 2;
     bytes.splice(middle..middle, std::iter::repeat_n(0x47, 3000));
     bytes.truncate(bytes.len() - 100);

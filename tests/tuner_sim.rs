@@ -15,34 +15,13 @@ use std::process::Command;
 use std::time::Duration;
 
 /// H.264 + AAC, 3 s, a keyframe every second: loops three times in a 9 s capture.
-const SHORT_CLIP: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=320x180:rate=30",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=440:sample_rate=48000",
-    "-t",
-    "3",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-g",
-    "30",
-    "-keyint_min",
-    "30",
-    "-sc_threshold",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-    "-c:a",
-    "aac",
-    "-f",
-    "mpegts",
-];
+const SHORT_CLIP: media::H264Clip = media::H264Clip {
+    size: "320x180",
+    rate: "30",
+    seconds: 3,
+    gop: 30,
+    ts_offset: None,
+};
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -140,7 +119,7 @@ fn two_clients_of_one_channel_receive_the_same_bytes() {
 
 #[test]
 fn a_looped_clip_has_no_seam() {
-    let clip = media::media_path("sim-3s.ts", SHORT_CLIP);
+    let clip = media::media_path("sim-3s.ts", &SHORT_CLIP.args());
     let channel = format!("7={}", clip.display());
     let sim = Sim::start(&["--channel", &channel]);
     assert_eq!(sim.channels, ["7"]);
@@ -172,13 +151,6 @@ fn a_looped_clip_has_no_seam() {
 }
 
 /// A recipe with its `-t` duration replaced.
-fn shortened(recipe: &[&'static str], seconds: &'static str) -> Vec<&'static str> {
-    let mut args = recipe.to_vec();
-    let at = args.iter().position(|&a| a == "-t").unwrap() + 1;
-    args[at] = seconds;
-    args
-}
-
 /// Three whole loops of a clip (so the last frame is whole), as the simulator sends them from
 /// its first packet.
 fn loops(clip: &[u8]) -> Vec<u8> {
@@ -195,8 +167,15 @@ fn loops(clip: &[u8]) -> Vec<u8> {
 
 #[test]
 fn atsc_and_wrapping_clips_loop_without_a_seam() {
-    let atsc = media::media("sim-atsc-3s.ts", &shortened(media::ATSC_MPEG2_AC3, "3"));
-    let wrap = media::media("sim-wrap.ts", &shortened(media::H264_ACROSS_WRAP, "16"));
+    let atsc = media::media("sim-atsc-3s.ts", &media::atsc_mpeg2_ac3(3));
+    let wrap = media::media(
+        "sim-wrap.ts",
+        &media::H264Clip {
+            seconds: 16,
+            ..media::H264_ACROSS_WRAP
+        }
+        .args(),
+    );
     for (name, clip) in [("atsc", atsc), ("wrap", wrap)] {
         let looped = loops(&clip);
         let (chunks, stats) = chunk(&looped);
@@ -214,8 +193,8 @@ fn atsc_and_wrapping_clips_loop_without_a_seam() {
 
 #[test]
 fn a_lineup_of_two_channels_names_their_codecs() {
-    let atsc = media::media_path("sim-atsc-3s.ts", &shortened(media::ATSC_MPEG2_AC3, "3"));
-    let h264 = media::media_path("sim-3s.ts", SHORT_CLIP);
+    let atsc = media::media_path("sim-atsc-3s.ts", &media::atsc_mpeg2_ac3(3));
+    let h264 = media::media_path("sim-3s.ts", &SHORT_CLIP.args());
     let sim = Sim::start(&[
         "--channel",
         &format!("9.1={}", atsc.display()),

@@ -16,142 +16,111 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// A fixed reference clock so chunk indices are the same on every run.
 pub const NOW: UnixMillis = UnixMillis(1_764_072_000_000);
 
-/// H.264 + AAC, 30000/1001 fps, a keyframe every 2 s, 20 s.
-pub const H264_AAC: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=640x360:rate=30000/1001",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=1000:sample_rate=48000",
-    "-t",
-    "20",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-g",
-    "60",
-    "-keyint_min",
-    "60",
-    "-sc_threshold",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-    "-c:a",
-    "aac",
-    "-b:a",
-    "128k",
-    "-f",
-    "mpegts",
-];
+/// An H.264 + AAC clip from lavfi's test pattern and a sine tone.
+pub struct H264Clip {
+    /// `WIDTHxHEIGHT`.
+    pub size: &'static str,
+    /// Frame rate, e.g. `30` or `30000/1001`.
+    pub rate: &'static str,
+    /// Length in seconds.
+    pub seconds: u32,
+    /// Frames per GOP (a keyframe every `gop` frames, no scene-cut keyframes).
+    pub gop: u32,
+    /// `-output_ts_offset` in seconds: where the timestamps start.
+    pub ts_offset: Option<u32>,
+}
 
-/// ATSC-like: MPEG-2 video with open GOPs and B-frames, AC-3, CBR 19.39 Mb/s with null
-/// packets, non-default PIDs and service id, 12 s.
-pub const ATSC_MPEG2_AC3: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=704x480:rate=30000/1001",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=440:sample_rate=48000",
-    "-t",
-    "12",
-    "-c:v",
-    "mpeg2video",
-    "-b:v",
-    "6M",
-    "-maxrate",
-    "6M",
-    "-bufsize",
-    "3M",
-    "-g",
-    "15",
-    "-bf",
-    "2",
-    "-c:a",
-    "ac3",
-    "-b:a",
-    "384k",
-    "-mpegts_service_id",
-    "3",
-    "-mpegts_pmt_start_pid",
-    "0x30",
-    "-mpegts_start_pid",
-    "0x31",
-    "-muxrate",
-    "19392658",
-    "-f",
-    "mpegts",
-];
+impl H264Clip {
+    /// The ffmpeg arguments that make it (before the output path).
+    pub fn args(&self) -> Vec<String> {
+        let (video, gop) = (
+            format!("testsrc2=size={}:rate={}", self.size, self.rate),
+            self.gop.to_string(),
+        );
+        let mut args: Vec<String> = ["-f", "lavfi", "-i", &video, "-f", "lavfi", "-i"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.push("sine=frequency=1000:sample_rate=48000".into());
+        args.extend(["-t".into(), self.seconds.to_string()]);
+        for a in [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            &gop,
+            "-keyint_min",
+            &gop,
+        ] {
+            args.push(a.to_string());
+        }
+        for a in [
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+        ] {
+            args.push(a.to_string());
+        }
+        if let Some(offset) = self.ts_offset {
+            args.extend(["-output_ts_offset".into(), offset.to_string()]);
+        }
+        args.extend(["-f".into(), "mpegts".into()]);
+        args
+    }
+}
+
+/// H.264 + AAC, 30000/1001 fps, a keyframe every 2 s, 20 s.
+pub const H264_AAC: H264Clip = H264Clip {
+    size: "640x360",
+    rate: "30000/1001",
+    seconds: 20,
+    gop: 60,
+    ts_offset: None,
+};
 
 /// H.264 + AAC whose timestamps cross 2^33 ticks about 13.7 s in (95443.7 s is the wrap).
-pub const H264_ACROSS_WRAP: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=320x180:rate=30",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=1000:sample_rate=48000",
-    "-t",
-    "30",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-g",
-    "30",
-    "-keyint_min",
-    "30",
-    "-sc_threshold",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-    "-c:a",
-    "aac",
-    "-output_ts_offset",
-    "95430",
-    "-f",
-    "mpegts",
-];
+pub const H264_ACROSS_WRAP: H264Clip = H264Clip {
+    size: "320x180",
+    rate: "30",
+    seconds: 30,
+    gop: 30,
+    ts_offset: Some(95_430),
+};
 
 /// A short H.264 + AAC clip starting at 600 s, to splice in front of one starting near zero.
-pub const H264_AT_600S: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=320x180:rate=30",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=500:sample_rate=48000",
-    "-t",
-    "10",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-g",
-    "30",
-    "-keyint_min",
-    "30",
-    "-sc_threshold",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-    "-c:a",
-    "aac",
-    "-output_ts_offset",
-    "600",
-    "-f",
-    "mpegts",
-];
+pub const H264_AT_600S: H264Clip = H264Clip {
+    size: "320x180",
+    rate: "30",
+    seconds: 10,
+    gop: 30,
+    ts_offset: Some(600),
+};
+
+/// H.264 + AAC with a keyframe only every 10 s (longer than 3·D at the default D), 50 s.
+pub const H264_LONG_GOP: H264Clip = H264Clip {
+    size: "320x180",
+    rate: "30",
+    seconds: 50,
+    gop: 300,
+    ts_offset: None,
+};
+
+/// ATSC-like: MPEG-2 video with open GOPs and B-frames, AC-3, CBR 19.39 Mb/s with null
+/// packets, non-default PIDs and service id, `seconds` long.
+pub fn atsc_mpeg2_ac3(seconds: u32) -> Vec<String> {
+    let args = format!(
+        "-f lavfi -i testsrc2=size=704x480:rate=30000/1001 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+        -t {seconds} -c:v mpeg2video -b:v 6M -maxrate 6M -bufsize 3M -g 15 -bf 2 -c:a ac3 -b:a 384k \
+        -mpegts_service_id 3 -mpegts_pmt_start_pid 0x30 -mpegts_start_pid 0x31 -muxrate 19392658 -f mpegts"
+    );
+    args.split_whitespace().map(str::to_string).collect()
+}
 
 /// Fails the test with a clear message when a tool is missing.
 pub fn require_tool(tool: &str) {
@@ -163,12 +132,12 @@ pub fn require_tool(tool: &str) {
 }
 
 /// Generates (once per test run) `name` from ffmpeg `args` and returns its bytes.
-pub fn media(name: &str, args: &[&str]) -> Vec<u8> {
+pub fn media(name: &str, args: &[String]) -> Vec<u8> {
     std::fs::read(media_path(name, args)).expect("read generated media")
 }
 
 /// Generates (once per test run) `name` from ffmpeg `args` and returns its path.
-pub fn media_path(name: &str, args: &[&str]) -> PathBuf {
+pub fn media_path(name: &str, args: &[String]) -> PathBuf {
     require_tool("ffmpeg");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("media");
     std::fs::create_dir_all(&dir).unwrap();
@@ -346,33 +315,3 @@ pub fn decode_errors(path: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
-
-/// H.264 + AAC with a keyframe only every 10 s (longer than 3·D at the default D), 50 s.
-pub const H264_LONG_GOP: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=320x180:rate=30",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=700:sample_rate=48000",
-    "-t",
-    "50",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-g",
-    "300",
-    "-keyint_min",
-    "300",
-    "-sc_threshold",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-    "-c:a",
-    "aac",
-    "-f",
-    "mpegts",
-];
