@@ -77,20 +77,26 @@ fn without_input_it_records_ten_seconds_of_the_built_in_broadcast() {
     hls::assert_decodes_clean(&dir);
 }
 
-#[test]
-fn stop_after_writes_exactly_n_segments_and_ends_the_playlist() {
+/// Records the 20 s H.264 test clip into a fresh folder `name` with `extra` flags.
+fn record_h264(name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     let input = media::media_path("h264.ts", &media::H264_AAC.args());
-    let dir = out_dir("stop-after");
-    let out = run(&[
+    let dir = out_dir(name);
+    let mut args = vec![
         "record",
         "--input",
         input.to_str().unwrap(),
         "--out",
         dir.to_str().unwrap(),
-        "--stop-after",
-        "2",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
+    (input, dir)
+}
+
+#[test]
+fn stop_after_writes_exactly_n_segments_and_ends_the_playlist() {
+    let (_, dir) = record_h264("stop-after", &["--stop-after", "2"]);
     let playlist = hls::read_playlist(&dir);
     assert_eq!(playlist.segments.len(), 2);
     assert!(playlist.ended);
@@ -104,18 +110,7 @@ fn stop_after_writes_exactly_n_segments_and_ends_the_playlist() {
 
 #[test]
 fn a_sliding_window_keeps_media_sequence_and_removes_old_files() {
-    let input = media::media_path("h264.ts", &media::H264_AAC.args());
-    let dir = out_dir("window");
-    let out = run(&[
-        "record",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-        "--hls-window",
-        "2",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (input, dir) = record_h264("window", &["--hls-window", "2"]);
     let playlist = hls::read_playlist(&dir);
     assert_eq!(playlist.segments.len(), 2);
     assert!(!playlist.event);
