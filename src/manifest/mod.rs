@@ -6,6 +6,7 @@
 //! opens files or sockets, or knows how bytes travel. Keys and encryption live in `crypto`.
 
 pub mod body;
+pub mod epochs;
 pub mod merkle;
 pub mod verifier;
 mod wire;
@@ -14,5 +15,6 @@ pub use body::{
     Entry, Manifest, ManifestBody, ManifestChain, ManifestError, ManifestId, UnixTime,
     MAX_EPOCH_CHUNKS, MAX_MANIFEST_BYTES,
 };
+pub use epochs::{Epoch, EpochCollector};
 pub use merkle::{Proof, ProofError};
 pub use verifier::{AcceptedChunk, Event, Policy, Reason, Rejection, Verifier};
