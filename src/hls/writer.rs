@@ -1,6 +1,7 @@
 //! Writes segments and the playlist into a folder, each file atomically (temporary file, then
 //! rename; no fsync per segment), so a player never sees a partial file and the playlist names
-//! only complete segments, also after a `kill -9`.
+//! only complete segments, also after a `kill -9`. Segments that slide out of a live window are
+//! deleted only after the playlist that no longer lists them is in place.
 
 use super::playlist::{segment_file_name, Playlist, PlaylistKind, SegmentEntry};
 use super::HlsError;
@@ -8,11 +9,15 @@ use crate::chunk::Chunk;
 use crate::ts::clock::UnixMillis;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The playlist's file name in the output folder.
 pub const PLAYLIST_NAME: &str = "index.m3u8";
 /// Segments kept on disk after they leave a live window, for players still fetching them.
 const KEEP_AFTER_WINDOW: usize = 3;
+/// The playlist is rewritten at most this often while segments arrive faster than that (a file
+/// recorded as fast as possible); live segments come every few seconds and each gets a rewrite.
+const PLAYLIST_INTERVAL: Duration = Duration::from_millis(250);
 
 /// An HLS output folder being written.
 pub struct HlsWriter {
@@ -20,6 +25,7 @@ pub struct HlsWriter {
     playlist: Playlist,
     retired: VecDeque<SegmentEntry>,
     written: u64,
+    playlist_written: Option<Instant>,
 }
 
 impl HlsWriter {
@@ -40,6 +46,7 @@ impl HlsWriter {
             playlist: Playlist::new(kind, target_duration),
             retired: VecDeque::new(),
             written: 0,
+            playlist_written: None,
         })
     }
 
@@ -48,7 +55,8 @@ impl HlsWriter {
         self.written
     }
 
-    /// Writes `chunk` as a segment starting at wall time `date_time`, then the playlist.
+    /// Writes `chunk` as a segment starting at wall time `date_time`, then the playlist (at most
+    /// every [`PLAYLIST_INTERVAL`]; [`HlsWriter::finish`] writes the last one).
     pub fn write(&mut self, chunk: &Chunk, date_time: UnixMillis) -> Result<(), HlsError> {
         write_atomically(&self.dir.join(segment_file_name(chunk.index)), &chunk.bytes)?;
         let entry = SegmentEntry {
@@ -57,17 +65,13 @@ impl HlsWriter {
             discontinuity: chunk.flags.discontinuity(),
             date_time,
         };
-        let removed = self.playlist.push(entry);
-        self.write_playlist()?;
+        self.retired.extend(self.playlist.push(entry));
         self.written += 1;
-        self.retired.extend(removed);
-        while self.retired.len() > KEEP_AFTER_WINDOW {
-            if let Some(old) = self.retired.pop_front() {
-                let path = self.dir.join(old.file_name());
-                if let Err(e) = std::fs::remove_file(&path) {
-                    log::warn!("cannot remove old segment {}: {e}", path.display());
-                }
-            }
+        if self
+            .playlist_written
+            .is_none_or(|at| at.elapsed() >= PLAYLIST_INTERVAL)
+        {
+            self.write_playlist()?;
         }
         Ok(())
     }
@@ -78,11 +82,22 @@ impl HlsWriter {
         self.write_playlist()
     }
 
-    fn write_playlist(&self) -> Result<(), HlsError> {
+    /// Rewrites the playlist, then deletes the retired segments it no longer needs kept.
+    fn write_playlist(&mut self) -> Result<(), HlsError> {
         write_atomically(
             &self.dir.join(PLAYLIST_NAME),
             self.playlist.render().as_bytes(),
-        )
+        )?;
+        self.playlist_written = Some(Instant::now());
+        while self.retired.len() > KEEP_AFTER_WINDOW {
+            if let Some(old) = self.retired.pop_front() {
+                let path = self.dir.join(old.file_name());
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("cannot remove old segment {}: {e}", path.display());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
