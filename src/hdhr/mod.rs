@@ -120,6 +120,28 @@ impl std::fmt::Display for GuideNumber {
     }
 }
 
+/// The broadcast-scoped default stream id of an HDHomeRun channel, built only from what every
+/// tuner in the market sees the same way (the virtual channel and the station's call sign), so
+/// independent nodes capturing one broadcast derive one stream key without talking:
+/// `ec/stream/v1/broadcast/atsc/channel-5.1/callsign-kxyz-hd/profile-source/variant-ts`. The call
+/// sign is lowercased and kept to `[a-z0-9-]`; an empty one is left out.
+pub fn broadcast_stream_id(guide: &GuideNumber, guide_name: &str) -> String {
+    let callsign: String = guide_name
+        .chars()
+        .filter_map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => Some(c),
+            _ => None,
+        })
+        .take(32)
+        .collect();
+    let callsign = if callsign.is_empty() {
+        String::new()
+    } else {
+        format!("/callsign-{callsign}")
+    };
+    format!("ec/stream/v1/broadcast/atsc/channel-{guide}{callsign}/profile-source/variant-ts")
+}
+
 /// The URL of a channel's stream on the first free tuner, with an optional `duration=` query.
 pub fn auto_stream_url(
     host: &str,
@@ -159,6 +181,23 @@ mod tests {
         );
         assert_eq!(DeviceError::UNKNOWN_CHANNEL.http_status(), 404);
         assert_eq!(DeviceError::NO_VIDEO_DATA.http_status(), 503);
+    }
+
+    #[test]
+    fn broadcast_stream_ids_depend_on_channel_and_call_sign_only() {
+        let g = GuideNumber::parse("5.1").unwrap();
+        assert_eq!(
+            broadcast_stream_id(&g, "KXYZ-HD"),
+            "ec/stream/v1/broadcast/atsc/channel-5.1/callsign-kxyz-hd/profile-source/variant-ts"
+        );
+        assert_eq!(
+            broadcast_stream_id(&g, "Ünïcode & co"),
+            broadcast_stream_id(&g, "ncodeco")
+        );
+        assert_eq!(
+            broadcast_stream_id(&g, "  "),
+            "ec/stream/v1/broadcast/atsc/channel-5.1/profile-source/variant-ts"
+        );
     }
 
     #[test]
