@@ -8,6 +8,7 @@
 pub mod body;
 pub mod epochs;
 pub mod merkle;
+pub mod sealer;
 pub mod verifier;
 mod wire;
 
@@ -17,4 +18,5 @@ pub use body::{
 };
 pub use epochs::{Epoch, EpochCollector};
 pub use merkle::{Proof, ProofError};
+pub use sealer::{SealError, Sealer, SignedManifest};
 pub use verifier::{AcceptedChunk, Event, Policy, Reason, Rejection, Verifier};
