@@ -102,7 +102,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             crate::hls::HlsError::NotEmpty(_) => Failure::usage(e.to_string()),
             _ => Failure::other(e.to_string()),
         }),
-        Err(e @ RecordError::Ring(_)) => Err(Failure::other(e.to_string())),
+        Err(e @ RecordError::Start(_)) => Err(Failure::other(e.to_string())),
     }
 }
 

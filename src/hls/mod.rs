@@ -9,12 +9,33 @@ pub mod playlist;
 pub mod writer;
 
 use crate::chunk::ChunkerConfig;
+use crate::ts::clock::{UnixMillis, TICKS_PER_MS};
 use std::path::{Path, PathBuf};
 
 /// The `EXT-X-TARGETDURATION` for a chunk grid: a chunk lasts at most 3·D plus one frame, which
 /// rounds to no more than `ceil(3·D)` seconds.
 pub fn target_duration(config: &ChunkerConfig) -> u64 {
     (3 * u64::from(config.chunk_ms)).div_ceil(1000)
+}
+
+/// Assigns `EXT-X-PROGRAM-DATE-TIME`: continuous along the stream (each segment starts where the
+/// previous one ended), re-based on the wall clock at a discontinuity. A chunk is finished when the
+/// next one starts, so a chunk received at `t` began `duration` earlier.
+#[derive(Debug, Default)]
+pub struct ProgramClock {
+    previous: Option<(UnixMillis, u64)>,
+}
+
+impl ProgramClock {
+    /// The date-time of the next segment, of `duration` 90 kHz ticks, received at `received`.
+    pub fn next(&mut self, duration: u64, discontinuity: bool, received: UnixMillis) -> UnixMillis {
+        let date_time = match self.previous {
+            Some((start, length)) if !discontinuity => UnixMillis(start.0 + length / TICKS_PER_MS),
+            _ => UnixMillis(received.0.saturating_sub(duration / TICKS_PER_MS)),
+        };
+        self.previous = Some((date_time, duration));
+        date_time
+    }
 }
 
 /// Why HLS output failed.

@@ -1,6 +1,6 @@
 //! The media playlist (RFC 8216) as data: segments in, text out. No files here.
 
-use crate::chunk::ChunkIndex;
+use crate::chunk::{Chunk, ChunkIndex};
 use crate::ts::clock::{UnixMillis, TICKS_PER_SECOND};
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -19,15 +19,20 @@ pub struct SegmentEntry {
 }
 
 impl SegmentEntry {
+    /// The entry for a chunk whose first sample was shown at `date_time`.
+    pub fn for_chunk(chunk: &Chunk, date_time: UnixMillis) -> SegmentEntry {
+        SegmentEntry {
+            index: chunk.index,
+            duration: chunk.duration,
+            discontinuity: chunk.flags.discontinuity(),
+            date_time,
+        }
+    }
+
     /// The segment's file name: `segment_%06d.ts` of its chunk index.
     pub fn file_name(&self) -> String {
-        segment_file_name(self.index)
+        format!("segment_{:06}.ts", self.index.0)
     }
-}
-
-/// The file name of the segment for chunk `index`.
-pub fn segment_file_name(index: ChunkIndex) -> String {
-    format!("segment_{:06}.ts", index.0)
 }
 
 /// Whether segments are kept (EVENT) or slide out of a window of live segments.

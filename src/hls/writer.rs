@@ -3,10 +3,8 @@
 //! only complete segments, also after a `kill -9`. Segments that slide out of a live window are
 //! deleted only after the playlist that no longer lists them is in place.
 
-use super::playlist::{segment_file_name, Playlist, PlaylistKind, SegmentEntry};
+use super::playlist::{Playlist, PlaylistKind, SegmentEntry};
 use super::HlsError;
-use crate::chunk::Chunk;
-use crate::ts::clock::UnixMillis;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,17 +53,11 @@ impl HlsWriter {
         self.written
     }
 
-    /// Writes `chunk` as a segment starting at wall time `date_time`, then the playlist (at most
-    /// every [`PLAYLIST_INTERVAL`]; [`HlsWriter::finish`] writes the last one).
-    pub fn write(&mut self, chunk: &Chunk, date_time: UnixMillis) -> Result<(), HlsError> {
-        write_atomically(&self.dir.join(segment_file_name(chunk.index)), &chunk.bytes)?;
-        let entry = SegmentEntry {
-            index: chunk.index,
-            duration: chunk.duration,
-            discontinuity: chunk.flags.discontinuity(),
-            date_time,
-        };
-        self.retired.extend(self.playlist.push(entry));
+    /// Writes a segment's bytes, then the playlist listing it (at most every
+    /// [`PLAYLIST_INTERVAL`]; [`HlsWriter::finish`] writes the last one).
+    pub fn write(&mut self, entry: &SegmentEntry, bytes: &[u8]) -> Result<(), HlsError> {
+        write_atomically(&self.dir.join(entry.file_name()), bytes)?;
+        self.retired.extend(self.playlist.push(entry.clone()));
         self.written += 1;
         if self
             .playlist_written

@@ -2,5 +2,6 @@
 //! modules. No format or protocol logic lives here — only who runs where, what flows between
 //! them, and how a stop propagates.
 
+pub mod ingest;
 pub mod record;
 pub mod tuner;

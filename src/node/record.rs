@@ -1,32 +1,17 @@
-//! The recording pipeline: capture → chunk → HLS, one thread per stage.
+//! The recording pipeline: capture → chunk ([`super::ingest`]) → HLS on the caller's thread.
 //!
-//! ```text
-//!  capture thread ──(mmap'd ring, in place)──► chunk thread ──(bounded channel)──► HLS (caller's thread)
-//! ```
-//!
-//! The capture thread never waits for the others: the ring overwrites its oldest bytes and
-//! reports the gap. The chunk thread borrows ring bytes, feeds the chunker, and sends finished
-//! chunks on. The HLS stage writes segments and the playlist, and always finishes the playlist
-//! with `EXT-X-ENDLIST`, whatever ended the run.
+//! The HLS stage writes segments and the playlist, and always finishes the playlist with
+//! `EXT-X-ENDLIST`, whatever ended the run.
 
-use crate::capture::ring::{self, Consumer, Next};
-use crate::capture::{self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, InPlace, Source};
-use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
+use super::ingest::{Ingest, IngestError};
+use crate::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
+use crate::chunk::{ChunkerConfig, ChunkerStats};
 use crate::cli::stop::StopFlag;
-use crate::hls::playlist::PlaylistKind;
+use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
-use crate::hls::{self, HlsError};
-use crate::ts::clock::{UnixMillis, TICKS_PER_MS};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crate::hls::{self, HlsError, ProgramClock};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Ring buffer size: about 6.5 s of a 19.39 Mb/s broadcast.
-const RING_BYTES: usize = 16 << 20;
-/// Bytes the chunker takes from the ring at a time.
-const LEASE_BYTES: usize = 1 << 20;
-/// Chunks in flight between the chunk thread and the HLS writer.
-const CHUNK_QUEUE: usize = 4;
 
 /// What to record.
 #[derive(Clone, Debug)]
@@ -65,8 +50,8 @@ pub enum RecordError {
     Capture(CaptureError, Box<RecordSummary>),
     /// Writing the output failed.
     Hls(HlsError),
-    /// The ring buffer could not be mapped.
-    Ring(std::io::Error),
+    /// The capture ring could not be mapped or a thread not started.
+    Start(std::io::Error),
 }
 
 impl std::fmt::Display for RecordError {
@@ -74,7 +59,7 @@ impl std::fmt::Display for RecordError {
         match self {
             RecordError::Capture(e, _) => e.fmt(f),
             RecordError::Hls(e) => e.fmt(f),
-            RecordError::Ring(e) => write!(f, "cannot map the capture ring buffer: {e}"),
+            RecordError::Start(e) => write!(f, "cannot start the capture pipeline: {e}"),
         }
     }
 }
@@ -86,66 +71,36 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
         Some(n) => PlaylistKind::Window(n),
         None => PlaylistKind::Event,
     };
-    let in_place = InPlace::open(&config.source, &config.capture)
-        .map_err(|e| RecordError::Capture(e, Box::default()))?;
-    let mut writer = HlsWriter::create(&config.out, kind, hls::target_duration(&config.chunker))
-        .map_err(RecordError::Hls)?;
-    let (chunk_tx, chunk_rx) = bounded(CHUNK_QUEUE);
-    // Written chunks' buffers go back to the chunker, so steady state allocates nothing.
-    let (spent_tx, spent_rx) = bounded(CHUNK_QUEUE);
-    let (capture_tx, capture_rx) = bounded(1);
-    let (feed, capture_thread) = match in_place {
-        Some(reader) => {
-            let _ = capture_tx.send(Ok(CaptureEnd::Finished));
-            (Feed::InPlace(reader), None)
-        }
-        None => {
-            let (producer, consumer) = ring::ring(RING_BYTES).map_err(RecordError::Ring)?;
-            let (source, options, stop) =
-                (config.source.clone(), config.capture.clone(), stop.clone());
-            let thread = std::thread::Builder::new()
-                .name("capture".into())
-                .spawn(move || {
-                    let _ = capture_tx.send(capture::run(&source, &options, producer, &stop));
-                })
-                .map_err(RecordError::Ring)?;
-            (Feed::Ring(consumer), Some(thread))
-        }
+    // Open the source first: a wrong path must not leave an output folder behind.
+    let ingest = Ingest::start(&config.source, &config.capture, config.chunker, &stop);
+    let ingest = match ingest {
+        Ok(ingest) => ingest,
+        Err(IngestError::Capture(e)) => return Err(RecordError::Capture(e, Box::default())),
+        Err(IngestError::Start(e)) => return Err(RecordError::Start(e)),
     };
-    let chunk_thread = {
-        let (chunker, stop) = (config.chunker, stop.clone());
-        std::thread::Builder::new()
-            .name("chunk".into())
-            .spawn(move || chunk_stage(feed, Chunker::new(chunker), (chunk_tx, spent_rx), &stop))
-            .map_err(RecordError::Ring)?
-    };
-
-    let written = hls_stage(
-        &mut writer,
-        (&chunk_rx, &spent_tx),
-        config.stop_after,
-        &stop,
-    );
+    let mut writer =
+        match HlsWriter::create(&config.out, kind, hls::target_duration(&config.chunker)) {
+            Ok(writer) => writer,
+            Err(e) => {
+                stop.set();
+                ingest.finish();
+                return Err(RecordError::Hls(e));
+            }
+        };
+    let written = hls_stage(&mut writer, &ingest, config.stop_after, &stop);
     // However the HLS stage ended, finish the playlist and stop the other stages.
     stop.set();
-    drop(chunk_rx);
     let segments = writer.written();
     let finished = writer.finish();
-    let (chunker, overrun_bytes) = chunk_thread.join().unwrap_or_default();
-    // A capture blocked in a read notices the stop within its read timeout; wait for it only if
-    // it already reported.
-    let capture_outcome = capture_rx.recv_timeout(Duration::from_millis(200)).ok();
-    if let (Some(_), Some(thread)) = (&capture_outcome, capture_thread) {
-        let _ = thread.join();
-    }
+    let report = ingest.finish();
     written.and(finished).map_err(RecordError::Hls)?;
     let mut summary = RecordSummary {
         segments,
         capture_end: None,
-        chunker,
-        overrun_bytes,
+        chunker: report.chunker,
+        overrun_bytes: report.overrun_bytes,
     };
-    match capture_outcome {
+    match report.capture {
         Some(Err(e)) => Err(RecordError::Capture(e, Box::new(summary))),
         Some(Ok(end)) => {
             summary.capture_end = Some(end);
@@ -155,92 +110,24 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
     }
 }
 
-/// Where the chunk thread reads from.
-enum Feed {
-    /// The capture ring, filled by the capture thread.
-    Ring(Consumer),
-    /// A file or the clip, read in place.
-    InPlace(InPlace),
-}
-
-/// The chunk thread: input bytes in, chunks out; returns the chunker's counters and the bytes
-/// the ring dropped.
-fn chunk_stage(
-    mut feed: Feed,
-    mut chunker: Chunker,
-    (out, spent): (Sender<(Chunk, UnixMillis)>, Receiver<Vec<u8>>),
-    stop: &StopFlag,
-) -> (ChunkerStats, u64) {
-    let mut open = true;
-    while open {
-        while let Ok(bytes) = spent.try_recv() {
-            chunker.recycle(bytes);
-        }
-        let now = wall_clock();
-        open = match &mut feed {
-            Feed::InPlace(reader) => match reader.next(LEASE_BYTES, stop) {
-                Some(bytes) => {
-                    chunker.push(bytes, now);
-                    !stop.is_set()
-                }
-                None => false,
-            },
-            Feed::Ring(consumer) => match consumer.next(LEASE_BYTES, Duration::from_millis(100)) {
-                Next::Data(lease) => {
-                    chunker.push(&lease, now);
-                    true
-                }
-                Next::Gap => {
-                    chunker.mark_gap();
-                    true
-                }
-                Next::Idle => !stop.is_set(),
-                Next::End => false,
-            },
-        };
-        if !open {
-            chunker.finish(wall_clock());
-        }
-        while let Some(chunk) = chunker.poll_chunk() {
-            if out.send((chunk, wall_clock())).is_err() {
-                open = false;
-                break;
-            }
-        }
-    }
-    let overrun = match &feed {
-        Feed::Ring(consumer) => consumer.dropped(),
-        Feed::InPlace(_) => 0,
-    };
-    (chunker.stats().clone(), overrun)
-}
-
-/// The HLS stage: writes chunks until the channel closes, `stop_after` is reached, or a stop.
+/// The HLS stage: writes chunks until ingest ends, `stop_after` is reached, or a stop.
 fn hls_stage(
     writer: &mut HlsWriter,
-    (chunks, spent): (&Receiver<(Chunk, UnixMillis)>, &Sender<Vec<u8>>),
+    ingest: &Ingest,
     stop_after: Option<u64>,
     stop: &StopFlag,
 ) -> Result<(), HlsError> {
-    let mut previous: Option<(UnixMillis, u64)> = None;
+    let mut clock = ProgramClock::default();
     while stop_after.is_none_or(|n| writer.written() < n) {
-        let (chunk, received) = match chunks.recv_timeout(Duration::from_millis(100)) {
+        let (chunk, received) = match ingest.chunks().recv_timeout(Duration::from_millis(100)) {
             Ok(item) => item,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) if stop.is_set() => break,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        // Program date-time: continuous along the stream, re-based on the wall clock after a
-        // discontinuity. A chunk is finished when the next one starts, so it began `duration` ago.
-        let date_time = match previous {
-            Some((start, duration)) if !chunk.flags.discontinuity() => {
-                UnixMillis(start.0 + duration / TICKS_PER_MS)
-            }
-            _ => UnixMillis(received.0.saturating_sub(chunk.duration / TICKS_PER_MS)),
-        };
-        writer.write(&chunk, date_time)?;
-        previous = Some((date_time, chunk.duration));
-        let _ = spent.try_send(chunk.bytes);
+        let date_time = clock.next(chunk.duration, chunk.flags.discontinuity(), received);
+        writer.write(&SegmentEntry::for_chunk(&chunk, date_time), &chunk.bytes)?;
+        ingest.recycle(chunk.bytes);
     }
     Ok(())
 }
