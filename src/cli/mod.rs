@@ -11,6 +11,9 @@ mod chunks;
 mod hdhr_lineup;
 mod id;
 mod keygen;
+mod moq_cat;
+mod moq_serve;
+mod peer;
 mod record;
 pub mod stop;
 
@@ -32,6 +35,8 @@ enum Command {
     HdhrLineup(hdhr_lineup::Args),
     Id(id::Args),
     Keygen(keygen::Args),
+    MoqCat(moq_cat::Args),
+    MoqServe(moq_serve::Args),
     Record(record::Args),
 }
 
@@ -107,6 +112,8 @@ pub fn main() -> ExitCode {
         Command::HdhrLineup(args) => hdhr_lineup::run(args),
         Command::Id(args) => id::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::MoqCat(args) => moq_cat::run(args),
+        Command::MoqServe(args) => moq_serve::run(args),
         Command::Record(args) => record::run(args),
     };
     match outcome {
