@@ -33,6 +33,7 @@ fn moq_cat_subscribes_and_fetches_from_moq_serve_byte_exact_with_a_pinned_identi
     let (mut serve, endpoint) = serve_listen(
         &dir.join("src"),
         "127.0.0.1:0",
+        20,
         &["--key", key.to_str().unwrap()],
     );
     assert!(
@@ -73,6 +74,7 @@ fn a_man_in_the_middle_with_the_right_address_and_the_wrong_key_is_refused() {
     let (_serve, endpoint) = serve_listen(
         &dir.join("src"),
         "127.0.0.1:0",
+        20,
         &["--key", mallory_key.to_str().unwrap()],
     );
     let addr = endpoint.split_once('@').unwrap().1;
@@ -95,7 +97,7 @@ fn a_man_in_the_middle_with_the_right_address_and_the_wrong_key_is_refused() {
 fn a_plain_host_port_connects_unpinned_with_a_warning() {
     let dir = temp_dir("unpinned");
     let expected = make_groups(&dir.join("src"), 2);
-    let (_serve, endpoint) = serve_listen(&dir.join("src"), "127.0.0.1:0", &[]);
+    let (_serve, endpoint) = serve_listen(&dir.join("src"), "127.0.0.1:0", 20, &[]);
     let addr = endpoint.split_once('@').unwrap().1;
     let out = cat(addr, &dir.join("out"), &["--count", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -115,7 +117,7 @@ fn ipv6_loopback_addresses_are_bracketed_and_pinned() {
     }
     let dir = temp_dir("ipv6");
     let expected = make_groups(&dir.join("src"), 3);
-    let (_serve, endpoint) = serve_listen(&dir.join("src"), "[::1]:0", &[]);
+    let (_serve, endpoint) = serve_listen(&dir.join("src"), "[::1]:0", 20, &[]);
     assert!(endpoint.contains("@[::1]:"), "{endpoint}");
     let out = cat(&endpoint, &dir.join("out"), &["--fetch", "0..2"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -3,8 +3,8 @@
 //!
 //! Files sorted by name become groups 0..N-1 (object 0 each). Each session plays the track out on
 //! its own clock: its first SUBSCRIBE starts the playout at the filter's start (group 0 unless an
-//! absolute filter says otherwise), one group per `--interval-ms`, and PUBLISH_DONE follows the
-//! last group. Later SUBSCRIBEs on that session get what was already played at once, then the rest.
+//! absolute filter says otherwise), one group per `--interval-ms`, and PUBLISH_DONE one interval
+//! after the last group. Later SUBSCRIBEs on that session get what was already played at once, then the rest.
 //! FETCH serves any range of the folder at once.
 
 use std::collections::HashMap;
@@ -62,6 +62,7 @@ struct Playout {
     played: TrackCache,
     next: u64,
     due: Instant,
+    ended: bool,
 }
 
 struct Server {
@@ -152,7 +153,7 @@ impl Server {
             let wait = self
                 .playouts
                 .values()
-                .filter(|p| p.next < self.groups.len() as u64)
+                .filter(|p| !p.ended)
                 .map(|p| p.due.saturating_duration_since(now))
                 .min()
                 .unwrap_or(Duration::from_millis(200))
@@ -225,6 +226,7 @@ impl Server {
                     played: TrackCache::new(usize::MAX),
                     next: start,
                     due: Instant::now(),
+                    ended: false,
                 });
                 let played = p.played.clone();
                 self.session(conn, move |s| s.accept_subscribe(request, &played))
@@ -253,12 +255,20 @@ impl Server {
         }
     }
 
-    /// Sends the groups whose time has come on every session, and PUBLISH_DONE after the last.
+    /// Sends the groups whose time has come on every session, and PUBLISH_DONE one interval
+    /// after the last (some subscribers close the track at PUBLISH_DONE even while its last
+    /// streams are still arriving).
     fn play_due(&mut self, now: Instant) -> Result<(), Failure> {
         let total = self.groups.len() as u64;
         let mut sends = Vec::new();
         for (conn, p) in self.playouts.iter_mut() {
-            if p.next >= total || p.due > now {
+            if p.ended || p.due > now {
+                continue;
+            }
+            p.due += self.interval;
+            if p.next >= total {
+                p.ended = true;
+                sends.push((*conn, None));
                 continue;
             }
             let g = GroupId(p.next);
@@ -267,17 +277,13 @@ impl Server {
                 .push(g, payload.clone())
                 .map_err(|e| Failure::other(e.to_string()))?;
             p.next += 1;
-            p.due += self.interval;
-            sends.push((*conn, g, payload, p.next == total));
+            sends.push((*conn, Some((g, payload))));
         }
-        for (conn, g, payload, last) in sends {
+        for (conn, group) in sends {
             let track = self.track.clone();
-            self.session(conn, move |s| {
-                s.send_group(&track, g, payload)?;
-                if last {
-                    s.end_track(&track)?;
-                }
-                Ok(())
+            self.session(conn, move |s| match group {
+                Some((g, payload)) => s.send_group(&track, g, payload),
+                None => s.end_track(&track),
             })?;
         }
         Ok(())

@@ -24,15 +24,34 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with piped stdout (stderr inherited, for the test log).
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        Proc::spawn_reading(name, cmd, false)
+    }
+
+    /// Starts `cmd` reading lines from its stderr instead (stdout inherited): for tools that
+    /// log their readiness there.
+    pub fn spawn_stderr(name: &str, cmd: &mut Command) -> Proc {
+        Proc::spawn_reading(name, cmd, true)
+    }
+
+    fn spawn_reading(name: &str, cmd: &mut Command, stderr: bool) -> Proc {
+        let (out, err) = if stderr {
+            (Stdio::inherit(), Stdio::piped())
+        } else {
+            (Stdio::piped(), Stdio::inherit())
+        };
         let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
+        let pipe: Box<dyn std::io::Read + Send> = if stderr {
+            Box::new(child.stderr.take().expect("piped stderr"))
+        } else {
+            Box::new(child.stdout.take().expect("piped stdout"))
+        };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -45,13 +64,13 @@ impl Proc {
         }
     }
 
-    /// The next stdout line that satisfies `pred`, within [`STEP`].
+    /// The next line (of the piped stream) that satisfies `pred`, within [`STEP`].
     pub fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
         loop {
             match self.lines.recv_timeout(STEP) {
                 Ok(line) if pred(&line) => return line,
                 Ok(_) => continue,
-                Err(e) => panic!("{}: no expected line on stdout ({e})", self.name),
+                Err(e) => panic!("{}: no expected output line ({e})", self.name),
             }
         }
     }
@@ -164,8 +183,9 @@ pub fn ready(line: &str) -> (Option<String>, Vec<String>, String) {
     (endpoint, ns, track["name"].as_str().unwrap().to_string())
 }
 
-/// Starts `ec-node moq-serve --listen ADDR` on `dir`; returns it and its endpoint text.
-pub fn serve_listen(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, String) {
+/// Starts `ec-node moq-serve --listen ADDR` on `dir`, one group per `interval_ms`; returns it
+/// and its endpoint text.
+pub fn serve_listen(dir: &Path, listen: &str, interval_ms: u32, extra: &[&str]) -> (Proc, String) {
     let p = Proc::spawn(
         "moq-serve",
         ec_node()
@@ -176,7 +196,13 @@ pub fn serve_listen(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, String) 
                 "--namespace",
                 "ec/test/objects",
             ])
-            .args(["--track", "chunks", "--interval-ms", "20", "--dir"])
+            .args([
+                "--track",
+                "chunks",
+                "--interval-ms",
+                &interval_ms.to_string(),
+            ])
+            .arg("--dir")
             .arg(dir)
             .args(extra),
     );
