@@ -294,3 +294,38 @@ fn a_third_party_publisher_publishes_into_the_relay_and_moq_cat_reads_through_it
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(object_lines(&out.stdout), expected);
 }
+
+#[test]
+fn the_relay_certificate_is_verified_unless_insecure() {
+    let _serial = one_at_a_time();
+    let dir = temp_dir("interop-relay-tls");
+    let (_relay, url, ca) = relay(&dir);
+    // Not in the system roots: the handshake fails (exit 3) before any request.
+    let out = cat(&url, &dir.join("a"), &["--count", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("handshake failed"),
+        "{}",
+        stderr(&out)
+    );
+    // With --relay-ca the session comes up; the relay then refuses the unknown track (exit 3).
+    let out = cat(
+        &url,
+        &dir.join("b"),
+        &["--count", "1", "--relay-ca", ca.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the request"),
+        "{}",
+        stderr(&out)
+    );
+    // --insecure skips the check, with a warning.
+    let out = cat(&url, &dir.join("c"), &["--count", "1", "--insecure"]);
+    assert!(stderr(&out).contains("--insecure"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the request"),
+        "{}",
+        stderr(&out)
+    );
+}
