@@ -56,6 +56,12 @@ const GOAWAY_GRACE: Duration = Duration::from_millis(300);
 /// this state, just after the handshake and before the client's Finished went out.)
 const BAD_CERTIFICATE: u64 = 0x100 + 42;
 
+/// Connections a listener holds at once; further Initials are ignored.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Datagrams taken in one go after the loop wakes.
+const RECV_BATCH: usize = 64;
+
 /// Capacity of the command and event channels.
 const CHANNEL_CAPACITY: usize = 1024;
 
@@ -606,14 +612,17 @@ impl Loop {
         }
         // Setting a non-zero timeout cannot fail.
         let _ = self.socket.set_read_timeout(Some(wait));
-        match self.socket.recv_from(buf) {
-            Ok((len, from)) => self.on_datagram(&mut buf[..len], from),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => log::warn!("UDP receive on {}: {e}", self.local),
+        if self.receive(buf) {
+            // Take what else is queued before processing, so a burst costs one pass over the
+            // connections instead of one per packet.
+            if self.socket.set_nonblocking(true).is_ok() {
+                for _ in 0..RECV_BATCH {
+                    if !self.receive(buf) {
+                        break;
+                    }
+                }
+                let _ = self.socket.set_nonblocking(false);
+            }
         }
         let now = Instant::now();
         for c in self.conns.values_mut() {
@@ -624,6 +633,28 @@ impl Loop {
                 if s.poll_timeout().is_some_and(|t| t <= now) {
                     s.handle_timeout(now);
                 }
+            }
+        }
+    }
+
+    /// Receives and routes one datagram; false when none came (timeout or nothing queued).
+    fn receive(&mut self, buf: &mut [u8]) -> bool {
+        match self.socket.recv_from(buf) {
+            Ok((len, from)) => {
+                self.on_datagram(&mut buf[..len], from);
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => {
+                log::warn!("UDP receive on {}: {e}", self.local);
+                false
             }
         }
     }
@@ -656,7 +687,10 @@ impl Loop {
         if let Some(id) = self.routes.get(hdr.dcid.as_ref()) {
             return Some(*id);
         }
-        if hdr.ty != quiche::Type::Initial || self.shutdown_at.is_some() {
+        if hdr.ty != quiche::Type::Initial
+            || self.shutdown_at.is_some()
+            || self.conns.len() >= MAX_CONNECTIONS
+        {
             return None;
         }
         let mut out = [0u8; 1500];
