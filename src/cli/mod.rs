@@ -6,6 +6,7 @@
 //! subcommand; nothing here parses media or speaks a protocol.
 
 mod bench;
+mod bench_fanout;
 mod bench_trust;
 mod chunks;
 mod hdhr_lineup;
