@@ -249,17 +249,54 @@ fn run_relay(dir: &Path, relay: &Path, n: usize, groups: usize) -> Result<Figure
     measure(relay.0.id(), &target, check, n, groups)
 }
 
-struct Sub {
-    ep: Endpoint,
+/// What one subscriber got: payload bytes, groups, and whether any group came late.
+#[derive(Default)]
+struct Got {
     bytes: u64,
     groups: usize,
-    first: Option<Instant>,
     late: bool,
-    done: bool,
 }
 
-/// Dials `n` subscribers, receives until each has every group (or a deadline), and reads the
-/// serving process's CPU and peak RSS.
+/// One subscriber on its own thread: subscribes from group 0 and receives until it has every
+/// group, its connection ends, or `deadline`.
+fn subscriber(ep: &mut Endpoint, groups: usize, deadline: Instant) -> Got {
+    let mut got = Got::default();
+    let mut first: Option<Instant> = None;
+    while got.groups < groups && Instant::now() < deadline {
+        let Ok(Some(ev)) = ep.next_event(Duration::from_millis(100)) else {
+            continue;
+        };
+        match ev {
+            NetEvent::Session {
+                conn,
+                event: Event::SetupComplete { .. },
+            } => {
+                let opts = SubscribeOptions {
+                    filter: SubscriptionFilter::AbsoluteStart(Location::new(0, 0)),
+                    ..SubscribeOptions::default()
+                };
+                let _ = ep.call(conn, move |s| s.subscribe(track(), opts));
+            }
+            NetEvent::Session {
+                event: Event::Object { object, .. },
+                ..
+            } => {
+                let now = Instant::now();
+                let first = *first.get_or_insert(now);
+                let due = first + Duration::from_millis(INTERVAL_MS * object.group.0);
+                got.late |= now > due + Duration::from_secs(1);
+                got.bytes += object.payload.len() as u64;
+                got.groups += 1;
+            }
+            NetEvent::Disconnected { .. } => break,
+            _ => {}
+        }
+    }
+    got
+}
+
+/// Dials `n` subscribers (a thread each), waits for them, and reads the serving process's CPU
+/// and peak RSS.
 fn measure(
     pid: u32,
     target: &Target,
@@ -269,67 +306,30 @@ fn measure(
 ) -> Result<Figures, Failure> {
     let cpu0 = cpu_seconds(pid);
     let start = Instant::now();
-    let mut subs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (ep, _) = Endpoint::dial(target, check.clone(), Settings::default())
-            .map_err(|e| Failure::other(e.to_string()))?;
-        subs.push(Sub {
-            ep,
-            bytes: 0,
-            groups: 0,
-            first: None,
-            late: false,
-            done: false,
-        });
-    }
     let deadline =
         start + Duration::from_millis(INTERVAL_MS * groups as u64) + Duration::from_secs(10);
-    while Instant::now() < deadline && subs.iter().any(|s| !s.done) {
-        for s in subs.iter_mut().filter(|s| !s.done) {
-            while let Ok(Some(ev)) = s.ep.next_event(Duration::from_millis(1)) {
-                match ev {
-                    NetEvent::Session {
-                        conn,
-                        event: Event::SetupComplete { .. },
-                    } => {
-                        let opts = SubscribeOptions {
-                            filter: SubscriptionFilter::AbsoluteStart(Location::new(0, 0)),
-                            ..SubscribeOptions::default()
-                        };
-                        let _ = s.ep.call(conn, move |ss| ss.subscribe(track(), opts));
-                    }
-                    NetEvent::Session {
-                        event: Event::Object { object, .. },
-                        ..
-                    } => {
-                        let now = Instant::now();
-                        let first = *s.first.get_or_insert(now);
-                        let due = first + Duration::from_millis(INTERVAL_MS * object.group.0);
-                        s.late |= now > due + Duration::from_secs(1);
-                        s.bytes += object.payload.len() as u64;
-                        s.groups += 1;
-                        s.done = s.groups >= groups;
-                    }
-                    NetEvent::Disconnected { .. } => s.done = true,
-                    _ => {}
-                }
-            }
-        }
+    let mut threads = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut ep, _) = Endpoint::dial(target, check.clone(), Settings::default())
+            .map_err(|e| Failure::other(e.to_string()))?;
+        threads.push(std::thread::spawn(move || {
+            let got = subscriber(&mut ep, groups, deadline);
+            ep.shutdown();
+            got
+        }));
     }
+    let got: Vec<Got> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or_default())
+        .collect();
     let elapsed = start.elapsed();
     let cpu_s = cpu_seconds(pid) - cpu0;
-    let rss_kib = peak_rss_kib(pid);
-    let behind = subs.iter().filter(|s| s.late || s.groups < groups).count();
-    let bytes = subs.iter().map(|s| s.bytes).sum();
-    for s in subs {
-        s.ep.shutdown();
-    }
     Ok(Figures {
-        bytes,
+        bytes: got.iter().map(|g| g.bytes).sum(),
         elapsed,
         cpu_s,
-        rss_kib,
-        behind,
+        rss_kib: peak_rss_kib(pid),
+        behind: got.iter().filter(|g| g.late || g.groups < groups).count(),
     })
 }
 

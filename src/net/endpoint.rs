@@ -359,10 +359,17 @@ struct Dial {
     pin: Option<NodeId>,
 }
 
-/// Bytes pulled from a session that QUIC has not accepted yet.
+/// Bytes pulled from a session that QUIC has not accepted yet: `data[sent..]`, then FIN if set.
 struct PendingWrite {
-    data: VecDeque<u8>,
+    data: Vec<u8>,
+    sent: usize,
     fin: bool,
+}
+
+impl PendingWrite {
+    fn len(&self) -> usize {
+        self.data.len() - self.sent
+    }
 }
 
 struct Conn {
@@ -827,7 +834,7 @@ impl Conn {
 
     fn forget_stream(&mut self, s: u64) {
         if let Some(p) = self.pending.remove(&s) {
-            self.pending_bytes -= p.data.len();
+            self.pending_bytes -= p.len();
         }
         self.open.remove(&s);
     }
@@ -874,18 +881,20 @@ impl Conn {
             let Some(p) = self.pending.get_mut(&s) else {
                 continue;
             };
-            let (a, b) = p.data.as_slices();
-            let data: Vec<u8> = [a, b].concat();
+            // Without copying: a blocked stream is retried every pass.
             let fin = p.fin;
-            match self.quic.stream_send(s, &data, fin) {
+            match self.quic.stream_send(s, &p.data[p.sent..], fin) {
                 Ok(n) => {
-                    p.data.drain(..n);
+                    p.sent += n;
                     self.pending_bytes -= n;
-                    if p.data.is_empty() {
+                    if p.len() == 0 {
                         self.pending.remove(&s);
                         if fin {
                             self.open.remove(&s);
                         }
+                    } else if p.sent > p.data.len() / 2 {
+                        p.data.drain(..p.sent);
+                        p.sent = 0;
                     }
                 }
                 Err(quiche::Error::Done) => {}
@@ -939,10 +948,11 @@ impl Conn {
             let written = sent.unwrap_or(0);
             let rest = &w.data[written..];
             let p = self.pending.entry(s).or_insert(PendingWrite {
-                data: VecDeque::new(),
+                data: Vec::new(),
+                sent: 0,
                 fin: false,
             });
-            p.data.extend(rest);
+            p.data.extend_from_slice(rest);
             p.fin |= w.fin;
             self.pending_bytes += rest.len();
         }
