@@ -17,5 +17,6 @@ pub mod hdhr;
 pub mod hls;
 pub mod manifest;
 pub mod moq;
+pub mod net;
 pub mod node;
 pub mod ts;

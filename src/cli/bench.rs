@@ -5,6 +5,8 @@
 //! - `bench record`: `ec-node record` of a file to HLS as a process, next to `cp` of the same file
 //!   and `ffmpeg -c copy -f hls`, alternated.
 //! - `bench trust`: verify + decrypt and manifest sign/verify (`bench_trust.rs`).
+//! - `bench fanout`: MoQ fan-out of moq-serve to many subscribers next to a third-party relay
+//!   (`bench_fanout.rs`).
 
 use super::Failure;
 use crate::chunk::{Chunker, ChunkerConfig};
@@ -26,6 +28,7 @@ pub struct Args {
 #[argh(subcommand)]
 enum What {
     Chunker(ChunkerArgs),
+    Fanout(super::bench_fanout::Args),
     Record(RecordArgs),
     Trust(super::bench_trust::Args),
 }
@@ -59,6 +62,7 @@ struct RecordArgs {
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.what {
         What::Chunker(args) => chunker(args),
+        What::Fanout(args) => super::bench_fanout::run(args),
         What::Record(args) => record(args),
         What::Trust(args) => super::bench_trust::run(args),
     }

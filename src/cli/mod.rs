@@ -6,11 +6,15 @@
 //! subcommand; nothing here parses media or speaks a protocol.
 
 mod bench;
+mod bench_fanout;
 mod bench_trust;
 mod chunks;
 mod hdhr_lineup;
 mod id;
 mod keygen;
+mod moq_cat;
+mod moq_serve;
+mod peer;
 mod record;
 pub mod stop;
 mod tuner_sim;
@@ -33,6 +37,8 @@ enum Command {
     HdhrLineup(hdhr_lineup::Args),
     Id(id::Args),
     Keygen(keygen::Args),
+    MoqCat(moq_cat::Args),
+    MoqServe(moq_serve::Args),
     Record(record::Args),
     TunerSim(tuner_sim::Args),
 }
@@ -109,6 +115,8 @@ pub fn main() -> ExitCode {
         Command::HdhrLineup(args) => hdhr_lineup::run(args),
         Command::Id(args) => id::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::MoqCat(args) => moq_cat::run(args),
+        Command::MoqServe(args) => moq_serve::run(args),
         Command::Record(args) => record::run(args),
         Command::TunerSim(args) => tuner_sim::run(args),
     };

@@ -186,6 +186,8 @@ pub struct Config {
     pub implementation: Vec<u8>,
     /// PATH sent by a client over raw QUIC.
     pub path: Option<Vec<u8>>,
+    /// AUTHORITY sent by a client over raw QUIC (the `host:port` of a `moqt://` URL).
+    pub authority: Option<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -201,6 +203,7 @@ impl Default for Config {
             publisher_priority: 128,
             implementation: b"ec-node".to_vec(),
             path: None,
+            authority: None,
         }
     }
 }
@@ -547,6 +550,7 @@ impl Session {
         if role == Role::Client {
             let setup = SetupParams {
                 path: s.config.path.clone(),
+                authority: s.config.authority.clone(),
                 max_request_id: Some(granted_limit),
                 implementation: Some(s.config.implementation.clone()),
                 ..Default::default()

@@ -1,0 +1,320 @@
+//! `ec-node moq-serve`: publishes the files of a folder as one MoQ track, listening for
+//! subscribers or publishing into a relay.
+//!
+//! Files sorted by name become groups 0..N-1 (object 0 each). Each session plays the track out on
+//! its own clock: its first SUBSCRIBE starts the playout at the filter's start (group 0 unless an
+//! absolute filter says otherwise), one group per `--interval-ms`, and PUBLISH_DONE one interval
+//! after the last group. Later SUBSCRIBEs on that session get what was already played at once, then the rest.
+//! FETCH serves any range of the folder at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::peer::{advertised, net_failure, parse_target, peer_check, ready_line, track_name};
+use super::stop::StopFlag;
+use super::{Exit, Failure};
+use crate::crypto::NodeKey;
+use crate::moq::cache::TrackCache;
+use crate::moq::error::request_error;
+use crate::moq::session::Event;
+use crate::moq::{FullTrackName, GroupId, RequestId, SubscriptionFilter};
+use crate::net::{ConnId, Endpoint, NetEvent, Settings, Target};
+use argh::FromArgs;
+
+/// Publish the files of a folder, sorted by name, as groups 0..N-1 of one MoQ track, until Ctrl-C.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "moq-serve")]
+pub struct Args {
+    /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
+    #[argh(option)]
+    listen: Option<SocketAddr>,
+    /// publish into this relay instead (moqt://HOST:PORT[/path])
+    #[argh(option)]
+    relay: Option<String>,
+    /// track namespace, fields separated by '/'
+    #[argh(option)]
+    namespace: String,
+    /// track name
+    #[argh(option)]
+    track: String,
+    /// folder whose files become the groups
+    #[argh(option)]
+    dir: PathBuf,
+    /// milliseconds between groups of a subscription (default 100)
+    #[argh(option, default = "100")]
+    interval_ms: u64,
+    /// node key file for the listening identity (default: a fresh key for this run)
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// trust this PEM certificate or CA for the relay instead of the system roots
+    #[argh(option)]
+    relay_ca: Option<PathBuf>,
+    /// do not check the relay's certificate (warns)
+    #[argh(switch)]
+    insecure: bool,
+}
+
+/// The playout of the track on one session.
+struct Playout {
+    played: TrackCache,
+    next: u64,
+    due: Instant,
+    ended: bool,
+}
+
+struct Server {
+    ep: Endpoint,
+    track: FullTrackName,
+    groups: Vec<Arc<[u8]>>,
+    all: Arc<TrackCache>,
+    interval: Duration,
+    playouts: HashMap<ConnId, Playout>,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    let track = track_name(&args.namespace, &args.track)?;
+    let groups = read_groups(&args.dir)?;
+    let mut all = TrackCache::new(usize::MAX);
+    for (i, g) in groups.iter().enumerate() {
+        all.push(GroupId(i as u64), g.clone())
+            .map_err(|e| Failure::other(e.to_string()))?;
+    }
+    let stop = StopFlag::on_signals().map_err(|e| Failure::other(e.to_string()))?;
+    let (ep, relay) = match (args.listen, &args.relay) {
+        (Some(addr), None) => {
+            let key = match &args.key {
+                Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
+                None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
+            };
+            let ep = Endpoint::listen(addr, &key, Settings::default()).map_err(net_failure)?;
+            let endpoint = format!("{}@{}", key.node_id(), advertised(ep.local_addr()));
+            println!(
+                "{}",
+                ready_line(Some(endpoint), std::slice::from_ref(&track))
+            );
+            (ep, None)
+        }
+        (None, Some(url)) => {
+            let target = parse_target(url)?;
+            if !matches!(target, Target::Relay(_)) {
+                return Err(Failure::usage("--relay takes a moqt:// URL"));
+            }
+            let check = peer_check(&target, args.relay_ca.clone(), args.insecure);
+            let (ep, conn) =
+                Endpoint::dial(&target, check, Settings::default()).map_err(net_failure)?;
+            (ep, Some(conn))
+        }
+        _ => return Err(Failure::usage("give exactly one of --listen and --relay")),
+    };
+    let mut server = Server {
+        ep,
+        track,
+        groups,
+        all: Arc::new(all),
+        interval: Duration::from_millis(args.interval_ms.max(1)),
+        playouts: HashMap::new(),
+    };
+    let outcome = server.serve(relay, &stop);
+    server.ep.shutdown();
+    outcome
+}
+
+fn read_groups(dir: &PathBuf) -> Result<Vec<Arc<[u8]>>, Failure> {
+    let unreadable = |e: std::io::Error| Failure::usage(format!("{}: {e}", dir.display()));
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(unreadable)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: no files to publish",
+            dir.display()
+        )));
+    }
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).map(Arc::from).map_err(unreadable))
+        .collect()
+}
+
+impl Server {
+    /// Serves until Ctrl-C; with a relay, until the relay connection ends.
+    fn serve(&mut self, relay: Option<ConnId>, stop: &StopFlag) -> Result<(), Failure> {
+        let mut announce: Option<RequestId> = None;
+        while !stop.is_set() {
+            let now = Instant::now();
+            self.play_due(now)?;
+            let wait = self
+                .playouts
+                .values()
+                .filter(|p| !p.ended)
+                .map(|p| p.due.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200));
+            let Some(ev) = self.ep.next_event(wait).map_err(net_failure)? else {
+                continue;
+            };
+            match ev {
+                NetEvent::Connected { conn, peer, .. } => {
+                    log::info!("session {conn:?} with {peer}");
+                }
+                NetEvent::Disconnected { conn, why } => {
+                    self.playouts.remove(&conn);
+                    if Some(conn) == relay {
+                        return Err(net_failure(why));
+                    }
+                    log::info!("session {conn:?} ended: {why}");
+                }
+                NetEvent::Session { conn, event } => {
+                    if let Event::SetupComplete { .. } = event {
+                        if Some(conn) == relay {
+                            let ns = self.track.namespace.clone();
+                            let r = self.ep.call(conn, move |s| s.publish_namespace(ns));
+                            announce = Some(r.map_err(net_failure)?.map_err(moq_failure)?);
+                        }
+                        continue;
+                    }
+                    if let Some(r) = announce {
+                        match &event {
+                            Event::NamespaceAccepted { request } if *request == r => {
+                                println!("{}", ready_line(None, std::slice::from_ref(&self.track)));
+                            }
+                            Event::RequestFailed {
+                                request,
+                                code,
+                                reason,
+                            } if *request == r => {
+                                return Err(Failure::new(
+                                    Exit::Connect,
+                                    format!("the relay refused PUBLISH_NAMESPACE: code {code:#x} {reason}"),
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                    self.on_event(conn, event)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, conn: ConnId, event: Event) -> Result<(), Failure> {
+        let unknown = |t: &FullTrackName| t != &self.track;
+        match event {
+            Event::SubscribeRequested {
+                request,
+                track,
+                filter,
+            } => {
+                if unknown(&track) {
+                    return self.reject(conn, request);
+                }
+                let start = match filter {
+                    SubscriptionFilter::AbsoluteStart(l)
+                    | SubscriptionFilter::AbsoluteRange(l, _) => l.group.0,
+                    SubscriptionFilter::NextGroupStart | SubscriptionFilter::LargestObject => 0,
+                };
+                let p = self.playouts.entry(conn).or_insert_with(|| Playout {
+                    played: TrackCache::new(usize::MAX),
+                    next: start,
+                    due: Instant::now(),
+                    ended: false,
+                });
+                let played = p.played.clone();
+                self.session(conn, move |s| s.accept_subscribe(request, &played))
+            }
+            Event::FetchRequested { request, track, .. } => {
+                if unknown(&track) {
+                    return self.reject(conn, request);
+                }
+                let all = self.all.clone();
+                self.session(conn, move |s| s.accept_fetch(request, &all))
+            }
+            Event::TrackStatusRequested { request, track } => {
+                if unknown(&track) {
+                    return self.reject(conn, request);
+                }
+                let all = self.all.clone();
+                self.session(conn, move |s| s.accept_track_status(request, &all))
+            }
+            Event::GroupsDropped { request, groups } => {
+                log::warn!(
+                    "session {conn:?} request {request}: {groups} groups dropped (slow subscriber)"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the groups whose time has come on every session, and PUBLISH_DONE one interval
+    /// after the last (some subscribers close the track at PUBLISH_DONE even while its last
+    /// streams are still arriving).
+    fn play_due(&mut self, now: Instant) -> Result<(), Failure> {
+        let total = self.groups.len() as u64;
+        let mut sends = Vec::new();
+        for (conn, p) in self.playouts.iter_mut() {
+            if p.ended || p.due > now {
+                continue;
+            }
+            p.due += self.interval;
+            if p.next >= total {
+                p.ended = true;
+                sends.push((*conn, None));
+                continue;
+            }
+            let g = GroupId(p.next);
+            let payload = self.groups[p.next as usize].clone();
+            p.played
+                .push(g, payload.clone())
+                .map_err(|e| Failure::other(e.to_string()))?;
+            p.next += 1;
+            sends.push((*conn, Some((g, payload))));
+        }
+        for (conn, group) in sends {
+            let track = self.track.clone();
+            self.session(conn, move |s| match group {
+                Some((g, payload)) => s.send_group(&track, g, payload),
+                None => s.end_track(&track),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, conn: ConnId, request: RequestId) -> Result<(), Failure> {
+        self.session(conn, move |s| {
+            s.reject_request(request, request_error::DOES_NOT_EXIST, "no such track")
+        })
+    }
+
+    /// Runs a session command; a connection that just ended or a closed session is not an error
+    /// for the server, only logged.
+    fn session<F>(&mut self, conn: ConnId, f: F) -> Result<(), Failure>
+    where
+        F: FnOnce(&mut crate::moq::session::Session) -> Result<(), crate::moq::MoqError>
+            + Send
+            + 'static,
+    {
+        match self.ep.call(conn, f) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                log::info!("session {conn:?}: {e}");
+                Ok(())
+            }
+            Err(crate::net::NetError::NoConnection(_)) => Ok(()),
+            Err(e) => Err(net_failure(e)),
+        }
+    }
+}
+
+fn moq_failure(e: crate::moq::MoqError) -> Failure {
+    Failure::other(e.to_string())
+}

@@ -1,0 +1,98 @@
+//! What `moq-cat` and `moq-serve` share: track names from flags, the peer check chosen from an
+//! address and `--relay-ca`/`--insecure`, the ready line, and the exit code of a network error.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use super::{Exit, Failure};
+use crate::moq::{FullTrackName, TrackNamespace};
+use crate::net::{NetError, PeerCheck, Target};
+
+/// The track named by `--namespace a/b/c` and `--track NAME`.
+pub fn track_name(namespace: &str, track: &str) -> Result<FullTrackName, Failure> {
+    let fields: Vec<&str> = namespace.split('/').collect();
+    let name = FullTrackName {
+        namespace: TrackNamespace::from_strs(&fields),
+        name: track.as_bytes().to_vec(),
+    };
+    if namespace.is_empty() || track.is_empty() || !name.is_valid() {
+        return Err(Failure::usage(format!(
+            "bad track name {namespace:?} / {track:?} (namespace fields are non-empty and separated by '/')"
+        )));
+    }
+    Ok(name)
+}
+
+/// How to check the peer of `target`, logging a warning where nothing is checked.
+pub fn peer_check(target: &Target, relay_ca: Option<PathBuf>, insecure: bool) -> PeerCheck {
+    if insecure {
+        log::warn!("--insecure: the peer's certificate is not checked");
+        return PeerCheck::Insecure;
+    }
+    match target {
+        Target::Node(addr) => match addr.node {
+            Some(id) => PeerCheck::Pinned(id),
+            None => {
+                log::warn!(
+                    "{addr} names no node id: connecting without checking the peer's identity"
+                );
+                PeerCheck::Unpinned
+            }
+        },
+        Target::Relay(url) => PeerCheck::WebPki {
+            ca_file: relay_ca,
+            host: url.host.clone(),
+        },
+    }
+}
+
+/// The target of `--remote` / `--relay`.
+pub fn parse_target(text: &str) -> Result<Target, Failure> {
+    Target::parse(text).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The ready line: `{"endpoint":"NODE_ID@IP:PORT","tracks":[...]}` (no endpoint when `None`).
+pub fn ready_line(endpoint: Option<String>, tracks: &[FullTrackName]) -> String {
+    let tracks: Vec<serde_json::Value> = tracks
+        .iter()
+        .map(|t| {
+            let ns: Vec<String> = t
+                .namespace
+                .0
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            serde_json::json!({"namespace": ns, "name": String::from_utf8_lossy(&t.name)})
+        })
+        .collect();
+    let mut line = serde_json::Map::new();
+    if let Some(e) = endpoint {
+        line.insert("endpoint".into(), e.into());
+    }
+    line.insert("tracks".into(), tracks.into());
+    serde_json::Value::Object(line).to_string()
+}
+
+/// The address to advertise for a bound socket: loopback instead of an unspecified address.
+pub fn advertised(addr: SocketAddr) -> SocketAddr {
+    let ip: IpAddr = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// The exit code and cause for a network error.
+pub fn net_failure(e: NetError) -> Failure {
+    let exit = match &e {
+        NetError::Address { .. } | NetError::Config { .. } => Exit::Usage,
+        NetError::Resolve { .. }
+        | NetError::Handshake { .. }
+        | NetError::IdentityMismatch { .. }
+        | NetError::Transport { .. } => Exit::Connect,
+        NetError::IdleTimeout | NetError::Session(_) => Exit::Idle,
+        _ => Exit::Other,
+    };
+    Failure::new(exit, e.to_string())
+}

@@ -1,0 +1,1012 @@
+//! One QUIC endpoint: a thread that owns a UDP socket, its quiche connections and their MoQ
+//! sessions, and the handle the rest of the node uses to talk to it.
+//!
+//! The thread is the only code that touches the socket, a `quiche::Connection` or a `Session`;
+//! it reads the clock for quiche and passes `now` into the sessions. The handle never touches
+//! them: it sends closures through a bounded channel (each run on one connection's session, see
+//! [`Endpoint::call`]) and reads [`NetEvent`]s from another bounded channel. After queueing a
+//! command the handle sends a one-byte "poke" datagram from a loopback socket to the endpoint's
+//! own port, so the loop wakes at once instead of at its read timeout.
+//!
+//! # The loop
+//!
+//! 1. Run queued commands. 2. For every connection: once established (and, for a pinned dial,
+//!    once the peer's certificate carries the pinned node key) start its MoQ session; feed it
+//!    readable stream bytes, resets, STOP_SENDING and datagrams; drain its outputs; write its
+//!    bytes, buffered writes first (control stream first), then new writes while less than
+//!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`. 3. Drop closed
+//!    connections, reporting why. 4. Block in `recv_from` until the earliest of quiche's and the
+//!    sessions' deadlines (at least 1 ms, at most 1 s), then handle the packet or the timers.
+//!
+//! Memory is bounded: events and commands go through bounded channels (a full event channel
+//! stalls the loop, and QUIC flow control then pushes back on the peer), and at most
+//! [`PENDING_LIMIT`] bytes per connection are pulled from a session before QUIC accepts them;
+//! what the session still holds it may drop under its own slow-subscriber policy.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+
+use crate::crypto::{NodeId, NodeKey};
+use crate::moq::session::{Config as SessionConfig, Event, Output, Role, Session, StreamId};
+use crate::moq::wire::Version;
+use crate::moq::{MoqError, SessionCode};
+use crate::net::addr::Target;
+use crate::net::identity::{self, PeerCheck, ALPN};
+use crate::net::NetError;
+
+/// Bytes per connection pulled from a session but not yet accepted by QUIC (flow control).
+pub const PENDING_LIMIT: usize = 1 << 20;
+
+/// Largest single write pulled from a session.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Socket buffer size asked for (the kernel may cap it at `net.core.rmem_max`).
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// How long a graceful shutdown waits between GOAWAY and CONNECTION_CLOSE.
+const GOAWAY_GRACE: Duration = Duration::from_millis(300);
+
+/// QUIC CRYPTO_ERROR carrying TLS alert 42 (bad_certificate): the close a pinned dial sends
+/// when the peer's key is not the pinned one. (quiche does not send an application close from
+/// this state, just after the handshake and before the client's Finished went out.)
+const BAD_CERTIFICATE: u64 = 0x100 + 42;
+
+/// Connections a listener holds at once; further Initials are ignored.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Datagrams taken in one go after the loop wakes.
+const RECV_BATCH: usize = 64;
+
+/// Capacity of the command and event channels.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// An endpoint-local handle for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the endpoint tells the application.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A connection's handshake (and identity check, for a pinned dial) is done and its MoQ
+    /// session has started.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The node key the peer's certificate carries, if it is an Ed25519 certificate.
+        node: Option<NodeId>,
+    },
+    /// An event of a connection's MoQ session (its end is reported as `Disconnected`).
+    Session {
+        /// The connection.
+        conn: ConnId,
+        /// The session's event.
+        event: Event,
+    },
+    /// The connection ended; nothing more comes for it.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        why: NetError,
+    },
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// MoQ session settings for every connection (PATH/AUTHORITY are set from a relay URL).
+    pub session: SessionConfig,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            session: SessionConfig::default(),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type SessionOp = Box<dyn FnOnce(&mut Session) + Send>;
+
+enum Command {
+    /// Run a closure on a connection's session.
+    Session { conn: ConnId, op: SessionOp },
+    /// Close one connection (MoQ code and reason).
+    Close {
+        conn: ConnId,
+        code: SessionCode,
+        reason: String,
+    },
+    /// GOAWAY everywhere, then close everything and end the thread.
+    Shutdown,
+}
+
+/// Wakes the endpoint loop: a loopback datagram to its port.
+struct Waker {
+    socket: UdpSocket,
+}
+
+impl Waker {
+    fn wake(&self) {
+        // A lost poke only delays the command to the next read timeout (at most 1 s).
+        let _ = self.socket.send(&[0]);
+    }
+}
+
+/// The handle of a running endpoint. Dropping it shuts the endpoint down gracefully.
+pub struct Endpoint {
+    commands: Sender<Command>,
+    events: Receiver<NetEvent>,
+    backlog: VecDeque<NetEvent>,
+    waker: Arc<Waker>,
+    local: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Listens on `addr` with the node's identity; every accepted connection gets a server
+    /// session.
+    pub fn listen(addr: SocketAddr, key: &NodeKey, settings: Settings) -> Result<Self, NetError> {
+        let ctx = identity::server_context(key)?;
+        let quic = quic_config(ctx, &settings)?;
+        let socket = bind(addr)?;
+        Endpoint::start(socket, quic, settings, Mode::Server, None)
+    }
+
+    /// Dials `target` from an ephemeral port; the peer is checked as `check` says. Returns the
+    /// handle and the id of the (single) connection.
+    pub fn dial(
+        target: &Target,
+        check: PeerCheck,
+        mut settings: Settings,
+    ) -> Result<(Self, ConnId), NetError> {
+        let peer = target.resolve()?;
+        if let Target::Relay(url) = target {
+            settings.session.path = (!url.path.is_empty()).then(|| url.path.as_bytes().to_vec());
+            settings.session.authority = Some(url.authority().into_bytes());
+        }
+        let ctx = identity::client_context(&check)?;
+        let quic = quic_config(ctx, &settings)?;
+        let unspecified: IpAddr = match peer {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = bind(SocketAddr::new(unspecified, 0))?;
+        // quiche checks a DNS server name against the certificate; IP SANs are checked by the
+        // verify callback, and node certificates carry no names at all.
+        let (host, _) = target.host_port();
+        let server_name = match &check {
+            PeerCheck::WebPki { .. } if host.parse::<IpAddr>().is_err() => Some(host.to_owned()),
+            _ => None,
+        };
+        let dial = Dial {
+            peer,
+            server_name,
+            pin: match check {
+                PeerCheck::Pinned(id) => Some(id),
+                _ => None,
+            },
+        };
+        let ep = Endpoint::start(socket, quic, settings, Mode::Client, Some(dial))?;
+        Ok((ep, ConnId(0)))
+    }
+
+    fn start(
+        socket: UdpSocket,
+        quic: quiche::Config,
+        settings: Settings,
+        mode: Mode,
+        dial: Option<Dial>,
+    ) -> Result<Self, NetError> {
+        let local = socket.local_addr().map_err(NetError::io("local address"))?;
+        let poke_to = SocketAddr::new(
+            match local.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+                ip => ip,
+            },
+            local.port(),
+        );
+        let waker_socket = UdpSocket::bind(SocketAddr::new(
+            match poke_to {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            },
+            0,
+        ))
+        .map_err(NetError::io("bind waker"))?;
+        waker_socket
+            .connect(poke_to)
+            .map_err(NetError::io("connect waker"))?;
+        let waker_addr = waker_socket
+            .local_addr()
+            .map_err(NetError::io("waker address"))?;
+        let (cmd_tx, cmd_rx) = bounded(CHANNEL_CAPACITY);
+        let (ev_tx, ev_rx) = bounded(CHANNEL_CAPACITY);
+        let mut lp = Loop {
+            socket,
+            local,
+            waker_addr,
+            quic,
+            settings,
+            mode,
+            conns: BTreeMap::new(),
+            routes: HashMap::new(),
+            next_conn: 0,
+            commands: cmd_rx,
+            events: ev_tx,
+            shutdown_at: None,
+        };
+        if let Some(dial) = dial {
+            lp.connect(dial)?;
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("quic {local}"))
+            .spawn(move || lp.run())
+            .map_err(NetError::io("spawn endpoint thread"))?;
+        Ok(Endpoint {
+            commands: cmd_tx,
+            events: ev_rx,
+            backlog: VecDeque::new(),
+            waker: Arc::new(Waker {
+                socket: waker_socket,
+            }),
+            local,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (for a listener on port 0, the port actually picked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Runs `f` on the session of `conn` inside the endpoint thread and returns its result.
+    /// Events arriving meanwhile are kept for [`Endpoint::next_event`].
+    pub fn call<R, F>(&mut self, conn: ConnId, f: F) -> Result<R, NetError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Session) -> R + Send + 'static,
+    {
+        let (tx, rx) = bounded(1);
+        let op: SessionOp = Box::new(move |s| {
+            // The caller waits on `rx`; if it gave up, the result is simply dropped.
+            let _ = tx.send(f(s));
+        });
+        self.send(Command::Session { conn, op })?;
+        loop {
+            select! {
+                recv(rx) -> r => return r.map_err(|_| NetError::NoConnection(conn)),
+                recv(self.events) -> ev => match ev {
+                    Ok(ev) => self.backlog.push_back(ev),
+                    Err(_) => return Err(NetError::Stopped),
+                },
+            }
+        }
+    }
+
+    /// The next event, waiting at most `timeout`; `None` if nothing came in time.
+    /// `Err(Stopped)` once the endpoint thread has ended and every event was read.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Option<NetEvent>, NetError> {
+        if let Some(ev) = self.backlog.pop_front() {
+            return Ok(Some(ev));
+        }
+        match self.events.recv_timeout(timeout) {
+            Ok(ev) => Ok(Some(ev)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(NetError::Stopped),
+        }
+    }
+
+    /// Closes one connection with a MoQ session code (its `Disconnected` event follows).
+    pub fn close(&mut self, conn: ConnId, code: SessionCode, reason: &str) -> Result<(), NetError> {
+        self.send(Command::Close {
+            conn,
+            code,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Graceful shutdown: GOAWAY on every session, a short grace period, CONNECTION_CLOSE, and
+    /// the thread ends. Returns once it has.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            if self.send(Command::Shutdown).is_ok() {
+                // Keep draining so the loop never blocks on a full event channel while closing.
+                while self.events.recv().is_ok() {}
+            }
+            // A panic in the endpoint thread is a bug already reported on stderr.
+            let _ = thread.join();
+        }
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), NetError> {
+        self.commands.send(cmd).map_err(|_| NetError::Stopped)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Server,
+    Client,
+}
+
+struct Dial {
+    peer: SocketAddr,
+    server_name: Option<String>,
+    pin: Option<NodeId>,
+}
+
+/// Bytes pulled from a session that QUIC has not accepted yet: `data[sent..]`, then FIN if set.
+struct PendingWrite {
+    data: Vec<u8>,
+    sent: usize,
+    fin: bool,
+}
+
+impl PendingWrite {
+    fn len(&self) -> usize {
+        self.data.len() - self.sent
+    }
+}
+
+struct Conn {
+    quic: quiche::Connection,
+    peer: SocketAddr,
+    cids: Vec<Vec<u8>>,
+    session: Option<Session>,
+    pin: Option<NodeId>,
+    pending: BTreeMap<u64, PendingWrite>,
+    pending_bytes: usize,
+    /// Streams we have written on and not finished (their priority is set).
+    open: HashSet<u64>,
+    /// Why it ended, once known before quiche's own reason (identity, session close).
+    end: Option<NetError>,
+}
+
+struct Loop {
+    socket: UdpSocket,
+    local: SocketAddr,
+    waker_addr: SocketAddr,
+    quic: quiche::Config,
+    settings: Settings,
+    mode: Mode,
+    conns: BTreeMap<ConnId, Conn>,
+    routes: HashMap<Vec<u8>, ConnId>,
+    next_conn: u64,
+    commands: Receiver<Command>,
+    events: Sender<NetEvent>,
+    shutdown_at: Option<Instant>,
+}
+
+fn bind(addr: SocketAddr) -> Result<UdpSocket, NetError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(NetError::io("create UDP socket"))?;
+    // Larger buffers absorb bursts between loop iterations; the kernel may cap them.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&addr.into())
+        .map_err(NetError::io("bind UDP socket"))?;
+    Ok(s.into())
+}
+
+fn quic_config(
+    ctx: boring::ssl::SslContextBuilder,
+    settings: &Settings,
+) -> Result<quiche::Config, NetError> {
+    let q = |what: &'static str| {
+        move |e: quiche::Error| NetError::Tls {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
+        .map_err(q("QUIC config"))?;
+    c.set_application_protos(&[ALPN]).map_err(q("ALPN"))?;
+    c.set_max_idle_timeout(settings.idle_timeout.as_millis() as u64);
+    c.set_max_recv_udp_payload_size(1350);
+    c.set_max_send_udp_payload_size(1350);
+    // Every limit quiche leaves at zero: without them the peer could open or send nothing.
+    c.set_initial_max_data(16 << 20);
+    c.set_initial_max_stream_data_bidi_local(4 << 20);
+    c.set_initial_max_stream_data_bidi_remote(4 << 20);
+    c.set_initial_max_stream_data_uni(4 << 20);
+    c.set_initial_max_streams_bidi(128);
+    // MoQ opens one unidirectional stream per group (subgroup): allow plenty.
+    c.set_initial_max_streams_uni(10_000);
+    c.set_disable_active_migration(true);
+    // MoQ requires QUIC DATAGRAM to be negotiated.
+    c.enable_dgram(true, 1024, 1024);
+    Ok(c)
+}
+
+fn random_cid() -> Result<[u8; quiche::MAX_CONN_ID_LEN], NetError> {
+    let mut cid = [0u8; quiche::MAX_CONN_ID_LEN];
+    getrandom::fill(&mut cid).map_err(|e| NetError::Io {
+        what: "random connection id",
+        detail: e.to_string(),
+    })?;
+    Ok(cid)
+}
+
+impl Loop {
+    fn connect(&mut self, dial: Dial) -> Result<(), NetError> {
+        let scid = random_cid()?;
+        let quic = quiche::connect(
+            dial.server_name.as_deref(),
+            &quiche::ConnectionId::from_ref(&scid),
+            self.local,
+            dial.peer,
+            &mut self.quic,
+        )
+        .map_err(|e| NetError::Handshake {
+            detail: e.to_string(),
+        })?;
+        self.add_conn(quic, dial.peer, vec![scid.to_vec()], dial.pin);
+        Ok(())
+    }
+
+    fn add_conn(
+        &mut self,
+        quic: quiche::Connection,
+        peer: SocketAddr,
+        cids: Vec<Vec<u8>>,
+        pin: Option<NodeId>,
+    ) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        for cid in &cids {
+            self.routes.insert(cid.clone(), id);
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                quic,
+                peer,
+                cids,
+                session: None,
+                pin,
+                pending: BTreeMap::new(),
+                pending_bytes: 0,
+                open: HashSet::new(),
+                end: None,
+            },
+        );
+        id
+    }
+
+    fn run(mut self) {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            if !self.run_commands() {
+                return;
+            }
+            let now = Instant::now();
+            let mut ended = Vec::new();
+            for (id, conn) in self.conns.iter_mut() {
+                if conn
+                    .process(*id, now, &self.settings, self.mode, &self.events)
+                    .is_err()
+                {
+                    return; // the application dropped the event receiver
+                }
+                conn.flush(&self.socket);
+                if conn.quic.is_closed() {
+                    ended.push(*id);
+                }
+            }
+            for id in ended {
+                if let Some(conn) = self.conns.remove(&id) {
+                    for cid in &conn.cids {
+                        self.routes.remove(cid);
+                    }
+                    let why = conn.end_reason();
+                    if self
+                        .events
+                        .send(NetEvent::Disconnected { conn: id, why })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            if let Some(at) = self.shutdown_at {
+                if self.conns.is_empty() {
+                    return;
+                }
+                if Instant::now() >= at {
+                    for conn in self.conns.values_mut() {
+                        let _ = conn
+                            .quic
+                            .close(true, SessionCode::NoError.code(), b"shutdown");
+                        conn.flush(&self.socket);
+                    }
+                }
+            }
+            if self.mode == Mode::Client && self.conns.is_empty() && self.shutdown_at.is_none() {
+                // A dialing endpoint has one connection; once it is gone, wait for the handle.
+                self.shutdown_at = Some(Instant::now());
+            }
+            self.wait_and_receive(&mut buf);
+        }
+    }
+
+    /// Runs queued commands; false when the handle is gone.
+    fn run_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Session { conn, op }) => {
+                    if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+                        op(s);
+                    }
+                }
+                Ok(Command::Close { conn, code, reason }) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        match c.session.as_mut() {
+                            Some(s) => s.close(code, &reason),
+                            None => {
+                                let _ = c.quic.close(true, code.code(), reason.as_bytes());
+                            }
+                        }
+                    }
+                }
+                Ok(Command::Shutdown) => {
+                    if self.shutdown_at.is_none() {
+                        for c in self.conns.values_mut() {
+                            if let Some(s) = c.session.as_mut() {
+                                // Already sent, or the session is closed: nothing to announce.
+                                let _ = s.goaway(b"");
+                            }
+                        }
+                        self.shutdown_at = Some(Instant::now() + GOAWAY_GRACE);
+                    }
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    // The handle is gone without a shutdown: close at once.
+                    for c in self.conns.values_mut() {
+                        let _ =
+                            c.quic
+                                .close(true, SessionCode::NoError.code(), b"endpoint dropped");
+                        c.flush(&self.socket);
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let quic = self.conns.values().filter_map(|c| c.quic.timeout_instant());
+        let sessions = self
+            .conns
+            .values()
+            .filter_map(|c| c.session.as_ref().and_then(Session::poll_timeout));
+        quic.chain(sessions).chain(self.shutdown_at).min()
+    }
+
+    fn wait_and_receive(&mut self, buf: &mut [u8]) {
+        let now = Instant::now();
+        let wait = self
+            .next_deadline()
+            .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
+            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+        if !self.commands.is_empty() {
+            return;
+        }
+        // Setting a non-zero timeout cannot fail.
+        let _ = self.socket.set_read_timeout(Some(wait));
+        if self.receive(buf) {
+            // Take what else is queued before processing, so a burst costs one pass over the
+            // connections instead of one per packet.
+            if self.socket.set_nonblocking(true).is_ok() {
+                for _ in 0..RECV_BATCH {
+                    if !self.receive(buf) {
+                        break;
+                    }
+                }
+                let _ = self.socket.set_nonblocking(false);
+            }
+        }
+        let now = Instant::now();
+        for c in self.conns.values_mut() {
+            if c.quic.timeout_instant().is_some_and(|t| t <= now) {
+                c.quic.on_timeout();
+            }
+            if let Some(s) = c.session.as_mut() {
+                if s.poll_timeout().is_some_and(|t| t <= now) {
+                    s.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Receives and routes one datagram; false when none came (timeout or nothing queued).
+    fn receive(&mut self, buf: &mut [u8]) -> bool {
+        match self.socket.recv_from(buf) {
+            Ok((len, from)) => {
+                self.on_datagram(&mut buf[..len], from);
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => {
+                log::warn!("UDP receive on {}: {e}", self.local);
+                false
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, pkt: &mut [u8], from: SocketAddr) {
+        if from == self.waker_addr {
+            return; // a poke: the loop runs the commands next
+        }
+        let info = quiche::RecvInfo {
+            from,
+            to: self.local,
+        };
+        let id = match self.mode {
+            Mode::Client => self.conns.keys().next().copied(),
+            Mode::Server => match self.route(pkt, from) {
+                Some(id) => Some(id),
+                None => return,
+            },
+        };
+        if let Some(conn) = id.and_then(|id| self.conns.get_mut(&id)) {
+            if let Err(e) = conn.quic.recv(pkt, info) {
+                log::debug!("QUIC packet from {from} refused: {e}");
+            }
+        }
+    }
+
+    /// The connection a server-side packet belongs to, accepting a new one for an Initial.
+    fn route(&mut self, pkt: &mut [u8], from: SocketAddr) -> Option<ConnId> {
+        let hdr = quiche::Header::from_slice(pkt, quiche::MAX_CONN_ID_LEN).ok()?;
+        if let Some(id) = self.routes.get(hdr.dcid.as_ref()) {
+            return Some(*id);
+        }
+        if hdr.ty != quiche::Type::Initial
+            || self.shutdown_at.is_some()
+            || self.conns.len() >= MAX_CONNECTIONS
+        {
+            return None;
+        }
+        let mut out = [0u8; 1500];
+        if !quiche::version_is_supported(hdr.version) {
+            if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
+                let _ = self.socket.send_to(&out[..n], from);
+            }
+            return None;
+        }
+        let scid = random_cid().ok()?;
+        let quic = quiche::accept(
+            &quiche::ConnectionId::from_ref(&scid),
+            None,
+            self.local,
+            from,
+            &mut self.quic,
+        )
+        .ok()?;
+        let cids = vec![scid.to_vec(), hdr.dcid.to_vec()];
+        Some(self.add_conn(quic, from, cids, None))
+    }
+}
+
+impl Conn {
+    /// Moves everything it can between QUIC and the session. Err only when the event receiver
+    /// is gone.
+    fn process(
+        &mut self,
+        id: ConnId,
+        now: Instant,
+        settings: &Settings,
+        mode: Mode,
+        events: &Sender<NetEvent>,
+    ) -> Result<(), ()> {
+        if self.session.is_none() {
+            if !self.quic.is_established() || self.quic.is_closed() || self.end.is_some() {
+                return Ok(());
+            }
+            let node = self
+                .quic
+                .peer_cert()
+                .and_then(identity::certificate_node_id);
+            if let Some(expected) = self.pin {
+                if node != Some(expected) {
+                    // Refuse before any MoQ byte is sent: no session is ever created.
+                    let _ = self
+                        .quic
+                        .close(false, BAD_CERTIFICATE, b"node identity mismatch");
+                    self.end = Some(NetError::IdentityMismatch {
+                        expected,
+                        got: node,
+                    });
+                    return Ok(());
+                }
+            }
+            let role = match mode {
+                Mode::Server => Role::Server,
+                Mode::Client => Role::Client,
+            };
+            self.session = Some(Session::new(
+                role,
+                Version::Draft16,
+                settings.session.clone(),
+                now,
+            ));
+            events
+                .send(NetEvent::Connected {
+                    conn: id,
+                    peer: self.peer,
+                    node,
+                })
+                .map_err(|_| ())?;
+        }
+        self.read(now);
+        // Outputs, then buffered writes, then new writes; writes can produce outputs again.
+        for _ in 0..2 {
+            self.drain_outputs(id, events)?;
+            self.write_pending();
+            self.write_new();
+        }
+        self.drain_outputs(id, events)
+    }
+
+    fn read(&mut self, now: Instant) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let readable: Vec<u64> = self.quic.readable().collect();
+        for s in readable {
+            loop {
+                match self.quic.stream_recv(s, &mut buf) {
+                    Ok((n, fin)) => {
+                        // A peer error closes the session; its outputs say how.
+                        if session
+                            .handle_stream_data(now, StreamId(s), &buf[..n], fin)
+                            .is_err()
+                        {
+                            return;
+                        }
+                        if fin {
+                            break;
+                        }
+                    }
+                    Err(quiche::Error::StreamReset(code)) => {
+                        let _ = session.handle_stream_reset(StreamId(s), code);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        while let Ok(n) = self.quic.dgram_recv(&mut buf) {
+            if session.handle_datagram(&buf[..n]).is_err() {
+                return;
+            }
+        }
+        let writable: Vec<u64> = self.quic.writable().collect();
+        for s in writable {
+            if let Err(quiche::Error::StreamStopped(code)) = self.quic.stream_writable(s, 0) {
+                self.stopped(s, code);
+            }
+        }
+    }
+
+    /// The peer sent STOP_SENDING on a stream we write: drop its buffered bytes and tell the
+    /// session (which resets the stream).
+    fn stopped(&mut self, s: u64, code: u64) {
+        self.forget_stream(s);
+        if let Some(session) = self.session.as_mut() {
+            let _ = session.handle_stop_sending(StreamId(s), code);
+        }
+    }
+
+    fn forget_stream(&mut self, s: u64) {
+        if let Some(p) = self.pending.remove(&s) {
+            self.pending_bytes -= p.len();
+        }
+        self.open.remove(&s);
+    }
+
+    fn drain_outputs(&mut self, id: ConnId, events: &Sender<NetEvent>) -> Result<(), ()> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let mut forget = Vec::new();
+        while let Some(out) = session.poll_output() {
+            match out {
+                Output::Event(Event::Closed(e)) => {
+                    self.end.get_or_insert(NetError::Session(e));
+                }
+                Output::Event(event) => events
+                    .send(NetEvent::Session { conn: id, event })
+                    .map_err(|_| ())?,
+                Output::ResetStream { stream, code } => {
+                    let _ = self
+                        .quic
+                        .stream_shutdown(stream.0, quiche::Shutdown::Write, code);
+                    forget.push(stream.0);
+                }
+                Output::StopSending { stream, code } => {
+                    let _ = self
+                        .quic
+                        .stream_shutdown(stream.0, quiche::Shutdown::Read, code);
+                }
+                Output::CloseConnection { code, reason } => {
+                    let _ = self.quic.close(true, code, reason.as_bytes());
+                }
+            }
+        }
+        for s in forget {
+            self.forget_stream(s);
+        }
+        Ok(())
+    }
+
+    /// Retries buffered writes, lowest stream id (the control stream) first.
+    fn write_pending(&mut self) {
+        let streams: Vec<u64> = self.pending.keys().copied().collect();
+        for s in streams {
+            let Some(p) = self.pending.get_mut(&s) else {
+                continue;
+            };
+            // Without copying: a blocked stream is retried every pass.
+            let fin = p.fin;
+            match self.quic.stream_send(s, &p.data[p.sent..], fin) {
+                Ok(n) => {
+                    p.sent += n;
+                    self.pending_bytes -= n;
+                    if p.len() == 0 {
+                        self.pending.remove(&s);
+                        if fin {
+                            self.open.remove(&s);
+                        }
+                    } else if p.sent > p.data.len() / 2 {
+                        p.data.drain(..p.sent);
+                        p.sent = 0;
+                    }
+                }
+                Err(quiche::Error::Done) => {}
+                Err(quiche::Error::StreamStopped(code)) => self.stopped(s, code),
+                Err(_) => self.forget_stream(s),
+            }
+        }
+    }
+
+    /// Pulls new writes from the session while little is buffered.
+    fn write_new(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        while self.pending_bytes < PENDING_LIMIT && !self.quic.is_closed() {
+            let Some(w) = session.poll_write(WRITE_CHUNK) else {
+                break;
+            };
+            let s = w.stream.0;
+            if self.open.insert(s) {
+                // MoQ priorities map onto quiche urgencies (lower first); control is 0.
+                let _ = self
+                    .quic
+                    .stream_priority(s, w.priority.urgency, w.priority.incremental);
+            }
+            // `None`: nothing went out (flow control, or queued behind buffered bytes).
+            let sent = if self.pending.contains_key(&s) {
+                None
+            } else {
+                match self.quic.stream_send(s, &w.data, w.fin) {
+                    Ok(n) => Some(n),
+                    Err(quiche::Error::Done) => None,
+                    Err(quiche::Error::StreamStopped(code)) => {
+                        self.open.remove(&s);
+                        let _ = session.handle_stop_sending(StreamId(s), code);
+                        continue;
+                    }
+                    Err(e) => {
+                        log::debug!("stream {s}: write failed: {e}");
+                        self.open.remove(&s);
+                        continue;
+                    }
+                }
+            };
+            if sent == Some(w.data.len()) {
+                if w.fin {
+                    self.open.remove(&s);
+                }
+                continue;
+            }
+            let written = sent.unwrap_or(0);
+            let rest = &w.data[written..];
+            let p = self.pending.entry(s).or_insert(PendingWrite {
+                data: Vec::new(),
+                sent: 0,
+                fin: false,
+            });
+            p.data.extend_from_slice(rest);
+            p.fin |= w.fin;
+            self.pending_bytes += rest.len();
+        }
+    }
+
+    fn flush(&mut self, socket: &UdpSocket) {
+        let mut out = [0u8; 1500];
+        loop {
+            match self.quic.send(&mut out) {
+                Ok((n, info)) => {
+                    if let Err(e) = socket.send_to(&out[..n], info.to) {
+                        log::debug!("UDP send to {}: {e}", info.to);
+                        break;
+                    }
+                }
+                Err(quiche::Error::Done) => break,
+                Err(e) => {
+                    log::debug!("QUIC send: {e}");
+                    let _ = self.quic.close(false, 0x1, b"send failed");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn end_reason(&self) -> NetError {
+        if let Some(e) = &self.end {
+            return e.clone();
+        }
+        if self.quic.is_timed_out() {
+            return NetError::IdleTimeout;
+        }
+        let (by_peer, err) = match (self.quic.peer_error(), self.quic.local_error()) {
+            (Some(e), _) => (true, e),
+            (None, Some(e)) => (false, e),
+            (None, None) => return NetError::IdleTimeout,
+        };
+        let reason = String::from_utf8_lossy(&err.reason).into_owned();
+        if err.is_app {
+            NetError::Session(MoqError::Closed {
+                by_peer,
+                code: err.error_code,
+                reason,
+            })
+        } else if !self.quic.is_established() && self.session.is_none() {
+            NetError::Handshake {
+                detail: format!("error {:#x} {reason}", err.error_code),
+            }
+        } else {
+            NetError::Transport {
+                by_peer,
+                code: err.error_code,
+                reason,
+            }
+        }
+    }
+}

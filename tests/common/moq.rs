@@ -1,0 +1,233 @@
+//! Runs MoQ peers as real processes on loopback: `ec-node moq-serve`/`moq-cat`, and (for the
+//! interop tests) the third-party `moq-peer` harness and `moq-relay-ietf` relay that `.ci/setup`
+//! builds into the cache directory. Every child is killed when its guard drops, and every wait
+//! is bounded.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long any single step may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// A child process killed on drop; its stdout lines arrive on a channel.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `cmd` with piped stdout (stderr inherited, for the test log).
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        Proc::spawn_reading(name, cmd, false)
+    }
+
+    /// Starts `cmd` reading lines from its stderr instead (stdout inherited): for tools that
+    /// log their readiness there.
+    pub fn spawn_stderr(name: &str, cmd: &mut Command) -> Proc {
+        Proc::spawn_reading(name, cmd, true)
+    }
+
+    fn spawn_reading(name: &str, cmd: &mut Command, stderr: bool) -> Proc {
+        let (out, err) = if stderr {
+            (Stdio::inherit(), Stdio::piped())
+        } else {
+            (Stdio::piped(), Stdio::inherit())
+        };
+        let mut child = cmd
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let pipe: Box<dyn std::io::Read + Send> = if stderr {
+            Box::new(child.stderr.take().expect("piped stderr"))
+        } else {
+            Box::new(child.stdout.take().expect("piped stdout"))
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            name: name.to_string(),
+        }
+    }
+
+    /// The next line (of the piped stream) that satisfies `pred`, within [`STEP`].
+    pub fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(STEP) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("{}: no expected output line ({e})", self.name),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not stop on SIGTERM", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion within `limit`, killing it past that.
+pub fn run_bounded(name: &str, cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{name} did not finish within {limit:?}");
+        }
+    }
+}
+
+pub fn ec_node() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ec-node"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// A fresh, empty directory unique to this test and process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ec-node-moq-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `n` files of varied, deterministic sizes (one over 1 MB) into `dir`; returns their
+/// expected `group object size blake3` lines.
+pub fn make_groups(dir: &Path, n: usize) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let size = match i % 4 {
+                0 => 1_200_000,
+                1 => 1,
+                2 => 40_000,
+                _ => 1000 + 17 * i,
+            };
+            let bytes: Vec<u8> = (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect();
+            std::fs::write(dir.join(format!("{i:04}.bin")), &bytes).unwrap();
+            format!("{i} 0 {size} {}", blake3::hash(&bytes).to_hex())
+        })
+        .collect()
+}
+
+/// The object lines of a listing (`group object size hash`), sorted by group.
+pub fn object_lines(stdout: &[u8]) -> Vec<String> {
+    let mut lines: Vec<(u64, String)> = String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| l.split(' ').count() == 4)
+        .map(|l| {
+            (
+                l.split(' ').next().unwrap().parse().unwrap_or(u64::MAX),
+                l.to_string(),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
+/// Parses the ready line: the endpoint (if any) and the first track's namespace and name.
+pub fn ready(line: &str) -> (Option<String>, Vec<String>, String) {
+    let v: serde_json::Value = serde_json::from_str(line).expect("ready line is JSON");
+    let endpoint = v["endpoint"].as_str().map(str::to_string);
+    let track = &v["tracks"][0];
+    let ns = track["namespace"]
+        .as_array()
+        .expect("namespace")
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    (endpoint, ns, track["name"].as_str().unwrap().to_string())
+}
+
+/// Starts `ec-node moq-serve --listen ADDR` on `dir`, one group per `interval_ms`; returns it
+/// and its endpoint text.
+pub fn serve_listen(dir: &Path, listen: &str, interval_ms: u32, extra: &[&str]) -> (Proc, String) {
+    let p = Proc::spawn(
+        "moq-serve",
+        ec_node()
+            .args([
+                "moq-serve",
+                "--listen",
+                listen,
+                "--namespace",
+                "ec/test/objects",
+            ])
+            .args([
+                "--track",
+                "chunks",
+                "--interval-ms",
+                &interval_ms.to_string(),
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra),
+    );
+    let line = p.wait_line(|l| l.starts_with('{'));
+    let (endpoint, ns, name) = ready(&line);
+    assert_eq!(ns, ["ec", "test", "objects"]);
+    assert_eq!(name, "chunks");
+    (p, endpoint.expect("a listening node prints its endpoint"))
+}
+
+/// Runs `ec-node moq-cat` to completion.
+pub fn cat(remote: &str, out: &Path, extra: &[&str]) -> Output {
+    run_bounded(
+        "moq-cat",
+        ec_node()
+            .args([
+                "moq-cat",
+                "--remote",
+                remote,
+                "--namespace",
+                "ec/test/objects",
+            ])
+            .args(["--track", "chunks", "--timeout-s", "20", "--out"])
+            .arg(out)
+            .args(extra),
+        STEP,
+    )
+}
