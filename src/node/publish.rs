@@ -172,7 +172,7 @@ pub fn publish(
     );
     stop.set();
     drop(rx);
-    let sealed = seal.join().unwrap_or_else(|_| Ok(None));
+    let sealed = seal.join().unwrap_or(Ok(None));
     summary.evicted = server.evicted_groups();
     summary.dropped = server.dropped_groups();
     served.map_err(PublishError::Serve)?;
