@@ -23,6 +23,8 @@ struct Publisher {
     child: Child,
     /// `NODE_ID@IP:PORT` from its ready line.
     endpoint: String,
+    /// The stream locator its tracks are named by.
+    locator: String,
 }
 
 impl Publisher {
@@ -48,7 +50,15 @@ impl Publisher {
         let ready: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"));
         let endpoint = ready["endpoint"].as_str().expect("endpoint").to_string();
-        Publisher { child, endpoint }
+        let locator = ready["tracks"][0]["namespace"][1]
+            .as_str()
+            .expect("locator")
+            .to_string();
+        Publisher {
+            child,
+            endpoint,
+            locator,
+        }
     }
 }
 
@@ -308,4 +318,54 @@ fn a_publisher_killed_mid_stream_ends_the_subscriber_with_exit_5() {
         assert!(dir.join(name).is_file(), "{name} listed but missing");
     }
     assert!(segments(&dir).iter().all(|n| !n.contains(".tmp")));
+}
+
+#[test]
+fn a_late_subscriber_gets_the_current_chunk_and_can_fetch_earlier_ones() {
+    let sim = Sim::start(&["--tuners", "1"]);
+    let (key, _) = key("late");
+    let publisher = Publisher::start(&sim, &key, &["--publish-manifests"]);
+    // Join well after the start, without --startup-delay-ms.
+    std::thread::sleep(Duration::from_secs(12));
+    let dir = process::out_dir("mesh", "late");
+    let out = subscribe(
+        &dir,
+        &[
+            "--remote",
+            &publisher.endpoint,
+            "--require-manifest",
+            "--stop-after",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let first = segments(&dir)[0].clone();
+    let index: u64 = first["segment_".len()..first.len() - 3].parse().unwrap();
+    // Earlier groups come from the publisher's cache by FETCH.
+    let locator = publisher.locator.clone();
+    let fetched = process::out_dir("mesh", "late-fetch");
+    let range = format!("{}..{}", index - 2, index - 1);
+    let out = process::run(&[
+        "moq-cat",
+        "--remote",
+        &publisher.endpoint,
+        "--namespace",
+        &format!("ec/{locator}/objects"),
+        "--track",
+        "chunks",
+        "--fetch",
+        &range,
+        "--out",
+        fetched.to_str().unwrap(),
+        "--timeout-s",
+        "10",
+    ]);
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    assert_eq!(
+        process::stdout(&out).lines().count(),
+        2,
+        "{}",
+        process::stdout(&out)
+    );
 }
