@@ -28,12 +28,16 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes channel 5.1 of `sim`.
     fn start(sim: &Sim, key: &Path, extra: &[&str]) -> Publisher {
-        let input = format!("hdhr://{}/5.1", sim.addr);
+        Publisher::from_input(&format!("hdhr://{}/5.1", sim.addr), key, extra)
+    }
+
+    fn from_input(input: &str, key: &Path, extra: &[&str]) -> Publisher {
         let mut args = vec![
             "moq-publish",
             "--input",
-            &input,
+            input,
             "--listen",
             "127.0.0.1:0",
             "--key",
@@ -368,4 +372,57 @@ fn a_late_subscriber_gets_the_current_chunk_and_can_fetch_earlier_ones() {
         "{}",
         process::stdout(&out)
     );
+}
+
+/// The split of test 2 on a real HDHomeRun: a short recording from the device, two publishers on
+/// it, the split subscriber. Runs only with `EVERY_CHANNEL_E2E_HDHR_HOST` and
+/// `EVERY_CHANNEL_E2E_HDHR_CHANNEL` set (`cargo test --test mesh -- --ignored`).
+#[test]
+#[ignore = "needs a real HDHomeRun (EVERY_CHANNEL_E2E_HDHR_HOST, EVERY_CHANNEL_E2E_HDHR_CHANNEL)"]
+fn hardware_split_source_from_a_real_hdhomerun_recording() {
+    let (Ok(host), Ok(channel)) = (
+        std::env::var("EVERY_CHANNEL_E2E_HDHR_HOST"),
+        std::env::var("EVERY_CHANNEL_E2E_HDHR_CHANNEL"),
+    ) else {
+        eprintln!("skipped: EVERY_CHANNEL_E2E_HDHR_HOST / _CHANNEL not set");
+        return;
+    };
+    let dir = process::out_dir("mesh", "hardware-recording");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join("recording.ts");
+    let url = format!("http://{host}:5004/auto/v{channel}?duration=30");
+    let mut body = ureq::get(&url)
+        .call()
+        .expect("GET the channel")
+        .into_reader();
+    let mut file = std::fs::File::create(&recording).unwrap();
+    std::io::copy(&mut body, &mut file).expect("record from the device");
+    let input = recording.to_str().unwrap();
+    let (key_a, _) = key("hardware-a");
+    let (key_b, _) = key("hardware-b");
+    let a = Publisher::from_input(
+        input,
+        &key_a,
+        &["--publish-manifests", "--publish-chunks=false"],
+    );
+    let b = Publisher::from_input(input, &key_b, &[]);
+    let out_dir = process::out_dir("mesh", "hardware");
+    let out = subscribe(
+        &out_dir,
+        &[
+            "--remote",
+            &b.endpoint,
+            "--remote-manifests",
+            &a.endpoint,
+            "--subscribe-manifests",
+            "--require-manifest",
+            "--stop-after",
+            "3",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let playlist = hls::read_playlist(&out_dir);
+    assert!(playlist.ended);
+    assert_eq!(playlist.segments.len(), 3);
 }
