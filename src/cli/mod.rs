@@ -13,7 +13,9 @@ mod hdhr_lineup;
 mod id;
 mod keygen;
 mod moq_cat;
+mod moq_publish;
 mod moq_serve;
+mod moq_subscribe;
 mod peer;
 mod record;
 pub mod stop;
@@ -38,7 +40,9 @@ enum Command {
     Id(id::Args),
     Keygen(keygen::Args),
     MoqCat(moq_cat::Args),
+    MoqPublish(moq_publish::Args),
     MoqServe(moq_serve::Args),
+    MoqSubscribe(moq_subscribe::Args),
     Record(record::Args),
     TunerSim(tuner_sim::Args),
 }
@@ -116,7 +120,9 @@ pub fn main() -> ExitCode {
         Command::Id(args) => id::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::MoqCat(args) => moq_cat::run(args),
+        Command::MoqPublish(args) => moq_publish::run(args),
         Command::MoqServe(args) => moq_serve::run(args),
+        Command::MoqSubscribe(args) => moq_subscribe::run(args),
         Command::Record(args) => record::run(args),
         Command::TunerSim(args) => tuner_sim::run(args),
     };

@@ -13,15 +13,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::peer::{advertised, net_failure, parse_target, peer_check, ready_line, track_name};
+use super::peer::{
+    advertised, net_failure, parse_target, peer_check, ready_line, serve_failure, track_name,
+};
 use super::stop::StopFlag;
 use super::{Exit, Failure};
 use crate::crypto::NodeKey;
 use crate::moq::cache::TrackCache;
-use crate::moq::error::request_error;
 use crate::moq::session::Event;
 use crate::moq::{FullTrackName, GroupId, RequestId, SubscriptionFilter};
 use crate::net::{ConnId, Endpoint, NetEvent, Settings, Target};
+use crate::node::serve;
 use argh::FromArgs;
 
 /// Publish the files of a folder, sorted by name, as groups 0..N-1 of one MoQ track, until Ctrl-C.
@@ -290,9 +292,7 @@ impl Server {
     }
 
     fn reject(&mut self, conn: ConnId, request: RequestId) -> Result<(), Failure> {
-        self.session(conn, move |s| {
-            s.reject_request(request, request_error::DOES_NOT_EXIST, "no such track")
-        })
+        serve::reject(&mut self.ep, conn, request).map_err(serve_failure)
     }
 
     /// Runs a session command; a connection that just ended or a closed session is not an error
@@ -303,15 +303,7 @@ impl Server {
             + Send
             + 'static,
     {
-        match self.ep.call(conn, f) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                log::info!("session {conn:?}: {e}");
-                Ok(())
-            }
-            Err(crate::net::NetError::NoConnection(_)) => Ok(()),
-            Err(e) => Err(net_failure(e)),
-        }
+        serve::call(&mut self.ep, conn, f).map_err(serve_failure)
     }
 }
 

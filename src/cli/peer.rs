@@ -5,8 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use super::{Exit, Failure};
+use crate::capture::Source;
+use crate::crypto::{NetworkSecret, StreamId, StreamKey, StreamKeys};
 use crate::moq::{FullTrackName, TrackNamespace};
 use crate::net::{NetError, PeerCheck, Target};
+use crate::node::serve::ServeError;
 
 /// The track named by `--namespace a/b/c` and `--track NAME`.
 pub fn track_name(namespace: &str, track: &str) -> Result<FullTrackName, Failure> {
@@ -95,4 +98,49 @@ pub fn net_failure(e: NetError) -> Failure {
         _ => Exit::Other,
     };
     Failure::new(exit, e.to_string())
+}
+
+/// The exit code and cause for a serving error.
+pub fn serve_failure(e: ServeError) -> Failure {
+    match e {
+        ServeError::Net(e) => net_failure(e),
+        e => Failure::other(e.to_string()),
+    }
+}
+
+/// The stream's subkeys from `--stream-id` and `--network-secret`; without `--stream-id`, the
+/// broadcast-scoped id of an `hdhr://` source's channel, read from the device's lineup.
+pub fn stream_keys(
+    stream_id: Option<&str>,
+    network_secret: Option<&str>,
+    source: Option<&Source>,
+) -> Result<StreamKeys, Failure> {
+    let id = match (stream_id, source) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(Source::Hdhr { host, port, guide })) => {
+            let (_, lineup) = crate::hdhr::client::fetch(&format!("{host}:{port}"))
+                .map_err(|e| Failure::new(Exit::Connect, e.to_string()))?;
+            let channel = lineup
+                .iter()
+                .find(|c| c.guide_number == guide.to_string())
+                .ok_or_else(|| {
+                    Failure::new(
+                        Exit::Connect,
+                        format!("channel {guide} is not in the lineup"),
+                    )
+                })?;
+            crate::hdhr::broadcast_stream_id(guide, &channel.guide_name)
+        }
+        (None, _) => {
+            return Err(Failure::usage(
+                "--stream-id is required (only an hdhr:// source has a default)",
+            ))
+        }
+    };
+    let id = StreamId::new(&id).map_err(|e| Failure::usage(format!("--stream-id: {e}")))?;
+    let secret = network_secret
+        .map(NetworkSecret::from_hex)
+        .transpose()
+        .map_err(|e| Failure::usage(format!("--network-secret: {e}")))?;
+    Ok(StreamKey::derive(secret.as_ref(), &id).subkeys())
 }

@@ -3,5 +3,8 @@
 //! them, and how a stop propagates.
 
 pub mod ingest;
+pub mod publish;
 pub mod record;
+pub mod serve;
+pub mod subscribe;
 pub mod tuner;

@@ -1,0 +1,162 @@
+//! `ec-node moq-publish`: capture a broadcast, chunk, encrypt, (sign) and serve it over MoQ.
+//!
+//! Flags become a [`PublishConfig`]; the endpoint listens, the ready line names it and the
+//! tracks, and [`crate::node::publish`] runs the pipeline. Exit codes as every command.
+
+use super::peer::{advertised, net_failure, ready_line, serve_failure, stream_keys};
+use super::record::capture_failure;
+use super::stop::StopFlag;
+use super::Failure;
+use crate::capture::{CaptureOptions, Source};
+use crate::chunk::ChunkerConfig;
+use crate::crypto::NodeKey;
+use crate::net::{Endpoint, Settings};
+use crate::node::ingest::IngestError;
+use crate::node::publish::{publish, PublishConfig, PublishError, PublishSummary};
+use argh::FromArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Capture a broadcast and publish it over MoQ: encrypted chunk objects (track `chunks`) and, with
+/// --publish-manifests, signed manifests (track `manifests`).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "moq-publish")]
+pub struct Args {
+    /// source: FILE, -, http://URL or hdhr://HOST[:PORT]/GUIDE_NUMBER
+    #[argh(option)]
+    input: String,
+    /// stop after this many seconds of stream
+    #[argh(option)]
+    duration: Option<u64>,
+    /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
+    #[argh(option)]
+    listen: SocketAddr,
+    /// node key file: the listening identity and the manifest signer (default: a fresh key)
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// stream id (default for hdhr://: the broadcast-scoped id of the channel)
+    #[argh(option)]
+    stream_id: Option<String>,
+    /// network secret, hex (default: none, a public stream)
+    #[argh(option)]
+    network_secret: Option<String>,
+    /// chunk duration D in milliseconds (default 2000)
+    #[argh(option, default = "2000")]
+    chunk_ms: u32,
+    /// chunks per signed manifest (default 1)
+    #[argh(option, default = "1")]
+    epoch_chunks: u32,
+    /// publish signed manifests
+    #[argh(switch)]
+    publish_manifests: bool,
+    /// publish the chunk objects: true (default) or false (a manifests-only leader)
+    #[argh(option, default = "true")]
+    publish_chunks: bool,
+    /// group cache per track for late joiners and FETCH, in MiB (default 32)
+    #[argh(option, default = "32")]
+    cache_mb: usize,
+    /// keep serving the cache this many seconds after the input ends (default 0)
+    #[argh(option, default = "0")]
+    linger: u64,
+    /// read a file as fast as possible instead of at its real-time rate
+    #[argh(switch)]
+    as_fast_as_possible: bool,
+    /// hold ingest this many milliseconds after the endpoint is ready (test helper)
+    #[argh(option, default = "0")]
+    startup_delay_ms: u64,
+    /// seconds without data before a live source counts as failed (default 4)
+    #[argh(option, default = "4")]
+    source_timeout: u64,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    if !(100..=60_000).contains(&args.chunk_ms) {
+        return Err(Failure::usage(format!(
+            "--chunk-ms {} is outside 100..=60000",
+            args.chunk_ms
+        )));
+    }
+    if args.epoch_chunks == 0 || args.cache_mb == 0 || args.duration == Some(0) {
+        return Err(Failure::usage(
+            "--epoch-chunks, --cache-mb and --duration must be at least 1",
+        ));
+    }
+    if !args.publish_chunks && !args.publish_manifests {
+        return Err(Failure::usage(
+            "--publish-chunks=false publishes nothing without --publish-manifests",
+        ));
+    }
+    let source = Source::parse(Some(&args.input)).map_err(|e| Failure::usage(e.to_string()))?;
+    let keys = stream_keys(
+        args.stream_id.as_deref(),
+        args.network_secret.as_deref(),
+        Some(&source),
+    )?;
+    let key = match &args.key {
+        Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
+        None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
+    };
+    let node_id = key.node_id();
+    let mut ep = Endpoint::listen(args.listen, &key, Settings::default()).map_err(net_failure)?;
+    let config = PublishConfig {
+        source: source.clone(),
+        capture: CaptureOptions {
+            duration: args.duration.map(Duration::from_secs),
+            realtime: !args.as_fast_as_possible,
+            first_byte_timeout: Duration::from_secs(args.source_timeout.max(1)),
+            ..CaptureOptions::default()
+        },
+        chunker: ChunkerConfig {
+            chunk_ms: args.chunk_ms,
+            ..ChunkerConfig::default()
+        },
+        keys,
+        leader: args.publish_manifests.then_some((key, args.epoch_chunks)),
+        publish_chunks: args.publish_chunks,
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        linger: Duration::from_secs(args.linger),
+        startup_delay: Duration::from_millis(args.startup_delay_ms),
+    };
+    let endpoint = format!("{node_id}@{}", advertised(ep.local_addr()));
+    println!("{}", ready_line(Some(endpoint), &config.tracks()));
+    let stop = StopFlag::on_signals()
+        .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    log::info!("publishing {source}");
+    let outcome = publish(&mut ep, config, &stop);
+    ep.shutdown();
+    match outcome {
+        Ok(summary) => {
+            eprintln!("{}", summary_line(&summary));
+            match summary.ingest.and_then(|r| r.capture) {
+                Some(Err(e)) => Err(capture_failure(e)),
+                _ => Ok(()),
+            }
+        }
+        Err(PublishError::Ingest(IngestError::Capture(e))) => Err(capture_failure(e)),
+        Err(PublishError::Serve(e)) => Err(serve_failure(e)),
+        Err(e) => Err(Failure::other(e.to_string())),
+    }
+}
+
+fn summary_line(s: &PublishSummary) -> String {
+    let (lost, overrun, discontinuities) = s.ingest.as_ref().map_or((0, 0, 0), |r| {
+        (
+            r.chunker.lost_packets,
+            r.overrun_bytes,
+            r.chunker.discontinuities,
+        )
+    });
+    format!(
+        "moq-publish: {} chunk groups, {} manifests; cache evicted {} groups, {} groups dropped for \
+         slow subscribers; capture: {} packets lost, {} bytes overrun, {} discontinuities",
+        s.chunks,
+        s.manifests,
+        s.evicted,
+        s.dropped,
+        lost,
+        overrun,
+        discontinuities
+    )
+}

@@ -1,0 +1,184 @@
+//! `ec-node moq-subscribe`: subscribe to a stream's objects (and manifests, possibly from another
+//! peer), verify and decrypt them, and write HLS exactly as `record` does.
+//!
+//! Flags become a [`SubscribeConfig`]; [`crate::node::subscribe`] runs the pipeline; its outcome
+//! becomes the exit code: 0 done, 2 usage, 3 cannot connect or identity mismatch, 4 verification
+//! failed, 5 idle or the publisher left, 1 anything else.
+
+use super::peer::{parse_target, peer_check, stream_keys};
+use super::stop::StopFlag;
+use super::{Exit, Failure};
+use crate::chunk::ChunkerConfig;
+use crate::crypto::NodeId;
+use crate::hls;
+use crate::manifest::Policy;
+use crate::net::Target;
+use crate::node::subscribe::{
+    subscribe, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary,
+};
+use argh::FromArgs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Subscribe to a stream over MoQ, verify it against signed manifests, decrypt it, write HLS.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "moq-subscribe")]
+pub struct Args {
+    /// the objects peer: NODE_ID@HOST:PORT (identity pinned) or HOST:PORT
+    #[argh(option)]
+    remote: String,
+    /// the manifests peer, if not --remote
+    #[argh(option)]
+    remote_manifests: Option<String>,
+    /// subscribe to the manifests track
+    #[argh(switch)]
+    subscribe_manifests: bool,
+    /// accept only objects a trusted manifest vouches for (implies --subscribe-manifests)
+    #[argh(switch)]
+    require_manifest: bool,
+    /// trust manifests signed by this node id (repeatable; default: the manifests peer's pinned id)
+    #[argh(option)]
+    trust: Vec<String>,
+    /// stream id
+    #[argh(option)]
+    stream_id: String,
+    /// network secret, hex (default: none)
+    #[argh(option)]
+    network_secret: Option<String>,
+    /// HLS output folder (created if needed; must be empty)
+    #[argh(option)]
+    out: PathBuf,
+    /// chunk duration D in milliseconds, for the playlist (default 2000)
+    #[argh(option, default = "2000")]
+    chunk_ms: u32,
+    /// exit 0 after this many verified chunks
+    #[argh(option)]
+    stop_after: Option<u64>,
+    /// exit 4 after more invalid objects than this (default unlimited)
+    #[argh(option)]
+    max_invalid_chunks: Option<u64>,
+    /// exit 4 when no trusted manifest came within this many seconds (default 10)
+    #[argh(option, default = "10")]
+    manifest_timeout: u64,
+    /// exit 5 when no object came for this many seconds (default 10)
+    #[argh(option, default = "10")]
+    idle_timeout: u64,
+    /// trust this PEM certificate or CA for moqt:// remotes instead of the system roots
+    #[argh(option)]
+    relay_ca: Option<PathBuf>,
+    /// do not check the peers' certificates (warns)
+    #[argh(switch)]
+    insecure: bool,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    if !(100..=60_000).contains(&args.chunk_ms) {
+        return Err(Failure::usage(format!(
+            "--chunk-ms {} is outside 100..=60000",
+            args.chunk_ms
+        )));
+    }
+    if args.stop_after == Some(0) {
+        return Err(Failure::usage("--stop-after must be at least 1"));
+    }
+    let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
+    let objects = parse_target(&args.remote)?;
+    let manifests = args
+        .remote_manifests
+        .as_deref()
+        .map(parse_target)
+        .transpose()?;
+    let manifests_peer = manifests.as_ref().unwrap_or(&objects);
+    let trusted = if args.trust.is_empty() {
+        match manifests_peer {
+            Target::Node(addr) => addr.node.into_iter().collect(),
+            Target::Relay(_) => Vec::new(),
+        }
+    } else {
+        args.trust
+            .iter()
+            .map(|t| t.parse::<NodeId>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::usage(format!("--trust: {e}")))?
+    };
+    if args.require_manifest && trusted.is_empty() {
+        return Err(Failure::usage(
+            "--require-manifest needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",
+        ));
+    }
+    if !args.require_manifest {
+        log::warn!("without --require-manifest, objects are accepted on AEAD authentication alone");
+    }
+    let mut policy = Policy::new(trusted);
+    policy.require_manifest = args.require_manifest;
+    let chunker = ChunkerConfig {
+        chunk_ms: args.chunk_ms,
+        ..ChunkerConfig::default()
+    };
+    let spec = |target: Target| PeerSpec {
+        check: peer_check(&target, args.relay_ca.clone(), args.insecure),
+        target,
+    };
+    let config = SubscribeConfig {
+        keys,
+        policy,
+        objects: spec(objects),
+        manifests: manifests.map(spec),
+        subscribe_manifests: args.subscribe_manifests,
+        out: args.out.clone(),
+        target_duration: hls::target_duration(&chunker),
+        chunk_ticks: u64::from(args.chunk_ms) * 90,
+        stop_after: args.stop_after,
+        max_invalid: args.max_invalid_chunks,
+        manifest_timeout: Duration::from_secs(args.manifest_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+    };
+    let stop = StopFlag::on_signals()
+        .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    let (summary, outcome) = subscribe(config, &stop);
+    eprintln!("{}", summary_line(&summary, &args.out));
+    outcome.map_err(|e| {
+        let exit = match &e {
+            SubscribeError::Connect(..) => Exit::Connect,
+            SubscribeError::Refused(..)
+            | SubscribeError::NoManifest(_)
+            | SubscribeError::TooManyInvalid(_) => Exit::Verify,
+            SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
+            SubscribeError::Hls(crate::hls::HlsError::NotEmpty(_)) => Exit::Usage,
+            SubscribeError::Net(_) | SubscribeError::Hls(_) => Exit::Other,
+        };
+        let rejected = summary
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{n} × {r}"))
+            .collect::<Vec<_>>();
+        let cause = if rejected.is_empty() {
+            e.to_string()
+        } else {
+            format!("{e} (rejected: {})", rejected.join(", "))
+        };
+        Failure::new(exit, cause)
+    })
+}
+
+fn summary_line(s: &SubscribeSummary, out: &std::path::Path) -> String {
+    let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+    let reasons = s
+        .rejected
+        .iter()
+        .map(|(r, n)| format!("{r}: {n}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "moq-subscribe: {} chunks accepted ({} bytes) into {}, {} manifests, {} rejected{}{}, in {:.1} s",
+        s.accepted,
+        s.bytes,
+        out.display(),
+        s.manifests,
+        rejected,
+        if reasons.is_empty() { "" } else { " — " },
+        reasons,
+        s.elapsed.as_secs_f64()
+    )
+}

@@ -1,0 +1,298 @@
+//! The publishing pipeline: capture → chunk ([`super::ingest`]) → seal thread → publish on the
+//! caller's thread.
+//!
+//! ```text
+//!  capture ─► chunk ─(bounded)─► seal thread ─(bounded: SEALED_QUEUE)─► publish loop (caller)
+//!                                 Sealer: encrypt,                        TrackServer: caches,
+//!                                 sign epochs (leader)                    sessions, endpoint
+//! ```
+//!
+//! The seal thread encrypts each chunk (and on a leader signs one manifest per epoch); a
+//! manifests-only leader seals too, to learn the object ids its manifests vouch for, but hands
+//! out no objects. The publish loop serves sessions and puts each new group into its track's
+//! cache and on every subscription. Capture never waits for the network: the ring overwrites, and
+//! a slow subscriber's session drops its oldest queued groups (counted). Nothing here speaks the
+//! protocol or knows a format: it only wires the stages.
+
+use super::ingest::{Ingest, IngestError, IngestReport};
+use super::serve::{ServeError, TrackServer};
+use crate::capture::{CaptureOptions, Source};
+use crate::chunk::ChunkerConfig;
+use crate::cli::stop::StopFlag;
+use crate::crypto::{NodeKey, StreamKeys};
+use crate::manifest::{SealError, Sealer, UnixTime};
+use crate::moq::track::{BroadcastTrack, TrackKind};
+use crate::moq::{FullTrackName, GroupId};
+use crate::net::{Endpoint, NetEvent};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sealed groups in flight between the seal thread and the publish loop.
+const SEALED_QUEUE: usize = 8;
+/// Longest the publish loop waits for network events before looking for sealed groups.
+const POLL: Duration = Duration::from_millis(5);
+
+/// What to publish and how.
+pub struct PublishConfig {
+    /// The source.
+    pub source: Source,
+    /// How to capture it.
+    pub capture: CaptureOptions,
+    /// The chunk grid.
+    pub chunker: ChunkerConfig,
+    /// The stream's subkeys.
+    pub keys: StreamKeys,
+    /// With manifests: the signing key and chunks per epoch.
+    pub leader: Option<(NodeKey, u32)>,
+    /// Whether the chunk objects are published.
+    pub publish_chunks: bool,
+    /// Payload bytes cached per track.
+    pub cache_bytes: usize,
+    /// How long to keep serving after the input ends.
+    pub linger: Duration,
+    /// How long to hold ingest before it starts.
+    pub startup_delay: Duration,
+}
+
+impl PublishConfig {
+    /// The tracks this configuration publishes: chunks unless disabled, manifests on a leader.
+    pub fn tracks(&self) -> Vec<FullTrackName> {
+        let locator = self.keys.locator().to_string();
+        let mut kinds = Vec::new();
+        if self.publish_chunks {
+            kinds.push(TrackKind::Chunks);
+        }
+        if self.leader.is_some() {
+            kinds.push(TrackKind::Manifests);
+        }
+        kinds
+            .into_iter()
+            .filter_map(|k| BroadcastTrack::new(&locator, k).ok())
+            .map(|t| t.full_name())
+            .collect()
+    }
+}
+
+/// How a publishing run went.
+#[derive(Debug, Default)]
+pub struct PublishSummary {
+    /// Chunk groups published.
+    pub chunks: u64,
+    /// Manifest groups published.
+    pub manifests: u64,
+    /// Groups evicted from the caches.
+    pub evicted: u64,
+    /// Groups dropped for slow subscribers.
+    pub dropped: u64,
+    /// How ingest ended (`None` if it never started).
+    pub ingest: Option<IngestReport>,
+}
+
+/// Why publishing failed.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Ingest could not start.
+    Ingest(IngestError),
+    /// Sealing failed.
+    Seal(SealError),
+    /// Serving failed.
+    Serve(ServeError),
+    /// The seal thread could not be started.
+    Start(std::io::Error),
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Ingest(e) => e.fmt(f),
+            PublishError::Seal(e) => e.fmt(f),
+            PublishError::Serve(e) => e.fmt(f),
+            PublishError::Start(e) => write!(f, "cannot start the seal thread: {e}"),
+        }
+    }
+}
+
+/// A group sealed for one of the tracks.
+struct Sealed {
+    kind: TrackKind,
+    group: GroupId,
+    payload: Arc<[u8]>,
+}
+
+/// Publishes from `ep` (already listening or dialed) until the input ends and `linger` passes, or
+/// `stop` is set.
+pub fn publish(
+    ep: &mut Endpoint,
+    config: PublishConfig,
+    stop: &StopFlag,
+) -> Result<PublishSummary, PublishError> {
+    let tracks = config.tracks();
+    let name_of = |kind: TrackKind| {
+        tracks
+            .iter()
+            .find(|t| BroadcastTrack::from_full_name(t).is_some_and(|b| b.kind() == kind))
+            .cloned()
+    };
+    let (chunks_track, manifests_track) =
+        (name_of(TrackKind::Chunks), name_of(TrackKind::Manifests));
+    let mut server = TrackServer::new(&tracks, config.cache_bytes);
+    let linger = config.linger;
+    let (tx, rx) = bounded(SEALED_QUEUE);
+    let seal = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("seal".into())
+            .spawn(move || seal_stage(config, tx, &stop))
+            .map_err(PublishError::Start)?
+    };
+    let mut summary = PublishSummary::default();
+    let served = serve_loop(
+        ep,
+        &mut server,
+        &rx,
+        stop,
+        linger,
+        &mut |server, ep, sealed| {
+            let track = match sealed.kind {
+                TrackKind::Chunks => {
+                    summary.chunks += 1;
+                    &chunks_track
+                }
+                TrackKind::Manifests => {
+                    summary.manifests += 1;
+                    &manifests_track
+                }
+            };
+            match track {
+                Some(track) => server.publish(ep, track, sealed.group, sealed.payload),
+                None => Ok(()),
+            }
+        },
+    );
+    stop.set();
+    drop(rx);
+    let sealed = seal.join().unwrap_or(Ok(None));
+    summary.evicted = server.evicted_groups();
+    summary.dropped = server.dropped_groups();
+    served.map_err(PublishError::Serve)?;
+    summary.ingest = sealed?;
+    Ok(summary)
+}
+
+/// The publish loop: network events and sealed groups, until the input ends and `linger` passes.
+fn serve_loop(
+    ep: &mut Endpoint,
+    server: &mut TrackServer,
+    rx: &Receiver<Sealed>,
+    stop: &StopFlag,
+    linger: Duration,
+    on_sealed: &mut dyn FnMut(&mut TrackServer, &mut Endpoint, Sealed) -> Result<(), ServeError>,
+) -> Result<(), ServeError> {
+    let mut ended: Option<Instant> = None;
+    while !stop.is_set() {
+        if ended.is_none() {
+            match rx.try_recv() {
+                Ok(sealed) => {
+                    on_sealed(server, ep, sealed)?;
+                    continue;
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => {
+                    log::info!(
+                        "input ended; serving the cache for {} s",
+                        linger.as_secs_f32()
+                    );
+                    server.end(ep)?;
+                    ended = Some(Instant::now());
+                }
+            }
+        }
+        if ended.is_some_and(|t| t.elapsed() >= linger) {
+            break;
+        }
+        match ep.next_event(POLL).map_err(ServeError::Net)? {
+            Some(NetEvent::Connected { conn, peer, .. }) => {
+                log::info!("session {conn:?} with {peer}");
+                server.connected(conn);
+            }
+            Some(NetEvent::Disconnected { conn, why }) => {
+                log::info!("session {conn:?} ended: {why}");
+                server.disconnected(conn);
+            }
+            Some(NetEvent::Session { conn, event }) => server.on_event(ep, conn, event)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// The seal thread: starts ingest after the startup delay, seals every chunk and sends the
+/// groups to publish; returns how ingest ended.
+fn seal_stage(
+    config: PublishConfig,
+    out: Sender<Sealed>,
+    stop: &StopFlag,
+) -> Result<Option<IngestReport>, PublishError> {
+    let deadline = Instant::now() + config.startup_delay;
+    while Instant::now() < deadline {
+        if stop.is_set() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ingest = Ingest::start(&config.source, &config.capture, config.chunker, stop)
+        .map_err(PublishError::Ingest)?;
+    let mut sealer = Sealer::new(config.keys, config.leader, config.chunker.chunk_ms);
+    let send = |kind, group, payload: Vec<u8>| {
+        let sealed = Sealed {
+            kind,
+            group: GroupId(group),
+            payload: payload.into(),
+        };
+        out.send(sealed).is_ok()
+    };
+    let mut result = Ok(());
+    loop {
+        let (chunk, _) = match ingest.chunks().recv_timeout(Duration::from_millis(100)) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) if stop.is_set() => break,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let (object, manifests) = match sealer.seal(&chunk, now()) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                result = Err(PublishError::Seal(e));
+                break;
+            }
+        };
+        let index = chunk.index.0;
+        ingest.recycle(chunk.bytes);
+        let open = (!config.publish_chunks || send(TrackKind::Chunks, index, object))
+            && manifests
+                .into_iter()
+                .all(|m| send(TrackKind::Manifests, m.epoch, m.bytes));
+        if !open {
+            break;
+        }
+    }
+    if result.is_ok() {
+        match sealer.finish(now()) {
+            Ok(Some(m)) => {
+                send(TrackKind::Manifests, m.epoch, m.bytes);
+            }
+            Ok(None) => {}
+            Err(e) => result = Err(PublishError::Seal(e)),
+        }
+    }
+    if result.is_err() {
+        stop.set();
+    }
+    let report = ingest.finish();
+    result.map(|()| Some(report))
+}
+
+fn now() -> UnixTime {
+    UnixTime(crate::capture::wall_clock().0)
+}
