@@ -141,9 +141,11 @@ pub fn media_path(name: &str, args: &[String]) -> PathBuf {
     require_tool("ffmpeg");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("media");
     std::fs::create_dir_all(&dir).unwrap();
-    // The recipe is part of the file name, so a changed recipe never reuses stale media.
+    // The recipe names the folder, so a changed recipe never reuses stale media.
     let recipe = blake3::hash(args.join(" ").as_bytes()).to_hex();
-    let path = dir.join(format!("{}-{}", &recipe[..12], name));
+    let dir = dir.join(&recipe[..12]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
     if !path.exists() {
         // Several test binaries may race here: write privately, then rename into place.
         static UNIQUE: AtomicUsize = AtomicUsize::new(0);
