@@ -31,12 +31,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<(), Failure> {
-    if !(100..=60_000).contains(&args.chunk_ms) {
-        return Err(Failure::usage(format!(
-            "--chunk-ms {} is outside 100..=60000",
-            args.chunk_ms
-        )));
-    }
+    super::check_chunk_ms(args.chunk_ms)?;
     let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let now = || {
         args.clock

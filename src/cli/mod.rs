@@ -135,6 +135,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Checks `--chunk-ms`, the grid step every node of a stream shares (docs/PROTOCOL.md §1.4).
+fn check_chunk_ms(chunk_ms: u32) -> Result<(), Failure> {
+    if (100..=60_000).contains(&chunk_ms) {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!(
+            "--chunk-ms {chunk_ms} is outside 100..=60000"
+        )))
+    }
+}
+
 /// argh accepts only `--flag value`; users also write `--flag=value`, so split it first.
 fn split_equals_flags(args: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());

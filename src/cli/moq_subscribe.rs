@@ -73,12 +73,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<(), Failure> {
-    if !(100..=60_000).contains(&args.chunk_ms) {
-        return Err(Failure::usage(format!(
-            "--chunk-ms {} is outside 100..=60000",
-            args.chunk_ms
-        )));
-    }
+    super::check_chunk_ms(args.chunk_ms)?;
     if args.stop_after == Some(0) {
         return Err(Failure::usage("--stop-after must be at least 1"));
     }
