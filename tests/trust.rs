@@ -113,7 +113,7 @@ fn independent_encryptors_agree_and_manifests_vouch_across_nodes() {
     }
     v.push_manifest(&manifests_b[1], NOW);
     for o in &from_b {
-        v.push_object(o.clone(), None, NOW);
+        v.push_object(o.clone(), None, None, NOW);
     }
     let events = drain(&mut v);
     assert_eq!(accepted_manifests(&events), 2);
@@ -149,7 +149,7 @@ fn objects_with_proofs_are_accepted_against_the_signed_root() {
     v.push_manifest(&manifest, NOW);
     for (i, o) in objects.iter().enumerate() {
         let proof = Proof::build(id, &list, i).unwrap().encode();
-        v.push_object(o.clone(), Some(&proof), NOW);
+        v.push_object(o.clone(), Some(&proof), None, NOW);
     }
     let events = drain(&mut v);
     let vouched: Vec<_> = events
@@ -181,7 +181,7 @@ fn forged_truncated_and_bit_flipped_manifests_are_never_accepted() {
         tried += 1;
     }
     for o in &objects {
-        v.push_object(o.clone(), None, NOW);
+        v.push_object(o.clone(), None, None, NOW);
     }
     v.handle_timeout(NOW.plus_ms(60_000));
     let events = drain(&mut v);
@@ -206,7 +206,7 @@ fn forged_truncated_and_bit_flipped_manifests_are_never_accepted() {
     // The genuine manifest still works after all that.
     v.push_manifest(&manifest, NOW);
     for o in &objects {
-        v.push_object(o.clone(), None, NOW);
+        v.push_object(o.clone(), None, None, NOW);
     }
     assert_eq!(delivered(&drain(&mut v)).len(), 3);
 }
@@ -231,14 +231,14 @@ fn truncated_bit_flipped_and_replayed_objects_are_never_delivered() {
             if objects.contains(&bad) {
                 continue;
             }
-            v.push_object(bad, None, NOW);
+            v.push_object(bad, None, None, NOW);
             tried += 1;
         }
         // Replays: object 1's bytes relabelled as indices 0, 2 and 3.
         for index in [0u8, 2, 3] {
             let mut replayed = objects[1].clone();
             replayed[9] = index;
-            v.push_object(replayed, None, NOW);
+            v.push_object(replayed, None, None, NOW);
             tried += 1;
         }
         v.handle_timeout(NOW.plus_ms(60_000));

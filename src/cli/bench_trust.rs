@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         for (mut buffer, object) in buffers.drain(..).zip(&objects) {
             buffer.clear();
             buffer.extend_from_slice(object);
-            verifier.push_object(buffer, None, UnixTime(0));
+            verifier.push_object(buffer, None, None, UnixTime(0));
         }
         while let Some(event) = verifier.poll_event() {
             if let Event::Chunk(chunk) = event {

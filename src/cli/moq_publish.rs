@@ -1,18 +1,22 @@
 //! `ec-node moq-publish`: capture a broadcast, chunk, encrypt, (sign) and serve it over MoQ.
 //!
-//! Flags become a [`PublishConfig`]; the endpoint listens, the ready line names it and the
-//! tracks, and [`crate::node::publish`] runs the pipeline. Exit codes as every command.
+//! Flags become a [`PublishConfig`]; the endpoint listens and/or dials a relay and announces the
+//! tracks' namespaces, the ready line names the endpoint (when listening) and the tracks, and
+//! [`crate::node::publish`] runs the pipeline. Exit codes as every command.
 
-use super::peer::{advertised, net_failure, ready_line, serve_failure, stream_keys};
+use super::peer::{
+    advertised, net_failure, parse_target, peer_check, ready_line, serve_failure, stream_keys,
+};
 use super::record::capture_failure;
 use super::stop::StopFlag;
 use super::Failure;
 use crate::capture::{CaptureOptions, Source};
 use crate::chunk::ChunkerConfig;
 use crate::crypto::NodeKey;
-use crate::net::{Endpoint, Settings};
+use crate::net::{Endpoint, Settings, Target};
 use crate::node::ingest::IngestError;
-use crate::node::publish::{publish, PublishConfig, PublishError, PublishSummary};
+use crate::node::publish::{publish, Outlet, PublishConfig, PublishError, PublishSummary};
+use crate::node::serve;
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +35,16 @@ pub struct Args {
     duration: Option<u64>,
     /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
     #[argh(option)]
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
+    /// publish into this MoQT relay too (moqt://HOST:PORT[/path])
+    #[argh(option)]
+    relay: Option<String>,
+    /// trust this PEM certificate or CA for the relay instead of the system roots
+    #[argh(option)]
+    relay_ca: Option<PathBuf>,
+    /// do not check the relay's certificate (warns)
+    #[argh(switch)]
+    insecure: bool,
     /// node key file: the listening identity and the manifest signer (default: a fresh key)
     #[argh(option)]
     key: Option<PathBuf>,
@@ -93,8 +106,19 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
         None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
     };
+    if args.listen.is_none() && args.relay.is_none() {
+        return Err(Failure::usage("give --listen, --relay or both"));
+    }
+    let relay = args.relay.as_deref().map(parse_target).transpose()?;
+    if relay.as_ref().is_some_and(|t| !matches!(t, Target::Relay(_))) {
+        return Err(Failure::usage("--relay takes a moqt:// URL"));
+    }
     let node_id = key.node_id();
-    let mut ep = Endpoint::listen(args.listen, &key, Settings::default()).map_err(net_failure)?;
+    let listening = args
+        .listen
+        .map(|addr| Endpoint::listen(addr, &key, Settings::default()))
+        .transpose()
+        .map_err(net_failure)?;
     let config = PublishConfig {
         source: source.clone(),
         capture: CaptureOptions {
@@ -114,13 +138,30 @@ pub fn run(args: Args) -> Result<(), Failure> {
         linger: Duration::from_secs(args.linger),
         startup_delay: Duration::from_millis(args.startup_delay_ms),
     };
-    let endpoint = format!("{node_id}@{}", advertised(ep.local_addr()));
-    println!("{}", ready_line(Some(endpoint), &config.tracks()));
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    let endpoint = listening
+        .as_ref()
+        .map(|ep| format!("{node_id}@{}", advertised(ep.local_addr())));
+    let mut outlets: Vec<Outlet> = listening
+        .map(|ep| Outlet::listening(ep, &config))
+        .into_iter()
+        .collect();
+    if let Some(target) = relay {
+        let check = peer_check(&target, args.relay_ca.clone(), args.insecure);
+        let (mut ep, conn) =
+            Endpoint::dial(&target, check, Settings::default()).map_err(net_failure)?;
+        let namespaces: Vec<_> = config.tracks().into_iter().map(|t| t.namespace).collect();
+        let deferred =
+            serve::announce(&mut ep, conn, &namespaces, &stop).map_err(serve_failure)?;
+        outlets.push(Outlet::relay(ep, conn, deferred, &config));
+    }
+    println!("{}", ready_line(endpoint, &config.tracks()));
     log::info!("publishing {source}");
-    let outcome = publish(&mut ep, config, &stop);
-    ep.shutdown();
+    let outcome = publish(&mut outlets, config, &stop);
+    for outlet in outlets {
+        outlet.shutdown();
+    }
     match outcome {
         Ok(summary) => {
             eprintln!("{}", summary_line(&summary));

@@ -17,7 +17,7 @@ use super::peer::{
     advertised, net_failure, parse_target, peer_check, ready_line, serve_failure, track_name,
 };
 use super::stop::StopFlag;
-use super::{Exit, Failure};
+use super::Failure;
 use crate::crypto::NodeKey;
 use crate::moq::cache::TrackCache;
 use crate::moq::session::Event;
@@ -106,9 +106,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 return Err(Failure::usage("--relay takes a moqt:// URL"));
             }
             let check = peer_check(&target, args.relay_ca.clone(), args.insecure);
-            let (ep, conn) =
+            let (mut ep, conn) =
                 Endpoint::dial(&target, check, Settings::default()).map_err(net_failure)?;
-            (ep, Some(conn))
+            let namespace = std::slice::from_ref(&track.namespace);
+            let deferred =
+                serve::announce(&mut ep, conn, namespace, &stop).map_err(serve_failure)?;
+            println!("{}", ready_line(None, std::slice::from_ref(&track)));
+            (ep, Some((conn, deferred)))
         }
         _ => return Err(Failure::usage("give exactly one of --listen and --relay")),
     };
@@ -146,9 +150,20 @@ fn read_groups(dir: &PathBuf) -> Result<Vec<Arc<[u8]>>, Failure> {
 }
 
 impl Server {
-    /// Serves until Ctrl-C; with a relay, until the relay connection ends.
-    fn serve(&mut self, relay: Option<ConnId>, stop: &StopFlag) -> Result<(), Failure> {
-        let mut announce: Option<RequestId> = None;
+    /// Serves until Ctrl-C; with a relay (and the events that came while it was announced to),
+    /// until the relay connection ends.
+    fn serve(
+        &mut self,
+        relay: Option<(ConnId, Vec<NetEvent>)>,
+        stop: &StopFlag,
+    ) -> Result<(), Failure> {
+        let (relay, deferred) = match relay {
+            Some((conn, deferred)) => (Some(conn), deferred),
+            None => (None, Vec::new()),
+        };
+        for ev in deferred {
+            self.on_net_event(relay, ev)?;
+        }
         while !stop.is_set() {
             let now = Instant::now();
             self.play_due(now)?;
@@ -160,52 +175,29 @@ impl Server {
                 .min()
                 .unwrap_or(Duration::from_millis(200))
                 .min(Duration::from_millis(200));
-            let Some(ev) = self.ep.next_event(wait).map_err(net_failure)? else {
-                continue;
-            };
-            match ev {
-                NetEvent::Connected { conn, peer, .. } => {
-                    log::info!("session {conn:?} with {peer}");
-                }
-                NetEvent::Disconnected { conn, why } => {
-                    self.playouts.remove(&conn);
-                    if Some(conn) == relay {
-                        return Err(net_failure(why));
-                    }
-                    log::info!("session {conn:?} ended: {why}");
-                }
-                NetEvent::Session { conn, event } => {
-                    if let Event::SetupComplete { .. } = event {
-                        if Some(conn) == relay {
-                            let ns = self.track.namespace.clone();
-                            let r = self.ep.call(conn, move |s| s.publish_namespace(ns));
-                            announce = Some(r.map_err(net_failure)?.map_err(moq_failure)?);
-                        }
-                        continue;
-                    }
-                    if let Some(r) = announce {
-                        match &event {
-                            Event::NamespaceAccepted { request } if *request == r => {
-                                println!("{}", ready_line(None, std::slice::from_ref(&self.track)));
-                            }
-                            Event::RequestFailed {
-                                request,
-                                code,
-                                reason,
-                            } if *request == r => {
-                                return Err(Failure::new(
-                                    Exit::Connect,
-                                    format!("the relay refused PUBLISH_NAMESPACE: code {code:#x} {reason}"),
-                                ));
-                            }
-                            _ => {}
-                        }
-                    }
-                    self.on_event(conn, event)?;
-                }
+            if let Some(ev) = self.ep.next_event(wait).map_err(net_failure)? {
+                self.on_net_event(relay, ev)?;
             }
         }
         Ok(())
+    }
+
+    fn on_net_event(&mut self, relay: Option<ConnId>, ev: NetEvent) -> Result<(), Failure> {
+        match ev {
+            NetEvent::Connected { conn, peer, .. } => {
+                log::info!("session {conn:?} with {peer}");
+                Ok(())
+            }
+            NetEvent::Disconnected { conn, why } => {
+                self.playouts.remove(&conn);
+                if Some(conn) == relay {
+                    return Err(serve_failure(serve::ServeError::RelayLeft(why)));
+                }
+                log::info!("session {conn:?} ended: {why}");
+                Ok(())
+            }
+            NetEvent::Session { conn, event } => self.on_event(conn, event),
+        }
     }
 
     fn on_event(&mut self, conn: ConnId, event: Event) -> Result<(), Failure> {
@@ -305,8 +297,4 @@ impl Server {
     {
         serve::call(&mut self.ep, conn, f).map_err(serve_failure)
     }
-}
-
-fn moq_failure(e: crate::moq::MoqError) -> Failure {
-    Failure::other(e.to_string())
 }

@@ -14,8 +14,9 @@ use crate::hls;
 use crate::manifest::Policy;
 use crate::net::Target;
 use crate::node::subscribe::{
-    subscribe, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary,
+    subscribe, Latency, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary,
 };
+use std::io::IsTerminal;
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,16 +52,21 @@ pub struct Args {
     /// chunk duration D in milliseconds, for the playlist (default 2000)
     #[argh(option, default = "2000")]
     chunk_ms: u32,
+    /// on joining, also fetch this many chunks from before the current one (default 3)
+    #[argh(option, default = "3")]
+    backfill: u64,
     /// exit 0 after this many verified chunks
     #[argh(option)]
     stop_after: Option<u64>,
     /// exit 4 after more invalid objects than this (default unlimited)
     #[argh(option)]
     max_invalid_chunks: Option<u64>,
-    /// exit 4 when no trusted manifest came within this many seconds (default 10)
+    /// exit 4 when no trusted manifest came within this many seconds; also the longest wait for
+    /// the first object (default 10)
     #[argh(option, default = "10")]
     manifest_timeout: u64,
-    /// exit 5 when no object came for this many seconds (default 10)
+    /// exit 5 when no object came for this many seconds (exit 4 if objects came but none
+    /// verified) (default 10)
     #[argh(option, default = "10")]
     idle_timeout: u64,
     /// trust this PEM certificate or CA for moqt:// remotes instead of the system roots
@@ -121,6 +127,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         objects: spec(objects),
         manifests: manifests.map(spec),
         subscribe_manifests: args.subscribe_manifests,
+        backfill: args.backfill,
         out: args.out.clone(),
         target_duration: hls::target_duration(&chunker),
         chunk_ticks: u64::from(args.chunk_ms) * 90,
@@ -131,14 +138,24 @@ pub fn run(args: Args) -> Result<(), Failure> {
     };
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
-    let (summary, outcome) = subscribe(config, &stop);
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = |s: &SubscribeSummary| {
+        if terminal {
+            eprint!("\r{}\x1b[K", progress_line(s));
+        }
+    };
+    let (summary, outcome) = subscribe(config, &stop, &mut progress);
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
     eprintln!("{}", summary_line(&summary, &args.out));
     outcome.map_err(|e| {
         let exit = match &e {
             SubscribeError::Connect(..) => Exit::Connect,
             SubscribeError::Refused(..)
             | SubscribeError::NoManifest(_)
-            | SubscribeError::TooManyInvalid(_) => Exit::Verify,
+            | SubscribeError::TooManyInvalid(_)
+            | SubscribeError::NothingVerified(..) => Exit::Verify,
             SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
             SubscribeError::Hls(crate::hls::HlsError::NotEmpty(_)) => Exit::Usage,
             SubscribeError::Net(_) | SubscribeError::Hls(_) => Exit::Other,
@@ -166,14 +183,40 @@ fn summary_line(s: &SubscribeSummary, out: &std::path::Path) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     format!(
-        "moq-subscribe: {} chunks accepted ({} bytes) into {}, {} manifests, {} rejected{}{}, in {:.1} s",
+        "moq-subscribe: {} chunks accepted ({} fetched from before the join, {} bytes) into {}, \
+         {} manifests, {} rejected{}{}, {} late; latency {}; in {:.1} s",
         s.accepted,
+        s.backfilled,
         s.bytes,
         out.display(),
         s.manifests,
         rejected,
         if reasons.is_empty() { "" } else { " — " },
         reasons,
+        s.late,
+        latency(&s.latency),
         s.elapsed.as_secs_f64()
     )
+}
+
+/// The terminal's progress line: where the stream is and what was refused so far.
+fn progress_line(s: &SubscribeSummary) -> String {
+    let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+    let newest = s.newest.map_or("-".to_string(), |i| i.to_string());
+    format!(
+        "{:>6.0} s  {} chunks ({:.1} MB), newest {newest}, {} manifests, {rejected} rejected, \
+         latency {}",
+        s.elapsed.as_secs_f64(),
+        s.accepted,
+        s.bytes as f64 / 1e6,
+        s.manifests,
+        latency(&s.latency)
+    )
+}
+
+fn latency(l: &Latency) -> String {
+    match (l.percentile(50), l.percentile(99)) {
+        (Some(p50), Some(p99)) => format!("p50 {p50} ms, p99 {p99} ms"),
+        _ => "n/a (no live chunk vouched for by a manifest)".to_string(),
+    }
 }

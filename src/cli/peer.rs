@@ -104,7 +104,9 @@ pub fn net_failure(e: NetError) -> Failure {
 pub fn serve_failure(e: ServeError) -> Failure {
     match e {
         ServeError::Net(e) => net_failure(e),
-        e => Failure::other(e.to_string()),
+        ServeError::Refused(_) => Failure::new(Exit::Connect, e.to_string()),
+        ServeError::RelayLeft(_) => Failure::new(Exit::Idle, e.to_string()),
+        ServeError::Group(_) => Failure::other(e.to_string()),
     }
 }
 

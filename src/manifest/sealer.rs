@@ -139,7 +139,7 @@ mod tests {
                 verifier.push_manifest(&m.bytes, now);
                 signed += 1;
             }
-            verifier.push_object(object, None, now);
+            verifier.push_object(object, None, None, now);
         }
         // 10 and 11 complete epoch 5; 14 (13 skipped) closes epoch 6; epoch 7 is signed at the end.
         assert_eq!(signed, 2);

@@ -72,13 +72,15 @@ pub enum Reason {
     ProofMismatch,
     /// An object no manifest covered before it timed out or was pushed out of the buffer.
     Uncovered,
+    /// An object delivered at another place than its own index (a swapped or replayed object).
+    Misplaced,
     /// An object that failed AEAD authentication.
     Aead,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::MalformedManifest,
         Reason::OtherStream,
         Reason::UnknownSigner,
@@ -89,6 +91,7 @@ impl Reason {
         Reason::IdMismatch,
         Reason::ProofMismatch,
         Reason::Uncovered,
+        Reason::Misplaced,
         Reason::Aead,
     ];
 
@@ -118,6 +121,7 @@ impl fmt::Display for Reason {
             Reason::IdMismatch => "object id mismatch",
             Reason::ProofMismatch => "proof mismatch",
             Reason::Uncovered => "object not covered by any manifest",
+            Reason::Misplaced => "object delivered at another index",
             Reason::Aead => "object failed authentication",
         })
     }
@@ -178,6 +182,8 @@ pub enum Event {
         epoch: u64,
         /// Its place in the signer's chain.
         sequence: u64,
+        /// When the signer says it created it.
+        created: UnixTime,
     },
     /// A signer's chain skipped sequence numbers (they may still arrive out of order).
     ChainGap {
@@ -218,6 +224,9 @@ pub struct Verifier {
     chains: HashMap<NodeId, BTreeMap<u64, (ManifestId, Option<ManifestId>)>>,
     /// Chunks below this index are stale: their manifests were forgotten.
     floor: ChunkIndex,
+    /// The first index the first trusted manifest covered: an uncovered object below it predates
+    /// what this subscriber could ever verify, and is ignored rather than counted.
+    first_trusted: Option<ChunkIndex>,
     delivered: BTreeSet<ChunkIndex>,
     pending: VecDeque<Pending>,
     pending_bytes: usize,
@@ -237,6 +246,7 @@ impl Verifier {
             vouches: BTreeMap::new(),
             chains: HashMap::new(),
             floor: ChunkIndex(0),
+            first_trusted: None,
             delivered: BTreeSet::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -282,6 +292,7 @@ impl Verifier {
             signer,
             epoch: manifest.body.epoch,
             sequence: manifest.body.sequence,
+            created: manifest.body.created,
         });
         for entry in &manifest.body.entries {
             self.vouches
@@ -289,18 +300,31 @@ impl Verifier {
                 .or_default()
                 .push(manifest.id);
         }
+        self.first_trusted.get_or_insert(first);
         self.by_start.insert((first, manifest.id));
         self.held.insert(manifest.id, manifest);
         self.evict();
         self.retry_pending();
     }
 
-    /// Feeds an object from any peer, with the inclusion proof that travelled with it, if any.
-    /// Takes the buffer: an accepted object is decrypted in place and handed out without a copy.
-    pub fn push_object(&mut self, bytes: Vec<u8>, proof: Option<&[u8]>, now: UnixTime) {
+    /// Feeds an object from any peer, with the inclusion proof that travelled with it, if any,
+    /// and the index the transport placed it at (its MoQ group), if it has one: an object must
+    /// sit at its own index. Takes the buffer: an accepted object is decrypted in place and
+    /// handed out without a copy.
+    pub fn push_object(
+        &mut self,
+        bytes: Vec<u8>,
+        proof: Option<&[u8]>,
+        placed: Option<ChunkIndex>,
+        now: UnixTime,
+    ) {
         self.expire(now);
         let verdict = match Object::parse(&bytes) {
             Err(e) => return self.reject(Reason::MalformedObject, None, None, e.to_string()),
+            Ok(o) if placed.is_some_and(|at| at != o.index) => {
+                let detail = format!("placed at {}", placed.unwrap_or(o.index));
+                return self.reject(Reason::Misplaced, Some(o.index), None, detail);
+            }
             Ok(o) if o.index < self.floor || self.delivered.contains(&o.index) => {
                 self.ignored += 1;
                 return;
@@ -348,8 +372,9 @@ impl Verifier {
             .sum()
     }
 
-    /// How many inputs were dropped as harmless repeats: manifests already held, chunks
-    /// already delivered, anything below the forgotten epochs.
+    /// How many inputs were dropped as harmless: manifests already held, chunks already
+    /// delivered, anything below the forgotten epochs, and uncovered objects from before the
+    /// first trusted manifest (a late joiner's backlog).
     pub fn ignored(&self) -> u64 {
         self.ignored
     }
@@ -538,10 +563,14 @@ impl Verifier {
 
     fn drop_pending(&mut self, old: Pending, why: &str) {
         self.pending_bytes -= old.bytes.len();
-        let index = Object::parse(&old.bytes).ok().map(|o| o.index);
+        if self.first_trusted.is_some_and(|first| old.index < first) {
+            log::debug!("dropped chunk {} from before the first trusted manifest", old.index);
+            self.ignored += 1;
+            return;
+        }
         self.reject(
             Reason::Uncovered,
-            index,
+            Some(old.index),
             None,
             format!("{why}, no manifest came"),
         );
@@ -657,8 +686,8 @@ mod tests {
             .sign_epoch(0, vec![entry(&obj)], T0)
             .unwrap();
         v.push_manifest(&m, T0);
-        v.push_object(obj.clone(), None, T0);
-        v.push_object(obj.clone(), None, T0); // the same object from a second peer
+        v.push_object(obj.clone(), None, None, T0);
+        v.push_object(obj.clone(), None, None, T0); // the same object from a second peer
         let events = drain(&mut v);
         assert!(matches!(
             events[0],
@@ -685,7 +714,7 @@ mod tests {
             .map(|i| seal(&keys("s"), i, &[i as u8; 300]))
             .collect();
         for o in &objs {
-            v.push_object(o.clone(), None, T0);
+            v.push_object(o.clone(), None, None, T0);
         }
         assert_eq!(
             drain(&mut v),
@@ -701,9 +730,43 @@ mod tests {
     }
 
     #[test]
+    fn an_object_placed_at_another_index_is_rejected_as_misplaced() {
+        let mut v = verifier();
+        let obj = seal(&keys("s"), 3, b"three");
+        let m = chain(leader(), 1)
+            .sign_epoch(3, vec![entry(&obj)], T0)
+            .unwrap();
+        v.push_manifest(&m, T0);
+        drain(&mut v);
+        v.push_object(obj.clone(), None, Some(ChunkIndex(4)), T0);
+        let r = assert_only_rejected(&mut v, Reason::Misplaced);
+        assert_eq!(r.index, Some(ChunkIndex(3)));
+        v.push_object(obj, None, Some(ChunkIndex(3)), T0);
+        assert_eq!(chunk_indices(&drain(&mut v)), vec![3]);
+        assert_eq!(v.rejected_objects(), 1);
+    }
+
+    #[test]
+    fn uncovered_objects_from_before_the_first_trusted_manifest_are_not_counted() {
+        let mut v = verifier();
+        v.push_object(seal(&keys("s"), 4, b"old"), None, None, T0);
+        v.push_object(seal(&keys("s"), 9, b"new"), None, None, T0);
+        let obj = seal(&keys("s"), 5, b"five");
+        let m = chain(leader(), 1)
+            .sign_epoch(5, vec![entry(&obj)], T0)
+            .unwrap();
+        v.push_manifest(&m, T0);
+        drain(&mut v);
+        v.handle_timeout(T0.plus_ms(10_000));
+        let r = assert_only_rejected(&mut v, Reason::Uncovered);
+        assert_eq!(r.index, Some(ChunkIndex(9)));
+        assert_eq!(v.ignored(), 1);
+    }
+
+    #[test]
     fn uncovered_objects_time_out_and_are_counted() {
         let mut v = verifier();
-        v.push_object(seal(&keys("s"), 9, b"x"), None, T0);
+        v.push_object(seal(&keys("s"), 9, b"x"), None, None, T0);
         v.handle_timeout(T0.plus_ms(9_999));
         assert_eq!(drain(&mut v), vec![]);
         v.handle_timeout(T0.plus_ms(10_000));
@@ -723,11 +786,11 @@ mod tests {
         let mut policy = Policy::new(vec![leader().node_id()]);
         policy.max_pending_bytes = 1000;
         let mut v = Verifier::new(keys("s"), policy);
-        v.push_object(seal(&keys("s"), 1, &[0; 600]), None, T0);
-        v.push_object(seal(&keys("s"), 2, &[0; 600]), None, T0);
+        v.push_object(seal(&keys("s"), 1, &[0; 600]), None, None, T0);
+        v.push_object(seal(&keys("s"), 2, &[0; 600]), None, None, T0);
         let r = assert_only_rejected(&mut v, Reason::Uncovered);
         assert_eq!(r.index, Some(ChunkIndex(1)), "the oldest makes room");
-        v.push_object(seal(&keys("s"), 3, &[0; 2000]), None, T0);
+        v.push_object(seal(&keys("s"), 3, &[0; 2000]), None, None, T0);
         assert_eq!(v.rejected(Reason::Uncovered), 2);
     }
 
@@ -736,7 +799,7 @@ mod tests {
         let mut policy = Policy::new(vec![]);
         policy.require_manifest = false;
         let mut v = Verifier::new(keys("s"), policy);
-        v.push_object(seal(&keys("s"), 1, b"open"), None, T0);
+        v.push_object(seal(&keys("s"), 1, b"open"), None, None, T0);
         let events = drain(&mut v);
         assert!(matches!(
             &events[..],
@@ -744,7 +807,7 @@ mod tests {
         ));
         let mut flipped = seal(&keys("s"), 2, b"open");
         flipped[40] ^= 1;
-        v.push_object(flipped.clone(), None, T0);
+        v.push_object(flipped.clone(), None, None, T0);
         assert_only_rejected(&mut v, Reason::Aead);
     }
 
@@ -761,21 +824,21 @@ mod tests {
         let id = Manifest::decode(&m).unwrap().id;
         let proof = Proof::build(id, &entries, 3).unwrap().encode();
         // Proof before the manifest: the object waits, then the proof path accepts it.
-        v.push_object(objs[3].clone(), Some(&proof), T0);
+        v.push_object(objs[3].clone(), Some(&proof), None, T0);
         assert_eq!(drain(&mut v), vec![]);
         v.push_manifest(&m, T0);
         let events = drain(&mut v);
         assert_eq!(chunk_indices(&events), vec![3]);
         // A proof for leaf 3 does not carry object 4.
-        v.push_object(objs[4].clone(), Some(&proof), T0);
+        v.push_object(objs[4].clone(), Some(&proof), None, T0);
         assert_only_rejected(&mut v, Reason::ProofMismatch);
         // A proof with a forged sibling does not reach the root.
         let mut forged = Proof::build(id, &entries, 2).unwrap();
         forged.siblings[0][0] ^= 1;
-        v.push_object(objs[2].clone(), Some(&forged.encode()), T0);
+        v.push_object(objs[2].clone(), Some(&forged.encode()), None, T0);
         assert_eq!(v.rejected(Reason::ProofMismatch), 1 + 1);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
-        v.push_object(objs[1].clone(), Some(&proof[..20]), T0);
+        v.push_object(objs[1].clone(), Some(&proof[..20]), None, T0);
         assert_only_rejected(&mut v, Reason::MalformedProof);
     }
 
@@ -790,7 +853,7 @@ mod tests {
             T0,
         );
         drain(&mut v);
-        v.push_object(seal(&keys("s"), 0, b"fake"), None, T0);
+        v.push_object(seal(&keys("s"), 0, b"fake"), None, None, T0);
         let r = assert_only_rejected(&mut v, Reason::IdMismatch);
         assert_eq!(r.index, Some(ChunkIndex(0)));
         // Replayed under another index: header changed, so the id matches nothing there either.
@@ -801,7 +864,7 @@ mod tests {
         drain(&mut v);
         let mut replayed = good.clone();
         replayed[9] = 1;
-        v.push_object(replayed.clone(), None, T0);
+        v.push_object(replayed.clone(), None, None, T0);
         assert_eq!(v.rejected(Reason::IdMismatch), 2);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
     }
@@ -818,14 +881,14 @@ mod tests {
             T0,
         );
         drain(&mut v);
-        v.push_object(alien.clone(), None, T0);
+        v.push_object(alien.clone(), None, None, T0);
         assert_only_rejected(&mut v, Reason::Aead);
     }
 
     #[test]
     fn malformed_objects_are_rejected() {
         let mut v = verifier();
-        v.push_object(seal(&keys("s"), 0, b"x")[..30].to_vec(), None, T0);
+        v.push_object(seal(&keys("s"), 0, b"x")[..30].to_vec(), None, None, T0);
         assert_only_rejected(&mut v, Reason::MalformedObject);
     }
 
@@ -863,7 +926,7 @@ mod tests {
         assert_only_rejected(&mut v, Reason::OtherStream);
 
         // None of the rejected manifests lets the object through.
-        v.push_object(obj.clone(), None, T0);
+        v.push_object(obj.clone(), None, None, T0);
         v.handle_timeout(T0.plus_ms(60_000));
         assert_eq!(v.rejected(Reason::Uncovered), 1);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
@@ -891,7 +954,7 @@ mod tests {
             (r.index, r.signer),
             (Some(ChunkIndex(4)), Some(leader().node_id()))
         );
-        v.push_object(b.clone(), None, T0);
+        v.push_object(b.clone(), None, None, T0);
         assert_only_rejected(&mut v, Reason::IdMismatch);
         // The same entry re-signed (e.g. a new creation time) is not equivocation.
         let again = chain(leader(), 2)
@@ -935,7 +998,7 @@ mod tests {
             "no breaks, no gaps, no duplicate: {events:?}"
         );
         for o in objs.iter().rev() {
-            v.push_object(o.clone(), None, T0);
+            v.push_object(o.clone(), None, None, T0);
         }
         assert_eq!(chunk_indices(&drain(&mut v)), vec![3, 2, 1, 0]);
     }
@@ -979,8 +1042,8 @@ mod tests {
             v.push_manifest(&c.sign_epoch(i as u64, vec![entry(o)], T0).unwrap(), T0);
         }
         drain(&mut v);
-        v.push_object(objs[0].clone(), None, T0);
-        v.push_object(objs[2].clone(), None, T0);
+        v.push_object(objs[0].clone(), None, None, T0);
+        v.push_object(objs[2].clone(), None, None, T0);
         assert_eq!(chunk_indices(&drain(&mut v)), vec![2]);
         assert_eq!(v.ignored(), 1);
         assert_eq!(Reason::ALL.map(|r| v.rejected(r)), [0; 11]);

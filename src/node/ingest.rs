@@ -16,6 +16,7 @@ use crate::capture::{self, wall_clock, CaptureEnd, CaptureError, CaptureOptions,
 use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
 use crate::cli::stop::StopFlag;
 use crate::ts::clock::UnixMillis;
+use super::timing::{self, Stage};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -184,6 +185,7 @@ fn chunk_stage(
             chunker.finish(wall_clock());
         }
         while let Some(chunk) = chunker.poll_chunk() {
+            timing::mark(Stage::Cut, chunk.index);
             if out.send((chunk, wall_clock())).is_err() {
                 open = false;
                 break;

@@ -7,4 +7,5 @@ pub mod publish;
 pub mod record;
 pub mod serve;
 pub mod subscribe;
+pub mod timing;
 pub mod tuner;

@@ -9,21 +9,23 @@
 //!
 //! The seal thread encrypts each chunk (and on a leader signs one manifest per epoch); a
 //! manifests-only leader seals too, to learn the object ids its manifests vouch for, but hands
-//! out no objects. The publish loop serves sessions and puts each new group into its track's
-//! cache and on every subscription. Capture never waits for the network: the ring overwrites, and
+//! out no objects. The publish loop serves sessions on every [`Outlet`] (a listening endpoint,
+//! a relay session, or both) and puts each new group into its track's cache and on every
+//! subscription. Capture never waits for the network: the ring overwrites, and
 //! a slow subscriber's session drops its oldest queued groups (counted). Nothing here speaks the
 //! protocol or knows a format: it only wires the stages.
 
 use super::ingest::{Ingest, IngestError, IngestReport};
 use super::serve::{ServeError, TrackServer};
 use crate::capture::{CaptureOptions, Source};
-use crate::chunk::ChunkerConfig;
+use crate::chunk::{ChunkIndex, ChunkerConfig};
 use crate::cli::stop::StopFlag;
 use crate::crypto::{NodeKey, StreamKeys};
 use crate::manifest::{SealError, Sealer, UnixTime};
 use crate::moq::track::{BroadcastTrack, TrackKind};
 use crate::moq::{FullTrackName, GroupId};
-use crate::net::{Endpoint, NetEvent};
+use crate::net::{ConnId, Endpoint, NetEvent};
+use crate::node::timing::{self, Stage};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +73,12 @@ impl PublishConfig {
             .filter_map(|k| BroadcastTrack::new(&locator, k).ok())
             .map(|t| t.full_name())
             .collect()
+    }
+
+    /// A server of these tracks with their caches. The caches of several outlets hold the same
+    /// payloads (shared `Arc`s), not copies.
+    fn server(&self) -> TrackServer {
+        TrackServer::new(&self.tracks(), self.cache_bytes)
     }
 }
 
@@ -120,10 +128,87 @@ struct Sealed {
     payload: Arc<[u8]>,
 }
 
-/// Publishes from `ep` (already listening or dialed) until the input ends and `linger` passes, or
-/// `stop` is set.
+/// One endpoint the pipeline serves from: listening for subscribers, or a session with a relay
+/// that already accepted our namespaces.
+pub struct Outlet {
+    ep: Endpoint,
+    relay: Option<ConnId>,
+    deferred: Vec<NetEvent>,
+    server: TrackServer,
+}
+
+impl Outlet {
+    /// A listening endpoint serving the tracks of `config`.
+    pub fn listening(ep: Endpoint, config: &PublishConfig) -> Outlet {
+        Outlet {
+            ep,
+            relay: None,
+            deferred: Vec::new(),
+            server: config.server(),
+        }
+    }
+
+    /// A relay session on `conn` serving the tracks of `config`, with the events that arrived
+    /// while it was announced to ([`super::serve::announce`]).
+    pub fn relay(
+        ep: Endpoint,
+        conn: ConnId,
+        deferred: Vec<NetEvent>,
+        config: &PublishConfig,
+    ) -> Outlet {
+        Outlet {
+            ep,
+            relay: Some(conn),
+            deferred,
+            server: config.server(),
+        }
+    }
+
+    /// Closes the endpoint (GOAWAY, CONNECTION_CLOSE) and joins its thread.
+    pub fn shutdown(self) {
+        self.ep.shutdown();
+    }
+
+    /// Handles one network event; the relay leaving is an error.
+    fn on_net_event(&mut self, ev: NetEvent) -> Result<(), ServeError> {
+        let server = &mut self.server;
+        match ev {
+            NetEvent::Connected { conn, peer, .. } => {
+                log::info!("session {conn:?} with {peer}");
+                server.connected(conn);
+            }
+            NetEvent::Disconnected { conn, why } if Some(conn) == self.relay => {
+                return Err(ServeError::RelayLeft(why));
+            }
+            NetEvent::Disconnected { conn, why } => {
+                log::info!("session {conn:?} ended: {why}");
+                server.disconnected(conn);
+            }
+            NetEvent::Session { conn, event } => server.on_event(&mut self.ep, conn, event)?,
+        }
+        Ok(())
+    }
+
+    /// Handles the network events that are ready, waiting at most `wait` for the first.
+    fn poll(&mut self, wait: Duration) -> Result<(), ServeError> {
+        for ev in std::mem::take(&mut self.deferred) {
+            self.on_net_event(ev)?;
+        }
+        match self.ep.next_event(wait).map_err(ServeError::Net)? {
+            Some(ev) => self.on_net_event(ev),
+            None => Ok(()),
+        }
+    }
+
+    fn server(&mut self) -> (&mut TrackServer, &mut Endpoint) {
+        (&mut self.server, &mut self.ep)
+    }
+}
+
+/// Publishes from `outlets` until the input ends and `linger` passes, or `stop` is set. A
+/// relay outlet's session ending is an error; subscribers come and go.
 pub fn publish(
-    ep: &mut Endpoint,
+    outlets: &mut [Outlet],
     config: PublishConfig,
     stop: &StopFlag,
 ) -> Result<PublishSummary, PublishError> {
@@ -136,7 +221,6 @@ pub fn publish(
     };
     let (chunks_track, manifests_track) =
         (name_of(TrackKind::Chunks), name_of(TrackKind::Manifests));
-    let mut server = TrackServer::new(&tracks, config.cache_bytes);
     let linger = config.linger;
     let (tx, rx) = bounded(SEALED_QUEUE);
     let seal = {
@@ -147,54 +231,56 @@ pub fn publish(
             .map_err(PublishError::Start)?
     };
     let mut summary = PublishSummary::default();
-    let served = serve_loop(
-        ep,
-        &mut server,
-        &rx,
-        stop,
-        linger,
-        &mut |server, ep, sealed| {
-            let track = match sealed.kind {
-                TrackKind::Chunks => {
-                    summary.chunks += 1;
-                    &chunks_track
-                }
-                TrackKind::Manifests => {
-                    summary.manifests += 1;
-                    &manifests_track
-                }
-            };
-            match track {
-                Some(track) => server.publish(ep, track, sealed.group, sealed.payload),
-                None => Ok(()),
-            }
-        },
-    );
+    let served = serve_loop(outlets, &rx, stop, linger, &mut |outlet, sealed| {
+        let track = match sealed.kind {
+            TrackKind::Chunks => &chunks_track,
+            TrackKind::Manifests => &manifests_track,
+        };
+        let (server, ep) = outlet.server();
+        match track {
+            Some(track) => server.publish(ep, track, sealed.group, sealed.payload.clone()),
+            None => Ok(()),
+        }
+    });
     stop.set();
     drop(rx);
     let sealed = seal.join().unwrap_or(Ok(None));
-    summary.evicted = server.evicted_groups();
-    summary.dropped = server.dropped_groups();
-    served.map_err(PublishError::Serve)?;
+    for outlet in outlets.iter() {
+        summary.evicted = summary.evicted.max(outlet.server.evicted_groups());
+        summary.dropped += outlet.server.dropped_groups();
+    }
+    let (chunks, manifests) = served.map_err(PublishError::Serve)?;
+    summary.chunks = chunks;
+    summary.manifests = manifests;
     summary.ingest = sealed?;
     Ok(summary)
 }
 
-/// The publish loop: network events and sealed groups, until the input ends and `linger` passes.
+/// The publish loop: network events and sealed groups, until the input ends and `linger`
+/// passes. Returns the chunk and manifest groups published.
 fn serve_loop(
-    ep: &mut Endpoint,
-    server: &mut TrackServer,
+    outlets: &mut [Outlet],
     rx: &Receiver<Sealed>,
     stop: &StopFlag,
     linger: Duration,
-    on_sealed: &mut dyn FnMut(&mut TrackServer, &mut Endpoint, Sealed) -> Result<(), ServeError>,
-) -> Result<(), ServeError> {
+    on_sealed: &mut dyn FnMut(&mut Outlet, &Sealed) -> Result<(), ServeError>,
+) -> Result<(u64, u64), ServeError> {
+    let mut published = (0, 0);
     let mut ended: Option<Instant> = None;
+    let wait = POLL / outlets.len().max(1) as u32;
     while !stop.is_set() {
         if ended.is_none() {
             match rx.try_recv() {
                 Ok(sealed) => {
-                    on_sealed(server, ep, sealed)?;
+                    for outlet in outlets.iter_mut() {
+                        on_sealed(outlet, &sealed)?;
+                    }
+                    if sealed.kind == TrackKind::Chunks {
+                        timing::mark(Stage::Sent, ChunkIndex(sealed.group.0));
+                        published.0 += 1;
+                    } else {
+                        published.1 += 1;
+                    }
                     continue;
                 }
                 Err(TryRecvError::Empty) => {}
@@ -203,7 +289,10 @@ fn serve_loop(
                         "input ended; serving the cache for {} s",
                         linger.as_secs_f32()
                     );
-                    server.end(ep)?;
+                    for outlet in outlets.iter_mut() {
+                        let (server, ep) = outlet.server();
+                        server.end(ep)?;
+                    }
                     ended = Some(Instant::now());
                 }
             }
@@ -211,20 +300,11 @@ fn serve_loop(
         if ended.is_some_and(|t| t.elapsed() >= linger) {
             break;
         }
-        match ep.next_event(POLL).map_err(ServeError::Net)? {
-            Some(NetEvent::Connected { conn, peer, .. }) => {
-                log::info!("session {conn:?} with {peer}");
-                server.connected(conn);
-            }
-            Some(NetEvent::Disconnected { conn, why }) => {
-                log::info!("session {conn:?} ended: {why}");
-                server.disconnected(conn);
-            }
-            Some(NetEvent::Session { conn, event }) => server.on_event(ep, conn, event)?,
-            None => {}
+        for outlet in outlets.iter_mut() {
+            outlet.poll(wait)?;
         }
     }
-    Ok(())
+    Ok(published)
 }
 
 /// The seal thread: starts ingest after the startup delay, seals every chunk and sends the
@@ -267,6 +347,7 @@ fn seal_stage(
                 break;
             }
         };
+        timing::mark(Stage::Sealed, chunk.index);
         let index = chunk.index.0;
         ingest.recycle(chunk.bytes);
         let open = (!config.publish_chunks || send(TrackKind::Chunks, index, object))

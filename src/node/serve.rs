@@ -4,25 +4,36 @@
 //! A new group goes into its track's cache and to every session (each session sends it only on
 //! the subscriptions that want it). A SUBSCRIBE gets the cached groups from its filter's start at
 //! once (a late joiner gets the current group), a FETCH any cached range, a TRACK_STATUS the
-//! largest location; requests for other tracks are refused. This module never decides what to
-//! publish or when: the pipeline calls [`TrackServer::publish`] and [`TrackServer::end`].
+//! largest location; requests for other tracks are refused. [`announce`] makes a relay session
+//! ready to serve (PUBLISH_NAMESPACE). This module never decides what to publish or when: the
+//! pipeline calls [`TrackServer::publish`] and [`TrackServer::end`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::cli::stop::StopFlag;
 use crate::moq::cache::TrackCache;
 use crate::moq::error::request_error;
 use crate::moq::session::{Event, Session};
-use crate::moq::{FullTrackName, GroupId, MoqError, RequestId};
-use crate::net::{ConnId, Endpoint, NetError};
+use crate::moq::{FullTrackName, GroupId, MoqError, RequestId, TrackNamespace};
+use crate::net::{ConnId, Endpoint, NetError, NetEvent};
 
-/// Why serving failed: the endpoint itself failed (a session's own failure is only logged).
+/// How long [`announce`] waits for one network event before checking `stop`.
+const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
+
+/// Why serving failed: the endpoint itself failed, or the relay we publish into refused us or
+/// left (a subscriber session's own failure is only logged).
 #[derive(Debug)]
 pub enum ServeError {
     /// The endpoint failed.
     Net(NetError),
     /// A group id went backwards or out of range (a pipeline bug).
     Group(MoqError),
+    /// The relay refused a PUBLISH_NAMESPACE.
+    Refused(String),
+    /// The relay connection ended.
+    RelayLeft(NetError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -30,8 +41,65 @@ impl std::fmt::Display for ServeError {
         match self {
             ServeError::Net(e) => e.fmt(f),
             ServeError::Group(e) => write!(f, "cannot publish group: {e}"),
+            ServeError::Refused(why) => write!(f, "the relay refused PUBLISH_NAMESPACE: {why}"),
+            ServeError::RelayLeft(e) => write!(f, "the relay connection ended: {e}"),
         }
     }
+}
+
+/// Announces `namespaces` on the relay session `conn` (one PUBLISH_NAMESPACE each, once SETUP
+/// completed) and waits until the relay accepted them all, or `stop`. Returns the events that
+/// arrived meanwhile and are not about the announcement, for the serving loop to handle.
+pub fn announce(
+    ep: &mut Endpoint,
+    conn: ConnId,
+    namespaces: &[TrackNamespace],
+    stop: &StopFlag,
+) -> Result<Vec<NetEvent>, ServeError> {
+    let mut waiting: Vec<RequestId> = Vec::new();
+    let mut sent = false;
+    let mut deferred = Vec::new();
+    while !stop.is_set() && !(sent && waiting.is_empty()) {
+        let Some(ev) = ep.next_event(ANNOUNCE_POLL).map_err(ServeError::Net)? else {
+            continue;
+        };
+        match ev {
+            NetEvent::Disconnected { conn: c, why } if c == conn => {
+                return Err(ServeError::RelayLeft(why))
+            }
+            NetEvent::Session {
+                event: Event::SetupComplete { .. },
+                conn: c,
+            } if c == conn => {
+                for ns in namespaces {
+                    let ns = ns.clone();
+                    let request = ep
+                        .call(conn, move |s| s.publish_namespace(ns))
+                        .map_err(ServeError::Net)?
+                        .map_err(|e| ServeError::Refused(e.to_string()))?;
+                    waiting.push(request);
+                }
+                sent = true;
+            }
+            NetEvent::Session {
+                event: Event::NamespaceAccepted { request },
+                ..
+            } if waiting.contains(&request) => waiting.retain(|r| *r != request),
+            NetEvent::Session {
+                event:
+                    Event::RequestFailed {
+                        request,
+                        code,
+                        reason,
+                    },
+                ..
+            } if waiting.contains(&request) => {
+                return Err(ServeError::Refused(format!("code {code:#x} {reason}")))
+            }
+            other => deferred.push(other),
+        }
+    }
+    Ok(deferred)
 }
 
 /// The tracks an endpoint serves and the sessions it serves them to.

@@ -1,0 +1,113 @@
+//! Segment order for a late joiner: HLS segments must be written in index order, but a joining
+//! FETCH (the chunks before the join) and the live subscription arrive side by side.
+//!
+//! [`Reorder`] holds verified chunks while the backfill is outstanding and hands them out in
+//! ascending index order once it is over (or the caller gives up waiting); after that it passes
+//! chunks straight through and drops any that arrive behind the last one handed out (counted
+//! as late). It holds at most `cap` chunks: past that the oldest go out early. It never reads a
+//! clock or touches a file.
+
+use crate::chunk::ChunkIndex;
+use std::collections::BTreeMap;
+
+/// Puts chunks in index order; see the module documentation.
+pub struct Reorder<T> {
+    holding: bool,
+    held: BTreeMap<ChunkIndex, T>,
+    last: Option<ChunkIndex>,
+    late: u64,
+    cap: usize,
+}
+
+impl<T> Reorder<T> {
+    /// A reorder stage that holds chunks (at most `cap`) until [`Reorder::release`] when
+    /// `hold`, and passes them through in order otherwise.
+    pub fn new(hold: bool, cap: usize) -> Reorder<T> {
+        Reorder {
+            holding: hold,
+            held: BTreeMap::new(),
+            last: None,
+            late: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether chunks are being held for the backfill.
+    pub fn is_holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Takes chunk `index`; returns what may be written now, ascending.
+    pub fn push(&mut self, index: ChunkIndex, item: T) -> Vec<(ChunkIndex, T)> {
+        if self.last.is_some_and(|last| index <= last) {
+            self.late += 1;
+            return Vec::new();
+        }
+        self.held.insert(index, item);
+        if !self.holding {
+            return self.take(self.held.len());
+        }
+        let over = self.held.len().saturating_sub(self.cap);
+        self.take(over)
+    }
+
+    /// Ends holding: everything held goes out, ascending.
+    pub fn release(&mut self) -> Vec<(ChunkIndex, T)> {
+        self.holding = false;
+        self.take(self.held.len())
+    }
+
+    /// Chunks dropped because a later one had already been handed out.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    fn take(&mut self, count: usize) -> Vec<(ChunkIndex, T)> {
+        let out: Vec<(ChunkIndex, T)> = (0..count).filter_map(|_| self.held.pop_first()).collect();
+        if let Some((index, _)) = out.last() {
+            self.last = Some(*index);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indices(out: Vec<(ChunkIndex, ())>) -> Vec<u64> {
+        out.into_iter().map(|(i, ())| i.0).collect()
+    }
+
+    #[test]
+    fn holds_until_released_then_hands_out_ascending() {
+        let mut r = Reorder::new(true, 8);
+        assert!(indices(r.push(ChunkIndex(10), ())).is_empty());
+        assert!(indices(r.push(ChunkIndex(8), ())).is_empty());
+        assert!(indices(r.push(ChunkIndex(9), ())).is_empty());
+        assert_eq!(indices(r.release()), vec![8, 9, 10]);
+        assert_eq!(indices(r.push(ChunkIndex(11), ())), vec![11]);
+        assert!(!r.is_holding());
+    }
+
+    #[test]
+    fn chunks_behind_the_last_written_are_late() {
+        let mut r = Reorder::new(false, 8);
+        assert_eq!(indices(r.push(ChunkIndex(5), ())), vec![5]);
+        assert!(indices(r.push(ChunkIndex(4), ())).is_empty());
+        assert!(indices(r.push(ChunkIndex(5), ())).is_empty());
+        assert_eq!(indices(r.push(ChunkIndex(7), ())), vec![7]);
+        assert_eq!(r.late(), 2);
+    }
+
+    #[test]
+    fn holding_is_bounded_and_the_oldest_go_out_first() {
+        let mut r = Reorder::new(true, 2);
+        assert!(indices(r.push(ChunkIndex(3), ())).is_empty());
+        assert!(indices(r.push(ChunkIndex(1), ())).is_empty());
+        assert_eq!(indices(r.push(ChunkIndex(2), ())), vec![1]);
+        assert_eq!(indices(r.release()), vec![2, 3]);
+        assert!(indices(r.push(ChunkIndex(0), ())).is_empty());
+        assert_eq!(r.late(), 1);
+    }
+}
