@@ -6,10 +6,13 @@
 #[path = "common/moq.rs"]
 mod moq;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use moq::{cat, make_groups, object_lines, run_bounded, serve_listen, temp_dir, Proc, STEP};
+use moq::{
+    cat, make_groups, object_lines, openssl_cert, relay, run_bounded, serve_listen, temp_dir, tool,
+    Proc, STEP,
+};
 
 const NS: &str = "ec/test/objects";
 const GROUPS: usize = 8;
@@ -23,23 +26,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn cache() -> PathBuf {
-    match std::env::var_os("EC_NODE_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ec-node"),
-    }
-}
-
-fn tool(rel: &str) -> Command {
-    let path = cache().join(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: run `bash .ci/setup` (it builds the interop peers)",
-        path.display()
-    );
-    Command::new(path)
-}
-
 /// The harness. Against the relay it does not verify the certificate: rustls (webpki) refuses
 /// the CA:TRUE self-signed certificate `openssl req -x509` makes as an end entity, and checking
 /// the relay is ec-node's side of these tests (`--relay-ca`), not the harness's.
@@ -49,67 +35,6 @@ fn peer() -> Command {
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A self-signed CA:TRUE certificate for 127.0.0.1, as `openssl req -x509` makes it.
-fn openssl_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = run_bounded(
-        "openssl",
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .args(["-subj", "/CN=localhost", "-addext"])
-            .args(["subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        STEP,
-    );
-    assert!(out.status.success(), "openssl: {}", stderr(&out));
-    (cert, key)
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Starts the relay on a free loopback port; returns it, its moqt:// URL and its certificate.
-fn relay(dir: &Path) -> (Proc, String, PathBuf) {
-    let (cert, key) = openssl_cert(dir);
-    let p = Proc::spawn_stderr(
-        "moq-relay-ietf",
-        tool("relay/bin/moq-relay-ietf")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .args(["--bind", "127.0.0.1:0", "--tls-cert"])
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .arg("--coordinator-file")
-            .arg(dir.join("coordinator.json")),
-    );
-    let line = strip_ansi(&p.wait_line(|l| strip_ansi(l).contains("listening on ")));
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    (p, format!("moqt://{addr}"), cert)
 }
 
 fn peer_lines(out: &std::process::Output) -> Vec<String> {

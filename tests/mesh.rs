@@ -1,9 +1,14 @@
 //! The mission end to end: `moq-publish` and `moq-subscribe` as real processes on loopback,
-//! capturing `ec-node tuner-sim`; the split-source mesh (ECP-0032), "no manifests, no data", and
-//! a publisher that dies. Every wait is bounded; no assertion is about timing.
+//! capturing `ec-node tuner-sim`; the split-source mesh (ECP-0032), "no manifests, no data", a
+//! tampering node in the middle, late join, a third-party relay, and a publisher that dies. Every
+//! wait is bounded; no assertion is about timing.
 
 #[path = "common/hls.rs"]
 mod hls;
+#[path = "common/media.rs"]
+mod media;
+#[path = "common/moq.rs"]
+mod moq;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/sim.rs"]
@@ -18,51 +23,51 @@ use std::time::{Duration, Instant};
 
 const STREAM: &str = "ec/stream/v1/test/mesh";
 
-/// A running `moq-publish`; killed on drop.
+/// A running `moq-publish` or `moq-forward`; killed on drop.
 struct Publisher {
     child: Child,
-    /// `NODE_ID@IP:PORT` from its ready line.
+    /// `NODE_ID@IP:PORT` from its ready line (empty when it only publishes into a relay).
     endpoint: String,
-    /// The stream locator its tracks are named by.
-    locator: String,
 }
 
 impl Publisher {
-    /// Publishes channel 5.1 of `sim`.
+    /// Publishes channel 5.1 of `sim`, listening on loopback.
     fn start(sim: &Sim, key: &Path, extra: &[&str]) -> Publisher {
         Publisher::from_input(&format!("hdhr://{}/5.1", sim.addr), key, extra)
     }
 
     fn from_input(input: &str, key: &Path, extra: &[&str]) -> Publisher {
+        let mut args = vec!["moq-publish", "--input", input, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Publisher::spawn(&args, key)
+    }
+
+    /// Forwards the chunks `upstream` serves, listening on loopback.
+    fn forward(upstream: &Publisher, key: &Path, extra: &[&str]) -> Publisher {
         let mut args = vec![
-            "moq-publish",
-            "--input",
-            input,
+            "moq-forward",
+            "--remote",
+            &upstream.endpoint,
             "--listen",
             "127.0.0.1:0",
-            "--key",
-            key.to_str().unwrap(),
-            "--stream-id",
-            STREAM,
         ];
         args.extend_from_slice(extra);
-        let mut child = ec_node(&args).spawn().expect("start moq-publish");
+        Publisher::spawn(&args, key)
+    }
+
+    /// Runs `ec-node ARGS --key KEY --stream-id STREAM` and reads its ready line.
+    fn spawn(args: &[&str], key: &Path) -> Publisher {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--key", key.to_str().unwrap(), "--stream-id", STREAM]);
+        let mut child = ec_node(&all).spawn().expect("start the node");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("ready line");
         let ready: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"));
-        let endpoint = ready["endpoint"].as_str().expect("endpoint").to_string();
-        let locator = ready["tracks"][0]["namespace"][1]
-            .as_str()
-            .expect("locator")
-            .to_string();
-        Publisher {
-            child,
-            endpoint,
-            locator,
-        }
+        let endpoint = ready["endpoint"].as_str().unwrap_or_default().to_string();
+        Publisher { child, endpoint }
     }
 }
 
@@ -82,18 +87,36 @@ fn key(name: &str) -> (PathBuf, String) {
     (path, process::stdout(&out).trim().to_string())
 }
 
-/// Runs `moq-subscribe ARGS --out DIR`, killed if it runs past `limit`.
+/// Runs `moq-subscribe ARGS --out DIR` for the test stream, killed if it runs past `limit`.
 fn subscribe(dir: &Path, args: &[&str], limit: Duration) -> Output {
+    subscribe_to(STREAM, dir, args, limit)
+}
+
+/// Runs `moq-subscribe --stream-id STREAM ARGS --out DIR`, killed if it runs past `limit`.
+fn subscribe_to(stream: &str, dir: &Path, args: &[&str], limit: Duration) -> Output {
+    let child = start_subscriber(stream, dir, args);
+    wait_limited(child, limit)
+}
+
+fn start_subscriber(stream: &str, dir: &Path, args: &[&str]) -> Child {
     let mut all = vec![
         "moq-subscribe",
         "--stream-id",
-        STREAM,
+        stream,
         "--out",
         dir.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
-    let child = ec_node(&all).spawn().expect("start moq-subscribe");
-    wait_limited(child, limit)
+    ec_node(&all).spawn().expect("start moq-subscribe")
+}
+
+/// The subscriber's summary line (stderr), from its run's output.
+fn summary(out: &Output) -> String {
+    let err = process::stderr(out);
+    err.lines()
+        .find(|l| l.starts_with("moq-subscribe: "))
+        .unwrap_or_else(|| panic!("no summary line: {err}"))
+        .to_string()
 }
 
 fn wait_limited(mut child: Child, limit: Duration) -> Output {
@@ -279,6 +302,30 @@ fn no_manifests_no_data() {
     let out = subscribe(&dir, &args, limit);
     assert_refused(&dir, &out, 4, "refused");
 
+    // The wrong stream id: another locator, which no one serves.
+    let dir = process::out_dir("mesh", "wrong-stream");
+    let mut args = vec!["--remote", &b.endpoint, "--remote-manifests", &a.endpoint];
+    args.extend_from_slice(&strict);
+    let out = subscribe_to("ec/stream/v1/test/other", &dir, &args, limit);
+    assert_refused(&dir, &out, 4, "refused");
+
+    // B serves another broadcast under the same stream id: its objects match none of A's
+    // manifests, so nothing verifies.
+    let clip = media::media_path("other-broadcast.ts", &media::atsc_mpeg2_ac3(12));
+    let other_sim = Sim::start(&[
+        "--tuners",
+        "1",
+        "--channel",
+        &format!("5.1={}", clip.display()),
+    ]);
+    let (key_c, _) = key("nodata-c");
+    let c = Publisher::start(&other_sim, &key_c, &[]);
+    let dir = process::out_dir("mesh", "other-broadcast");
+    let mut args = vec!["--remote", &c.endpoint, "--remote-manifests", &a.endpoint];
+    args.extend_from_slice(&strict);
+    let out = subscribe(&dir, &args, Duration::from_secs(60));
+    assert_refused(&dir, &out, 4, "no object verified");
+
     // A pinned node id the peer does not hold.
     let addr = b.endpoint.split_once('@').unwrap().1;
     let wrong = format!("{stranger}@{addr}");
@@ -295,22 +342,11 @@ fn a_publisher_killed_mid_stream_ends_the_subscriber_with_exit_5() {
     let (key, _) = key("killed");
     let mut publisher = Publisher::start(&sim, &key, &["--publish-manifests"]);
     let dir = process::out_dir("mesh", "killed");
-    let mut child = ec_node(&[
-        "moq-subscribe",
-        "--stream-id",
+    let mut child = start_subscriber(
         STREAM,
-        "--out",
-        dir.to_str().unwrap(),
-        "--remote",
-        &publisher.endpoint,
-        "--require-manifest",
-        // The idle clock runs from the start: leave a live publisher's start-up (anchor, first
-        // random-access point, first chunk) room on a loaded machine.
-        "--idle-timeout",
-        "10",
-    ])
-    .spawn()
-    .expect("start moq-subscribe");
+        &dir,
+        &["--remote", &publisher.endpoint, "--require-manifest"],
+    );
     let start = Instant::now();
     while segments(&dir).len() < 2 {
         assert!(start.elapsed() < Duration::from_secs(60), "no segments");
@@ -332,12 +368,12 @@ fn a_publisher_killed_mid_stream_ends_the_subscriber_with_exit_5() {
 }
 
 #[test]
-fn a_late_subscriber_gets_the_current_chunk_and_can_fetch_earlier_ones() {
+fn a_late_subscriber_gets_the_current_chunk_at_once_and_fetches_earlier_ones() {
     let sim = Sim::start(&["--tuners", "1"]);
     let (key, _) = key("late");
     let publisher = Publisher::start(&sim, &key, &["--publish-manifests"]);
     // Join well after the start, without --startup-delay-ms.
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(20));
     let dir = process::out_dir("mesh", "late");
     let out = subscribe(
         &dir,
@@ -345,40 +381,128 @@ fn a_late_subscriber_gets_the_current_chunk_and_can_fetch_earlier_ones() {
             "--remote",
             &publisher.endpoint,
             "--require-manifest",
+            "--backfill",
+            "3",
             "--stop-after",
-            "1",
+            "5",
         ],
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{}", process::stderr(&out));
-    let first = segments(&dir)[0].clone();
-    let index: u64 = first["segment_".len()..first.len() - 3].parse().unwrap();
-    // Earlier groups come from the publisher's cache by FETCH.
-    let locator = publisher.locator.clone();
-    let fetched = process::out_dir("mesh", "late-fetch");
-    let range = format!("{}..{}", index - 2, index - 1);
-    let out = process::run(&[
-        "moq-cat",
-        "--remote",
-        &publisher.endpoint,
-        "--namespace",
-        &format!("ec/{locator}/objects"),
-        "--track",
-        "chunks",
-        "--fetch",
-        &range,
-        "--out",
-        fetched.to_str().unwrap(),
-        "--timeout-s",
-        "10",
-    ]);
-    assert!(out.status.success(), "{}", process::stderr(&out));
-    assert_eq!(
-        process::stdout(&out).lines().count(),
-        2,
-        "{}",
-        process::stdout(&out)
+    // The current chunk and the three before it came by joining FETCH, the fifth live.
+    let line = summary(&out);
+    assert!(
+        line.contains("5 chunks accepted (4 fetched from before the join"),
+        "{line}"
     );
+    let indices: Vec<u64> = segments(&dir)
+        .iter()
+        .map(|n| n["segment_".len()..n.len() - 3].parse().unwrap())
+        .collect();
+    assert_eq!(indices.len(), 5, "{indices:?}");
+    assert!(
+        indices.windows(2).all(|w| w[1] == w[0] + 1),
+        "not consecutive: {indices:?}"
+    );
+    let playlist = hls::read_playlist(&dir);
+    assert!(playlist.ended);
+    hls::assert_decodes_clean(&dir);
+}
+
+#[test]
+fn a_tampering_node_between_subscriber_and_b_is_caught_object_by_object() {
+    let sim = Sim::start(&["--tuners", "2"]);
+    let (key_a, _) = key("tamper-a");
+    let (key_b, _) = key("tamper-b");
+    let (key_f, _) = key("tamper-f");
+    let a = Publisher::start(
+        &sim,
+        &key_a,
+        &["--publish-manifests", "--publish-chunks=false"],
+    );
+    let b = Publisher::start(&sim, &key_b, &[]);
+    let tamper = [
+        "--tamper",
+        "flip",
+        "--tamper",
+        "swap",
+        "--tamper",
+        "replay",
+        "--tamper",
+        "inject",
+        "--tamper-every",
+        "2",
+    ];
+    let f = Publisher::forward(&b, &key_f, &tamper);
+    let split = ["--remote", &f.endpoint, "--remote-manifests", &a.endpoint];
+    let dir = process::out_dir("mesh", "tampered");
+    let strict_dir = process::out_dir("mesh", "tampered-strict");
+    let mut strict_args = split.to_vec();
+    strict_args.extend_from_slice(&["--require-manifest", "--max-invalid-chunks", "1"]);
+    let strict = start_subscriber(STREAM, &strict_dir, &strict_args);
+    let mut args = split.to_vec();
+    args.extend_from_slice(&["--require-manifest", "--backfill", "0", "--stop-after", "5"]);
+    let out = subscribe(&dir, &args, Duration::from_secs(120));
+
+    // Every tampered object was rejected with its reason; the untouched ones played.
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let line = summary(&out);
+    for reason in ["object id mismatch", "object delivered at another index"] {
+        assert!(line.contains(reason), "{reason} missing: {line}");
+    }
+    let playlist = hls::read_playlist(&dir);
+    assert!(playlist.ended);
+    assert_eq!(playlist.segments.len(), 5);
+    hls::assert_decodes_clean(&dir);
+
+    // With --max-invalid-chunks 1 the second bad object ends the run.
+    let out = wait_limited(strict, Duration::from_secs(120));
+    let err = process::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("more than --max-invalid-chunks"), "{last}");
+    assert!(hls::read_playlist(&strict_dir).ended);
+}
+
+#[test]
+fn through_a_third_party_relay_with_trust_in_the_leader() {
+    let relay_dir = process::out_dir("mesh", "relay");
+    std::fs::create_dir_all(&relay_dir).unwrap();
+    let (_relay, url, cert) = moq::relay(&relay_dir);
+    let cert = cert.to_str().unwrap();
+    let sim = Sim::start(&["--tuners", "2"]);
+    let (key_a, id_a) = key("relay-a");
+    let (key_b, _) = key("relay-b");
+    let input = format!("hdhr://{}/5.1", sim.addr);
+    let into_relay = ["--input", &input, "--relay", &url, "--relay-ca", cert];
+    let mut args = vec!["moq-publish"];
+    args.extend_from_slice(&into_relay);
+    args.extend_from_slice(&["--publish-manifests", "--publish-chunks=false"]);
+    let _a = Publisher::spawn(&args, &key_a);
+    let mut args = vec!["moq-publish"];
+    args.extend_from_slice(&into_relay);
+    let _b = Publisher::spawn(&args, &key_b);
+    let dir = process::out_dir("mesh", "relay-subscriber");
+    let out = subscribe(
+        &dir,
+        &[
+            "--remote",
+            &url,
+            "--relay-ca",
+            cert,
+            "--trust",
+            &id_a,
+            "--require-manifest",
+            "--stop-after",
+            "3",
+        ],
+        Duration::from_secs(90),
+    );
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let playlist = hls::read_playlist(&dir);
+    assert!(playlist.ended);
+    assert_eq!(playlist.segments.len(), 3);
+    hls::assert_decodes_clean(&dir);
 }
 
 /// The split of test 2 on a real HDHomeRun: a short recording from the device, two publishers on

@@ -96,7 +96,7 @@ fn two_clients_of_one_channel_receive_the_same_bytes() {
     let mut second = sim.open("/auto/v5.1");
     let b = second.read_for(secs(1.5)).bytes;
     let a = first.join().unwrap();
-    assert!(a.len() % PACKET_SIZE == 0 && b.len() % PACKET_SIZE == 0);
+    assert!(a.len() % PACKET_SIZE == 0 && b.len().is_multiple_of(PACKET_SIZE));
     assert!(
         b.len() > 50 * PACKET_SIZE,
         "second client got {} bytes",

@@ -211,7 +211,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
     }
     drop(figures);
-    if delivered == 0 || delivered % ROUND_CHUNKS != 0 || sign_failures > 0 {
+    if delivered == 0 || !delivered.is_multiple_of(ROUND_CHUNKS) || sign_failures > 0 {
         return Err(Failure::other(
             "bench trust: the verifier rejected benchmark objects or signing failed",
         ));

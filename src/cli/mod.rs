@@ -13,6 +13,7 @@ mod hdhr_lineup;
 mod id;
 mod keygen;
 mod moq_cat;
+mod moq_forward;
 mod moq_publish;
 mod moq_serve;
 mod moq_subscribe;
@@ -40,6 +41,7 @@ enum Command {
     Id(id::Args),
     Keygen(keygen::Args),
     MoqCat(moq_cat::Args),
+    MoqForward(moq_forward::Args),
     MoqPublish(moq_publish::Args),
     MoqServe(moq_serve::Args),
     MoqSubscribe(moq_subscribe::Args),
@@ -120,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Id(args) => id::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::MoqCat(args) => moq_cat::run(args),
+        Command::MoqForward(args) => moq_forward::run(args),
         Command::MoqPublish(args) => moq_publish::run(args),
         Command::MoqServe(args) => moq_serve::run(args),
         Command::MoqSubscribe(args) => moq_subscribe::run(args),

@@ -110,7 +110,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::usage("give --listen, --relay or both"));
     }
     let relay = args.relay.as_deref().map(parse_target).transpose()?;
-    if relay.as_ref().is_some_and(|t| !matches!(t, Target::Relay(_))) {
+    if relay
+        .as_ref()
+        .is_some_and(|t| !matches!(t, Target::Relay(_)))
+    {
         return Err(Failure::usage("--relay takes a moqt:// URL"));
     }
     let node_id = key.node_id();
@@ -152,8 +155,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let (mut ep, conn) =
             Endpoint::dial(&target, check, Settings::default()).map_err(net_failure)?;
         let namespaces: Vec<_> = config.tracks().into_iter().map(|t| t.namespace).collect();
-        let deferred =
-            serve::announce(&mut ep, conn, &namespaces, &stop).map_err(serve_failure)?;
+        let deferred = serve::announce(&mut ep, conn, &namespaces, &stop).map_err(serve_failure)?;
         outlets.push(Outlet::relay(ep, conn, deferred, &config));
     }
     println!("{}", ready_line(endpoint, &config.tracks()));

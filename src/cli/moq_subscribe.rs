@@ -16,8 +16,8 @@ use crate::net::Target;
 use crate::node::subscribe::{
     subscribe, Latency, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary,
 };
-use std::io::IsTerminal;
 use argh::FromArgs;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ pub struct Args {
     /// the first object (default 10)
     #[argh(option, default = "10")]
     manifest_timeout: u64,
-    /// exit 5 when no object came for this many seconds (exit 4 if objects came but none
+    /// exit 5 when no object came for this many seconds (exit 4 when objects came but none
     /// verified) (default 10)
     #[argh(option, default = "10")]
     idle_timeout: u64,

@@ -61,7 +61,7 @@ impl NetworkSecret {
     /// Parses `--network-secret HEX`: 16 to 64 bytes as hex digits (either case).
     pub fn from_hex(text: &str) -> Result<NetworkSecret, StreamError> {
         let digits = text.as_bytes();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(StreamError::SecretNotHex);
         }
         let len = digits.len() / 2;

@@ -42,6 +42,15 @@ pub enum Target {
     Relay(RelayUrl),
 }
 
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Node(addr) => addr.fmt(f),
+            Target::Relay(url) => url.fmt(f),
+        }
+    }
+}
+
 impl Target {
     /// Parses `moqt://…` as a relay and anything else as a node address.
     pub fn parse(text: &str) -> Result<Target, NetError> {

@@ -11,12 +11,12 @@
 //! ring: the chunk thread reads its mapping in place. Buffers the consumer is done with go back to
 //! the chunker ([`Ingest::recycle`]), so steady state allocates nothing.
 
+use super::timing::{self, Stage};
 use crate::capture::ring::{self, Consumer, Next};
 use crate::capture::{self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, InPlace, Source};
 use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
 use crate::cli::stop::StopFlag;
 use crate::ts::clock::UnixMillis;
-use super::timing::{self, Stage};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;

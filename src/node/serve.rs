@@ -59,7 +59,8 @@ pub fn announce(
     let mut waiting: Vec<RequestId> = Vec::new();
     let mut sent = false;
     let mut deferred = Vec::new();
-    while !stop.is_set() && !(sent && waiting.is_empty()) {
+    let announced = |sent: bool, waiting: &[RequestId]| sent && waiting.is_empty();
+    while !stop.is_set() && !announced(sent, &waiting) {
         let Some(ev) = ep.next_event(ANNOUNCE_POLL).map_err(ServeError::Net)? else {
             continue;
         };

@@ -68,7 +68,7 @@ pub fn read_playlist(dir: &Path) -> MediaPlaylist {
         let bytes =
             std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("listed segment {name}: {e}"));
         assert!(
-            !bytes.is_empty() && bytes.len() % 188 == 0,
+            !bytes.is_empty() && bytes.len().is_multiple_of(188),
             "{name} is not whole packets"
         );
     }

@@ -231,3 +231,88 @@ pub fn cat(remote: &str, out: &Path, extra: &[&str]) -> Output {
         STEP,
     )
 }
+
+/// Where `.ci/setup` keeps the interop peers and the relay.
+pub fn cache() -> PathBuf {
+    match std::env::var_os("EC_NODE_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ec-node"),
+    }
+}
+
+/// A tool from the cache; fails with a hint when `.ci/setup` has not built it.
+pub fn tool(rel: &str) -> Command {
+    let path = cache().join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/setup` (it builds the interop peers)",
+        path.display()
+    );
+    Command::new(path)
+}
+
+/// A self-signed CA:TRUE certificate for 127.0.0.1, as `openssl req -x509` makes it.
+pub fn openssl_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = run_bounded(
+        "openssl",
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost", "-addext"])
+            .args(["subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        STEP,
+    );
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// The text of a log line without its colour codes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Starts the relay on a free loopback port; returns it, its moqt:// URL and its certificate.
+pub fn relay(dir: &Path) -> (Proc, String, PathBuf) {
+    let (cert, key) = openssl_cert(dir);
+    let p = Proc::spawn_stderr(
+        "moq-relay-ietf",
+        tool("relay/bin/moq-relay-ietf")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .args(["--bind", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--coordinator-file")
+            .arg(dir.join("coordinator.json")),
+    );
+    let line = strip_ansi(&p.wait_line(|l| strip_ansi(l).contains("listening on ")));
+    let addr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    (p, format!("moqt://{addr}"), cert)
+}

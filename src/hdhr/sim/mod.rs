@@ -145,7 +145,7 @@ impl Faults<'_> {
     pub fn drops(&self, index: u64) -> bool {
         self.0
             .iter()
-            .any(|fault| matches!(fault, Fault::DropEvery(n) if (index + 1) % n == 0))
+            .any(|fault| matches!(fault, Fault::DropEvery(n) if (index + 1).is_multiple_of(*n)))
     }
 
     /// Whether a garbage burst is due `elapsed` after the stream started, when `bursts` were sent.

@@ -27,7 +27,9 @@ use crate::crypto::StreamKeys;
 use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
 use crate::hls::{HlsError, ProgramClock};
-use crate::manifest::{AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, UnixTime, Verifier};
+use crate::manifest::{
+    AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, UnixTime, Verifier,
+};
 use crate::moq::session::{Event, JoiningStart, SubscribeOptions};
 use crate::moq::track::{BroadcastTrack, TrackKind};
 use crate::moq::{ObjectStatus, RequestId, SessionCode};
@@ -82,8 +84,7 @@ pub struct SubscribeConfig {
     /// Fail when no trusted manifest came by then (with manifests subscribed); also bounds
     /// start-up, the wait for the first object.
     pub manifest_timeout: Duration,
-    /// Fail when no object came for this long after the first, or none verified while others
-    /// were rejected.
+    /// Fail when no object came for this long after the first, or none verified.
     pub idle_timeout: Duration,
 }
 
@@ -123,7 +124,8 @@ pub enum SubscribeError {
     NoManifest(Duration),
     /// More invalid objects than allowed.
     TooManyInvalid(u64),
-    /// Objects kept coming but none verified for the idle timeout.
+    /// Objects kept coming but none verified for the idle timeout (how many were rejected
+    /// meanwhile; the others were stale).
     NothingVerified(Duration, u64),
     /// No object for the idle timeout (or none at all by the end of start-up).
     Idle(Duration),
@@ -152,7 +154,7 @@ impl std::fmt::Display for SubscribeError {
             }
             SubscribeError::NothingVerified(t, n) => write!(
                 f,
-                "no object verified for {} s while {n} were rejected",
+                "no object verified for {} s ({n} rejected meanwhile)",
                 t.as_secs()
             ),
             SubscribeError::Idle(t) => {
@@ -270,7 +272,7 @@ fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
     specs
         .into_iter()
         .map(|(spec, kinds)| {
-            let name = target_name(&spec.target);
+            let name = spec.target.to_string();
             let (ep, conn) = Endpoint::dial(&spec.target, spec.check.clone(), Settings::default())
                 .map_err(|e| SubscribeError::Connect(name.clone(), e))?;
             Ok(Peer {
@@ -283,13 +285,6 @@ fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
             })
         })
         .collect()
-}
-
-fn target_name(target: &Target) -> String {
-    match target {
-        Target::Node(addr) => addr.to_string(),
-        Target::Relay(url) => url.authority(),
-    }
 }
 
 /// The receive loop's state.
@@ -335,7 +330,9 @@ impl Run<'_> {
             }
             if self.reorder.is_holding()
                 && (self.backfills == 0
-                    || self.first_object.is_some_and(|t| t.elapsed() >= BACKFILL_WAIT))
+                    || self
+                        .first_object
+                        .is_some_and(|t| t.elapsed() >= BACKFILL_WAIT))
             {
                 self.release()?;
             }
@@ -379,8 +376,8 @@ impl Run<'_> {
         if self.last_object.elapsed() >= idle {
             return Err(SubscribeError::Idle(idle));
         }
-        let rejected = self.verifier.rejected_objects() - self.rejected_at_verified;
-        if rejected > 0 && self.last_verified.unwrap_or(first).elapsed() >= idle {
+        if self.last_verified.unwrap_or(first).elapsed() >= idle {
+            let rejected = self.verifier.rejected_objects() - self.rejected_at_verified;
             return Err(SubscribeError::NothingVerified(idle, rejected));
         }
         Ok(())

@@ -1,0 +1,121 @@
+//! `ec-node moq-forward`: re-serve a stream's tracks received from another peer (an availability
+//! node without a tuner), optionally as a deliberately hostile node for tests (`--tamper`).
+//!
+//! Flags become a [`ForwardConfig`]; the endpoint listens, the ready line names it and the
+//! tracks, and [`crate::node::forward`] runs the loop. Exit codes as every command.
+
+use super::peer::{
+    advertised, net_failure, parse_target, peer_check, ready_line, serve_failure, stream_keys,
+};
+use super::stop::StopFlag;
+use super::{Exit, Failure};
+use crate::crypto::NodeKey;
+use crate::moq::track::{BroadcastTrack, TrackKind};
+use crate::net::{Endpoint, Settings};
+use crate::node::forward::tamper::{Mode, Tamper};
+use crate::node::forward::{forward, ForwardConfig, ForwardError};
+use crate::node::subscribe::PeerSpec;
+use argh::FromArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Re-serve a stream received from another peer: subscribe to its tracks and publish them to
+/// our own subscribers. What is forwarded is verified by subscribers, never trusted.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "moq-forward")]
+pub struct Args {
+    /// the peer to forward from: NODE_ID@HOST:PORT, HOST:PORT or moqt://URL
+    #[argh(option)]
+    remote: String,
+    /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
+    #[argh(option)]
+    listen: SocketAddr,
+    /// stream id
+    #[argh(option)]
+    stream_id: String,
+    /// network secret, hex (default: none)
+    #[argh(option)]
+    network_secret: Option<String>,
+    /// forward the manifests track too (default: the chunks track only)
+    #[argh(switch)]
+    manifests: bool,
+    /// node key file for the listening identity (default: a fresh key)
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// group cache per track for late joiners and FETCH, in MiB (default 32)
+    #[argh(option, default = "32")]
+    cache_mb: usize,
+    /// TEST ONLY: tamper with chunk groups: flip, swap, replay or inject (repeatable; used in turn)
+    #[argh(option)]
+    tamper: Vec<Mode>,
+    /// with --tamper: tamper with every Nth chunk group (default 3)
+    #[argh(option, default = "3")]
+    tamper_every: u64,
+    /// trust this PEM certificate or CA for a moqt:// remote instead of the system roots
+    #[argh(option)]
+    relay_ca: Option<PathBuf>,
+    /// do not check the remote's certificate (warns)
+    #[argh(switch)]
+    insecure: bool,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    if args.cache_mb == 0 || args.tamper_every == 0 {
+        return Err(Failure::usage(
+            "--cache-mb and --tamper-every must be at least 1",
+        ));
+    }
+    let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
+    let target = parse_target(&args.remote)?;
+    let key = match &args.key {
+        Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
+        None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
+    };
+    let locator = keys.locator().to_string();
+    let mut kinds = vec![TrackKind::Chunks];
+    if args.manifests {
+        kinds.push(TrackKind::Manifests);
+    }
+    let tracks = kinds
+        .into_iter()
+        .map(|k| BroadcastTrack::new(&locator, k).map(|t| t.full_name()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::other(e.to_string()))?;
+    if !args.tamper.is_empty() {
+        log::warn!(
+            "--tamper {:?}: this node forwards corrupted objects on purpose",
+            args.tamper
+        );
+    }
+    let mut ep = Endpoint::listen(args.listen, &key, Settings::default()).map_err(net_failure)?;
+    let endpoint = format!("{}@{}", key.node_id(), advertised(ep.local_addr()));
+    println!("{}", ready_line(Some(endpoint), &tracks));
+    let stop = StopFlag::on_signals()
+        .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    let config = ForwardConfig {
+        upstream: PeerSpec {
+            check: peer_check(&target, args.relay_ca.clone(), args.insecure),
+            target,
+        },
+        tracks,
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        tamper: Tamper::new(args.tamper, args.tamper_every),
+    };
+    let outcome = forward(&mut ep, config, &stop);
+    ep.shutdown();
+    match outcome {
+        Ok(summary) => {
+            eprintln!(
+                "moq-forward: {} groups forwarded, {} tampered with",
+                summary.forwarded, summary.tampered
+            );
+            Ok(())
+        }
+        Err(e @ (ForwardError::Connect(..) | ForwardError::Refused(_))) => {
+            Err(Failure::new(Exit::Connect, e.to_string()))
+        }
+        Err(e @ ForwardError::Left(_)) => Err(Failure::new(Exit::Idle, e.to_string())),
+        Err(ForwardError::Serve(e)) => Err(serve_failure(e)),
+    }
+}
