@@ -9,6 +9,7 @@ mod bench;
 mod bench_fanout;
 mod bench_trust;
 mod chunks;
+mod demo;
 mod hdhr_lineup;
 mod id;
 mod keygen;
@@ -37,6 +38,7 @@ struct TopLevel {
 enum Command {
     Bench(bench::Args),
     Chunks(chunks::Args),
+    Demo(demo::Args),
     HdhrLineup(hdhr_lineup::Args),
     Id(id::Args),
     Keygen(keygen::Args),
@@ -118,6 +120,7 @@ pub fn main() -> ExitCode {
     let outcome = match top.command {
         Command::Bench(args) => bench::run(args),
         Command::Chunks(args) => chunks::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::HdhrLineup(args) => hdhr_lineup::run(args),
         Command::Id(args) => id::run(args),
         Command::Keygen(args) => keygen::run(args),

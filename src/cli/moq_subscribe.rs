@@ -138,43 +138,52 @@ pub fn run(args: Args) -> Result<(), Failure> {
     };
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    let (summary, outcome) = with_progress(|progress| subscribe(config, &stop, progress));
+    eprintln!("{}", summary_line(&summary, &args.out));
+    outcome.map_err(|e| subscribe_failure(e, &summary))
+}
+
+/// Runs `run` with a progress reporter that keeps one line on stderr when it is a terminal.
+pub(super) fn with_progress<T>(run: impl FnOnce(&mut dyn FnMut(&SubscribeSummary)) -> T) -> T {
     let terminal = std::io::stderr().is_terminal();
     let mut progress = |s: &SubscribeSummary| {
         if terminal {
             eprint!("\r{}\x1b[K", progress_line(s));
         }
     };
-    let (summary, outcome) = subscribe(config, &stop, &mut progress);
+    let result = run(&mut progress);
     if terminal {
         eprint!("\r\x1b[K");
     }
-    eprintln!("{}", summary_line(&summary, &args.out));
-    outcome.map_err(|e| {
-        let exit = match &e {
-            SubscribeError::Connect(..) => Exit::Connect,
-            SubscribeError::Refused(..)
-            | SubscribeError::NoManifest(_)
-            | SubscribeError::TooManyInvalid(_)
-            | SubscribeError::NothingVerified(..) => Exit::Verify,
-            SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
-            SubscribeError::Hls(crate::hls::HlsError::NotEmpty(_)) => Exit::Usage,
-            SubscribeError::Net(_) | SubscribeError::Hls(_) => Exit::Other,
-        };
-        let rejected = summary
-            .rejected
-            .iter()
-            .map(|(r, n)| format!("{n} × {r}"))
-            .collect::<Vec<_>>();
-        let cause = if rejected.is_empty() {
-            e.to_string()
-        } else {
-            format!("{e} (rejected: {})", rejected.join(", "))
-        };
-        Failure::new(exit, cause)
-    })
+    result
 }
 
-fn summary_line(s: &SubscribeSummary, out: &std::path::Path) -> String {
+/// The exit code and cause of a failed subscription, with the rejections that led to it.
+pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -> Failure {
+    let exit = match &e {
+        SubscribeError::Connect(..) => Exit::Connect,
+        SubscribeError::Refused(..)
+        | SubscribeError::NoManifest(_)
+        | SubscribeError::TooManyInvalid(_)
+        | SubscribeError::NothingVerified(..) => Exit::Verify,
+        SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
+        SubscribeError::Hls(crate::hls::HlsError::NotEmpty(_)) => Exit::Usage,
+        SubscribeError::Net(_) | SubscribeError::Hls(_) => Exit::Other,
+    };
+    let rejected = summary
+        .rejected
+        .iter()
+        .map(|(r, n)| format!("{n} × {r}"))
+        .collect::<Vec<_>>();
+    let cause = if rejected.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e} (rejected: {})", rejected.join(", "))
+    };
+    Failure::new(exit, cause)
+}
+
+pub(super) fn summary_line(s: &SubscribeSummary, out: &std::path::Path) -> String {
     let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
     let reasons = s
         .rejected

@@ -2,6 +2,7 @@
 //! modules. No format or protocol logic lives here — only who runs where, what flows between
 //! them, and how a stop propagates.
 
+pub mod demo;
 pub mod forward;
 pub mod ingest;
 pub mod publish;

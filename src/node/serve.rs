@@ -59,8 +59,7 @@ pub fn announce(
     let mut waiting: Vec<RequestId> = Vec::new();
     let mut sent = false;
     let mut deferred = Vec::new();
-    let announced = |sent: bool, waiting: &[RequestId]| sent && waiting.is_empty();
-    while !stop.is_set() && !announced(sent, &waiting) {
+    while !(stop.is_set() || sent && waiting.is_empty()) {
         let Some(ev) = ep.next_event(ANNOUNCE_POLL).map_err(ServeError::Net)? else {
             continue;
         };

@@ -36,6 +36,11 @@ impl LocalTuner {
         })
     }
 
+    /// Its HTTP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The source that captures channel 5.1 from it.
     pub fn source(&self) -> Source {
         Source::Hdhr {
