@@ -47,7 +47,11 @@ fn sigterm_stops_the_demo_cleanly_and_a_foreign_folder_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", process::stderr(&out));
     let playlist = hls::read_playlist(&dir);

@@ -7,6 +7,8 @@
 //! - `bench trust`: verify + decrypt and manifest sign/verify (`bench_trust.rs`).
 //! - `bench fanout`: MoQ fan-out of moq-serve to many subscribers next to a third-party relay
 //!   (`bench_fanout.rs`).
+//! - `bench mesh`: latency, CPU and RSS of a publisher and a subscriber on loopback
+//!   (`bench_mesh.rs`).
 
 use super::Failure;
 use crate::chunk::{Chunker, ChunkerConfig};
@@ -29,6 +31,7 @@ pub struct Args {
 enum What {
     Chunker(ChunkerArgs),
     Fanout(super::bench_fanout::Args),
+    Mesh(super::bench_mesh::Args),
     Record(RecordArgs),
     Trust(super::bench_trust::Args),
 }
@@ -63,6 +66,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     match args.what {
         What::Chunker(args) => chunker(args),
         What::Fanout(args) => super::bench_fanout::run(args),
+        What::Mesh(args) => super::bench_mesh::run(args),
         What::Record(args) => record(args),
         What::Trust(args) => super::bench_trust::run(args),
     }
@@ -229,7 +233,9 @@ fn best(rounds: u32, mut f: impl FnMut()) -> Duration {
         .unwrap_or_default()
 }
 
-fn generate_broadcast() -> Result<PathBuf, Failure> {
+/// The benchmarks' broadcast-like input (20 s, MPEG-2 720p + AC-3, CBR 19.39 Mb/s), generated
+/// with ffmpeg into the system temp folder on first use.
+pub(super) fn generate_broadcast() -> Result<PathBuf, Failure> {
     let path = std::env::temp_dir().join("ec-node-bench-atsc-20s.ts");
     if path.exists() {
         return Ok(path);

@@ -7,6 +7,8 @@
 
 mod bench;
 mod bench_fanout;
+mod bench_mesh;
+mod bench_proc;
 mod bench_trust;
 mod chunks;
 mod demo;

@@ -168,7 +168,10 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
         | SubscribeError::NothingVerified(..) => Exit::Verify,
         SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
         SubscribeError::Hls(crate::hls::HlsError::NotEmpty(_)) => Exit::Usage,
-        SubscribeError::Net(_) | SubscribeError::Hls(_) => Exit::Other,
+        SubscribeError::Net(_)
+        | SubscribeError::Hls(_)
+        | SubscribeError::Start(_)
+        | SubscribeError::OutputStopped => Exit::Other,
     };
     let rejected = summary
         .rejected

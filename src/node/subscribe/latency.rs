@@ -7,6 +7,7 @@
 pub const MAX_MS: usize = 60_000;
 
 /// Counts of latencies by millisecond.
+#[derive(Clone)]
 pub struct Latency {
     buckets: Box<[u32]>,
     count: u64,

@@ -1,9 +1,9 @@
-//! The subscribing pipeline: receive → verify → decrypt → HLS, on the caller's thread.
+//! The subscribing pipeline: receive → verify → decrypt → HLS.
 //!
 //! ```text
 //!  objects peer ───(endpoint thread)──┐
 //!                                     ├─► receive loop (caller): Verifier (verify + decrypt in
-//!  manifests peer ─(endpoint thread)──┘   place) → Reorder → HlsWriter (segment, then playlist)
+//!  manifests peer ─(endpoint thread)──┘   place) → Reorder ─(bounded)─► HLS thread: HlsWriter
 //! ```
 //!
 //! Objects come from one peer and manifests from the same or another one; each endpoint runs its
@@ -17,6 +17,7 @@
 
 mod latency;
 mod order;
+mod output;
 
 pub use latency::Latency;
 
@@ -36,6 +37,7 @@ use crate::moq::{ObjectStatus, RequestId, SessionCode};
 use crate::net::{ConnId, Endpoint, NetError, NetEvent, PeerCheck, Settings, Target};
 use crate::node::timing::{self, Stage};
 use order::Reorder;
+use output::{Output, Segment};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -111,6 +113,24 @@ pub struct SubscribeSummary {
     pub elapsed: Duration,
 }
 
+impl SubscribeSummary {
+    /// Takes the figures of what reached the disk.
+    fn copy_written(&mut self, w: &output::Written) {
+        self.accepted = w.segments;
+        self.bytes = w.bytes;
+        self.newest = w.newest;
+        self.latency.clone_from(&w.latency);
+    }
+
+    /// Takes the figures of what reached the disk at the end of the run.
+    fn take_written(&mut self, w: output::Written) {
+        self.accepted = w.segments;
+        self.bytes = w.bytes;
+        self.newest = w.newest;
+        self.latency = w.latency;
+    }
+}
+
 /// Why a subscribing run failed; the playlist is finished (ENDLIST) before this is returned.
 #[derive(Debug)]
 pub enum SubscribeError {
@@ -133,6 +153,10 @@ pub enum SubscribeError {
     Left(String),
     /// Writing the output failed.
     Hls(HlsError),
+    /// The HLS thread could not be started.
+    Start(std::io::Error),
+    /// The HLS thread stopped on an error (replaced by that error before it is returned).
+    OutputStopped,
 }
 
 impl std::fmt::Display for SubscribeError {
@@ -162,6 +186,8 @@ impl std::fmt::Display for SubscribeError {
             }
             SubscribeError::Left(why) => write!(f, "the publisher left: {why}"),
             SubscribeError::Hls(e) => e.fmt(f),
+            SubscribeError::Start(e) => write!(f, "cannot start the HLS thread: {e}"),
+            SubscribeError::OutputStopped => write!(f, "the HLS thread stopped"),
         }
     }
 }
@@ -209,18 +235,22 @@ pub fn subscribe(
 ) -> (SubscribeSummary, Result<(), SubscribeError>) {
     let started = Instant::now();
     let mut summary = SubscribeSummary::default();
-    let mut writer =
-        match HlsWriter::create(&config.out, PlaylistKind::Event, config.target_duration) {
-            Ok(w) => w,
-            Err(e) => return (summary, Err(SubscribeError::Hls(e))),
-        };
+    let writer = match HlsWriter::create(&config.out, PlaylistKind::Event, config.target_duration) {
+        Ok(w) => w,
+        Err(e) => return (summary, Err(SubscribeError::Hls(e))),
+    };
     let mut verifier = Verifier::new(config.keys.clone(), config.policy.clone());
+    let output = match Output::start(writer) {
+        Ok(output) => output,
+        Err(e) => return (summary, Err(SubscribeError::Start(e))),
+    };
     let result = match dial_peers(&config) {
         Ok(mut peers) => {
             let mut run = Run {
                 config: &config,
                 verifier: &mut verifier,
-                writer: &mut writer,
+                output: &output,
+                handed: 0,
                 reorder: Reorder::new(true, REORDER_CAP),
                 clock: ProgramClock::default(),
                 summary: &mut summary,
@@ -246,10 +276,18 @@ pub fn subscribe(
         }
         Err(e) => Err(e),
     };
-    let finished = writer.finish().map_err(SubscribeError::Hls);
+    let (written, finished) = output.finish();
+    summary.take_written(written);
     summary.rejected = rejections(&verifier);
     summary.elapsed = started.elapsed();
-    (summary, result.and(finished))
+    // A write error stops the receive loop (as `OutputStopped`); report the error itself.
+    let result = match (result, finished) {
+        (Err(SubscribeError::OutputStopped), Err(e)) | (Ok(()), Err(e)) => {
+            Err(SubscribeError::Hls(e))
+        }
+        (result, _) => result,
+    };
+    (summary, result)
 }
 
 /// The verifier's rejections by reason, only reasons that occurred.
@@ -291,7 +329,9 @@ fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
 struct Run<'a> {
     config: &'a SubscribeConfig,
     verifier: &'a mut Verifier,
-    writer: &'a mut HlsWriter,
+    output: &'a Output,
+    /// Chunks handed to the HLS thread.
+    handed: u64,
     reorder: Reorder<AcceptedChunk>,
     clock: ProgramClock,
     summary: &'a mut SubscribeSummary,
@@ -341,6 +381,7 @@ impl Run<'_> {
                 self.reported = Instant::now();
                 self.summary.elapsed = self.started.elapsed();
                 self.summary.rejected = rejections(self.verifier);
+                self.output.written(|w| self.summary.copy_written(w));
                 (self.progress)(self.summary);
             }
         }
@@ -348,9 +389,7 @@ impl Run<'_> {
     }
 
     fn done(&self) -> bool {
-        self.config
-            .stop_after
-            .is_some_and(|n| self.summary.accepted >= n)
+        self.config.stop_after.is_some_and(|n| self.handed >= n)
     }
 
     /// The run's deadlines: start-up and the first trusted manifest, then idleness.
@@ -535,7 +574,7 @@ impl Run<'_> {
         self.write(ready)
     }
 
-    /// Writes verified chunks in the order given, up to `stop_after`.
+    /// Hands verified chunks to the HLS thread in the order given, up to `stop_after`.
     fn write(&mut self, ready: Vec<(ChunkIndex, AcceptedChunk)>) -> Result<(), SubscribeError> {
         self.summary.late = self.reorder.late();
         for (index, chunk) in ready {
@@ -552,20 +591,20 @@ impl Run<'_> {
                 discontinuity,
                 date_time: self.clock.next(duration, discontinuity, wall_clock()),
             };
-            let bytes = chunk.bytes.as_bytes();
-            self.writer
-                .write(&entry, bytes)
-                .map_err(SubscribeError::Hls)?;
-            timing::mark(Stage::Written, index);
-            self.summary.accepted += 1;
-            self.summary.bytes += bytes.len() as u64;
-            self.summary.newest = Some(index);
-            if self.backfill_indices.contains(&index) {
+            let fetched = self.backfill_indices.contains(&index);
+            if fetched {
                 self.summary.backfilled += 1;
-            } else if let Some(created) = self.created(chunk.vouched) {
-                let latency = now().0.saturating_sub(created.0);
-                self.summary.latency.record(latency);
             }
+            let created = (!fetched).then(|| self.created(chunk.vouched)).flatten();
+            let segment = Segment {
+                entry,
+                bytes: chunk.bytes,
+                created,
+            };
+            if !self.output.send(segment) {
+                return Err(SubscribeError::OutputStopped);
+            }
+            self.handed += 1;
         }
         Ok(())
     }
