@@ -41,7 +41,7 @@ const STREAM: &str = "ec/bench/v1/mesh";
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<(), Failure> {
     super::check_chunk_ms(args.chunk_ms)?;
-    let input = match args.input {
+    let input = match args.input.clone() {
         Some(path) => path,
         None => super::bench::generate_broadcast()?,
     };
