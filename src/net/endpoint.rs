@@ -308,6 +308,23 @@ impl Endpoint {
         }
     }
 
+    /// Blocks until one of `endpoints` has an event, `also` (if given) is ready, or `timeout`
+    /// passes, without taking anything: a loop that serves several endpoints and a pipeline
+    /// channel sleeps on all of them at once instead of polling each in turn.
+    pub fn wait_any<T>(endpoints: &[&Endpoint], also: Option<&Receiver<T>>, timeout: Duration) {
+        if endpoints.iter().any(|ep| !ep.backlog.is_empty()) {
+            return;
+        }
+        let mut ready = crossbeam_channel::Select::new();
+        for ep in endpoints {
+            ready.recv(&ep.events);
+        }
+        if let Some(rx) = also {
+            ready.recv(rx);
+        }
+        let _ = ready.ready_timeout(timeout);
+    }
+
     /// Closes one connection with a MoQ session code (its `Disconnected` event follows).
     pub fn close(&mut self, conn: ConnId, code: SessionCode, reason: &str) -> Result<(), NetError> {
         self.send(Command::Close {

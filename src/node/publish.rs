@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 /// Sealed groups in flight between the seal thread and the publish loop.
 const SEALED_QUEUE: usize = 8;
-/// Longest the publish loop waits for network events before looking for sealed groups.
-const POLL: Duration = Duration::from_millis(5);
+/// Longest the publish loop sleeps when nothing is ready, so a stop request is seen.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// What to publish and how.
 pub struct PublishConfig {
@@ -189,15 +189,18 @@ impl Outlet {
         Ok(())
     }
 
-    /// Handles the network events that are ready, waiting at most `wait` for the first.
-    fn poll(&mut self, wait: Duration) -> Result<(), ServeError> {
+    /// Handles the network events that are ready without waiting; true if there were any.
+    fn poll(&mut self) -> Result<bool, ServeError> {
+        let mut handled = false;
         for ev in std::mem::take(&mut self.deferred) {
             self.on_net_event(ev)?;
+            handled = true;
         }
-        match self.ep.next_event(wait).map_err(ServeError::Net)? {
-            Some(ev) => self.on_net_event(ev),
-            None => Ok(()),
+        while let Some(ev) = self.ep.next_event(Duration::ZERO).map_err(ServeError::Net)? {
+            self.on_net_event(ev)?;
+            handled = true;
         }
+        Ok(handled)
     }
 
     fn server(&mut self) -> (&mut TrackServer, &mut Endpoint) {
@@ -267,8 +270,8 @@ fn serve_loop(
 ) -> Result<(u64, u64), ServeError> {
     let mut published = (0, 0);
     let mut ended: Option<Instant> = None;
-    let wait = POLL / outlets.len().max(1) as u32;
     while !stop.is_set() {
+        let mut busy = false;
         if ended.is_none() {
             match rx.try_recv() {
                 Ok(sealed) => {
@@ -281,7 +284,7 @@ fn serve_loop(
                     } else {
                         published.1 += 1;
                     }
-                    continue;
+                    busy = true;
                 }
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => {
@@ -301,7 +304,11 @@ fn serve_loop(
             break;
         }
         for outlet in outlets.iter_mut() {
-            outlet.poll(wait)?;
+            busy |= outlet.poll()?;
+        }
+        if !busy {
+            let endpoints: Vec<&Endpoint> = outlets.iter().map(|o| &o.ep).collect();
+            Endpoint::wait_any(&endpoints, ended.is_none().then_some(rx), IDLE_WAIT);
         }
     }
     Ok(published)

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tamper::Tamper;
 
-/// Longest each endpoint is waited on per turn of the loop.
-const POLL: Duration = Duration::from_millis(5);
+/// Longest the loop sleeps when nothing is ready, so a stop request is seen.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// What to forward and how.
 pub struct ForwardConfig {
@@ -122,13 +122,19 @@ pub fn forward(
 impl Forward<'_> {
     fn run(&mut self, name: &str, stop: &StopFlag) -> Result<(), ForwardError> {
         while !stop.is_set() {
-            if let Some(ev) = self.upstream.next_event(POLL).map_err(net)? {
+            let mut busy = false;
+            while let Some(ev) = self.upstream.next_event(Duration::ZERO).map_err(net)? {
                 if self.on_upstream(name, ev)? {
                     return self.end();
                 }
+                busy = true;
             }
-            if let Some(ev) = self.listen.next_event(POLL).map_err(net)? {
+            while let Some(ev) = self.listen.next_event(Duration::ZERO).map_err(net)? {
                 self.on_downstream(ev)?;
+                busy = true;
+            }
+            if !busy {
+                Endpoint::wait_any::<()>(&[&self.upstream, self.listen], None, IDLE_WAIT);
             }
         }
         Ok(())

@@ -48,6 +48,8 @@ const BACKFILL_WAIT: Duration = Duration::from_secs(5);
 const REORDER_CAP: usize = 32;
 /// Manifest creation times remembered for the latency figure.
 const MANIFEST_TIMES: usize = 1024;
+/// Longest the receive loop sleeps when no event is ready: how often the clocks are checked.
+const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two progress reports.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -353,11 +355,16 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn receive(&mut self, peers: &mut [Peer], stop: &StopFlag) -> Result<(), SubscribeError> {
-        let wait = Duration::from_millis(10) / peers.len().max(1) as u32;
         while !stop.is_set() {
+            let mut busy = false;
             for peer in peers.iter_mut() {
-                if let Some(ev) = peer.ep.next_event(wait).map_err(SubscribeError::Net)? {
+                while let Some(ev) = peer
+                    .ep
+                    .next_event(Duration::ZERO)
+                    .map_err(SubscribeError::Net)?
+                {
                     self.on_net_event(peer, ev)?;
+                    busy = true;
                 }
             }
             if self.done() {
@@ -383,6 +390,10 @@ impl Run<'_> {
                 self.summary.rejected = rejections(self.verifier);
                 self.output.written(|w| self.summary.copy_written(w));
                 (self.progress)(self.summary);
+            }
+            if !busy {
+                let endpoints: Vec<&Endpoint> = peers.iter().map(|p| &p.ep).collect();
+                Endpoint::wait_any::<()>(&endpoints, None, TICK);
             }
         }
         Ok(())
