@@ -16,13 +16,6 @@ use std::time::{Duration, Instant};
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A duration body that ends this close to its duration ended normally.
 const DURATION_SLACK: Duration = Duration::from_millis(1500);
-/// After a read shorter than this, the capture thread lets the socket buffer fill for
-/// [`COALESCE_WAIT`] before reading again: a tuner streams in small bursts, and reading (and
-/// waking the chunker) once per burst costs more CPU than the stream's whole processing. At
-/// 19.39 Mb/s the wait gathers about 24 KB, far below the kernel's receive buffer.
-const COALESCE_BELOW: usize = 64 * 1024;
-/// How long the socket buffer fills between two short reads.
-const COALESCE_WAIT: Duration = Duration::from_millis(10);
 /// A connection that streamed at least this long before breaking counts as a recovery; shorter
 /// ones keep counting as failures, so a source that flaps every few seconds ends the run.
 const RECOVERED_AFTER: Duration = Duration::from_secs(30);
@@ -207,12 +200,7 @@ fn read_session(
         });
         match result {
             Ok(0) => return Session::Ended { received },
-            Ok(n) => {
-                received += n as u64;
-                if n < COALESCE_BELOW && sleep_unless_stopped(COALESCE_WAIT, stop) {
-                    return Session::Done(CaptureEnd::Stopped);
-                }
-            }
+            Ok(n) => received += n as u64,
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
                 let why = format!("{what} sent no data for {} s", timeout.as_secs());
                 return Session::Broken { why, received };

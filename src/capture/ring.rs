@@ -16,8 +16,12 @@ use memmap2::MmapMut;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+/// The producer wakes the consumer once this many bytes gathered...
+const WAKE_BYTES: usize = 64 * 1024;
+/// ...or this long after the last wake-up, whichever comes first.
+const WAKE_AFTER: Duration = Duration::from_millis(10);
 /// How long the producer waits for the consumer to release a lease that blocks its write.
 const LEASE_WAIT: Duration = Duration::from_millis(100);
 /// Gap markers kept at most; older ones merge into the newest (a gap is a gap).
@@ -79,6 +83,8 @@ pub fn ring(capacity: usize) -> std::io::Result<(Producer, Consumer)> {
     Ok((
         Producer {
             shared: shared.clone(),
+            unannounced: 0,
+            announced: Instant::now(),
         },
         Consumer { shared },
     ))
@@ -87,6 +93,9 @@ pub fn ring(capacity: usize) -> std::io::Result<(Producer, Consumer)> {
 /// The writing end, owned by the capture thread.
 pub struct Producer {
     shared: Arc<Shared>,
+    /// Bytes committed since the consumer was last woken, and when that was.
+    unannounced: usize,
+    announced: Instant,
 }
 
 impl Producer {
@@ -120,8 +129,23 @@ impl Producer {
         let mut state = self.shared.state.lock();
         state.write = start + n.min(len) as u64;
         drop(state);
-        self.shared.changed.notify_all();
+        self.announce(n);
         Ok(n)
+    }
+
+    /// Wakes the consumer once enough bytes or time gathered: a tuner streams in small bursts,
+    /// and waking the chunker for each would cost more than chunking them. The consumer's own
+    /// wait is bounded, so bytes committed just before a pause are never stranded.
+    fn announce(&mut self, committed: usize) {
+        self.unannounced += committed;
+        if committed == 0
+            || self.unannounced >= WAKE_BYTES
+            || self.announced.elapsed() >= WAKE_AFTER
+        {
+            self.unannounced = 0;
+            self.announced = Instant::now();
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Records that data is missing from here on (a reconnect), so the consumer can flag it.
