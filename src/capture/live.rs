@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A duration body that ends this close to its duration ended normally.
 const DURATION_SLACK: Duration = Duration::from_millis(1500);
+/// How long a live source's bytes gather in the socket after a read drained it. A tuner
+/// streams in small bursts; reading each as it lands costs more system calls and wake-ups than
+/// the rest of the pipeline. At 19.39 Mb/s this gathers about 24 KB, far below the kernel's
+/// receive buffer, and adds at most this much to the latency.
+const GATHER: Duration = Duration::from_millis(10);
 /// A connection that streamed at least this long before breaking counts as a recovery; shorter
 /// ones keep counting as failures, so a source that flaps every few seconds ends the run.
 const RECOVERED_AFTER: Duration = Duration::from_secs(30);
@@ -46,6 +51,7 @@ pub(super) fn pump_stdin(
         stop,
         "standard input",
         options.first_byte_timeout,
+        None,
     ) {
         Session::Done(end) => Ok(end),
         Session::Ended { .. } => Ok(CaptureEnd::Finished),
@@ -97,6 +103,7 @@ pub(super) fn capture_http(
                 stop,
                 &url,
                 options.first_byte_timeout,
+                Some(GATHER),
             )
         });
         let (why, received) = match session {
@@ -178,7 +185,8 @@ fn is_timeout(transport: &ureq::Transport) -> bool {
         .is_some_and(|e| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock))
 }
 
-/// Copies a body into the ring, in place, until it ends, breaks, or capture should stop.
+/// Copies a body into the ring, in place, until it ends, breaks, or capture should stop. With
+/// `gather`, a read that drained what had arrived is followed by that long a pause.
 fn read_session(
     body: &mut dyn Read,
     producer: &mut Producer,
@@ -186,8 +194,10 @@ fn read_session(
     stop: &StopFlag,
     what: &str,
     timeout: Duration,
+    gather: Option<Duration>,
 ) -> Session {
     let mut received = 0u64;
+    let mut longest = 0usize;
     loop {
         if stop.is_set() {
             return Session::Done(CaptureEnd::Stopped);
@@ -200,7 +210,17 @@ fn read_session(
         });
         match result {
             Ok(0) => return Session::Ended { received },
-            Ok(n) => received += n as u64,
+            Ok(n) => {
+                received += n as u64;
+                // A read shorter than the longest so far drained what had arrived: let the
+                // socket gather the next burst instead of reading it packet by packet.
+                longest = longest.max(n);
+                if let Some(pause) = gather.filter(|_| n < longest) {
+                    if sleep_unless_stopped(pause, stop) {
+                        return Session::Done(CaptureEnd::Stopped);
+                    }
+                }
+            }
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
                 let why = format!("{what} sent no data for {} s", timeout.as_secs());
                 return Session::Broken { why, received };
