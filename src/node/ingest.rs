@@ -21,8 +21,10 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Ring buffer size: about 6.5 s of a 19.39 Mb/s broadcast.
-const RING_BYTES: usize = 16 << 20;
+/// Ring buffer size: about 3.5 s of a 19.39 Mb/s broadcast, the chunk thread's slack before
+/// the oldest bytes are overwritten (it needs milliseconds per chunk); kept small because every
+/// page of it stays resident on a small box.
+const RING_BYTES: usize = 8 << 20;
 /// Bytes the chunker takes from its input at a time.
 const LEASE_BYTES: usize = 1 << 20;
 /// Chunks in flight between the chunk thread and the consumer.
