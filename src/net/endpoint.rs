@@ -37,6 +37,7 @@ use crate::moq::wire::Version;
 use crate::moq::{MoqError, SessionCode};
 use crate::net::addr::Target;
 use crate::net::identity::{self, PeerCheck, ALPN};
+use crate::net::udp::Transmit;
 use crate::net::NetError;
 
 /// Bytes per connection pulled from a session but not yet accepted by QUIC (flow control).
@@ -235,6 +236,7 @@ impl Endpoint {
         let (ev_tx, ev_rx) = bounded(CHANNEL_CAPACITY);
         let mut lp = Loop {
             socket,
+            tx: Transmit::new(),
             local,
             waker_addr,
             quic,
@@ -388,6 +390,7 @@ struct Conn {
 
 struct Loop {
     socket: UdpSocket,
+    tx: Transmit,
     local: SocketAddr,
     waker_addr: SocketAddr,
     quic: quiche::Config,
@@ -513,7 +516,7 @@ impl Loop {
                 {
                     return; // the application dropped the event receiver
                 }
-                conn.flush(&self.socket);
+                conn.flush(&self.socket, &mut self.tx);
                 if conn.quic.is_closed() {
                     ended.push(*id);
                 }
@@ -542,7 +545,7 @@ impl Loop {
                         let _ = conn
                             .quic
                             .close(true, SessionCode::NoError.code(), b"shutdown");
-                        conn.flush(&self.socket);
+                        conn.flush(&self.socket, &mut self.tx);
                     }
                 }
             }
@@ -591,7 +594,7 @@ impl Loop {
                         let _ =
                             c.quic
                                 .close(true, SessionCode::NoError.code(), b"endpoint dropped");
-                        c.flush(&self.socket);
+                        c.flush(&self.socket, &mut self.tx);
                     }
                     return false;
                 }
@@ -958,12 +961,22 @@ impl Conn {
         }
     }
 
-    fn flush(&mut self, socket: &UdpSocket) {
-        let mut out = [0u8; 1500];
+    /// Sends every packet quiche has ready, in batches of at most its send quantum (the burst
+    /// its congestion controller allows; see [`Transmit`]).
+    fn flush(&mut self, socket: &UdpSocket, tx: &mut Transmit) {
+        let max = self.quic.max_send_udp_payload_size();
+        let quantum = self.quic.send_quantum();
         loop {
-            match self.quic.send(&mut out) {
+            let space = match tx.space(socket, max, quantum) {
+                Ok(space) => space,
+                Err(e) => {
+                    log::debug!("UDP send to {}: {e}", self.peer);
+                    break;
+                }
+            };
+            match self.quic.send(space) {
                 Ok((n, info)) => {
-                    if let Err(e) = socket.send_to(&out[..n], info.to) {
+                    if let Err(e) = tx.commit(socket, n, info.to) {
                         log::debug!("UDP send to {}: {e}", info.to);
                         break;
                     }
@@ -975,6 +988,9 @@ impl Conn {
                     break;
                 }
             }
+        }
+        if let Err(e) = tx.flush(socket) {
+            log::debug!("UDP send to {}: {e}", self.peer);
         }
     }
 
