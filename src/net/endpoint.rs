@@ -119,9 +119,13 @@ impl Default for Settings {
 
 type SessionOp = Box<dyn FnOnce(&mut Session) + Send>;
 
+type SessionsOp = Box<dyn for<'a> FnOnce(Vec<(ConnId, &'a mut Session)>) + Send>;
+
 enum Command {
     /// Run a closure on a connection's session.
     Session { conn: ConnId, op: SessionOp },
+    /// Run a closure on the sessions of several connections (those that have one).
+    Sessions { conns: Vec<ConnId>, op: SessionsOp },
     /// Close one connection (MoQ code and reason).
     Close {
         conn: ConnId,
@@ -289,6 +293,42 @@ impl Endpoint {
         loop {
             select! {
                 recv(rx) -> r => return r.map_err(|_| NetError::NoConnection(conn)),
+                recv(self.events) -> ev => match ev {
+                    Ok(ev) => self.backlog.push_back(ev),
+                    Err(_) => return Err(NetError::Stopped),
+                },
+            }
+        }
+    }
+
+    /// Runs `f` on the session of each connection of `conns` (in id order) inside the endpoint
+    /// thread, as one command: one wake-up and one wait for all of them, where a [`call`] per
+    /// connection would cost one each. Returns each result with its connection; connections
+    /// without a session (ended, or not yet started) are skipped.
+    ///
+    /// [`call`]: Endpoint::call
+    pub fn call_each<R, F>(
+        &mut self,
+        conns: &[ConnId],
+        mut f: F,
+    ) -> Result<Vec<(ConnId, R)>, NetError>
+    where
+        R: Send + 'static,
+        F: FnMut(ConnId, &mut Session) -> R + Send + 'static,
+    {
+        let (tx, rx) = bounded(1);
+        let op: SessionsOp = Box::new(move |sessions| {
+            let results = sessions.into_iter().map(|(c, s)| (c, f(c, s))).collect();
+            // The caller waits on `rx`; if it gave up, the results are simply dropped.
+            let _ = tx.send(results);
+        });
+        self.send(Command::Sessions {
+            conns: conns.to_vec(),
+            op,
+        })?;
+        loop {
+            select! {
+                recv(rx) -> r => return r.map_err(|_| NetError::Stopped),
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.backlog.push_back(ev),
                     Err(_) => return Err(NetError::Stopped),
@@ -565,6 +605,16 @@ impl Loop {
                     if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
                         op(s);
                     }
+                }
+                Ok(Command::Sessions { conns, op }) => {
+                    let wanted: HashSet<ConnId> = conns.into_iter().collect();
+                    let sessions = self
+                        .conns
+                        .iter_mut()
+                        .filter(|(id, _)| wanted.contains(id))
+                        .filter_map(|(id, c)| c.session.as_mut().map(|s| (*id, s)))
+                        .collect();
+                    op(sessions);
                 }
                 Ok(Command::Close { conn, code, reason }) => {
                     if let Some(c) = self.conns.get_mut(&conn) {
