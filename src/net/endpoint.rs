@@ -14,9 +14,10 @@
 //!    once the peer's certificate carries the pinned node key) start its MoQ session; feed it
 //!    readable stream bytes, resets, STOP_SENDING and datagrams; drain its outputs; write its
 //!    bytes, buffered writes first (control stream first), then new writes while less than
-//!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`. 3. Drop closed
-//!    connections, reporting why. 4. Block in `recv_from` until the earliest of quiche's and the
-//!    sessions' deadlines (at least 1 ms, at most 1 s), then handle the packet or the timers.
+//!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`, batched for UDP
+//!    GSO (see `net::udp`). 3. Drop closed connections, reporting why. 4. Block in `recv_from`
+//!    until the earliest of quiche's and the sessions' deadlines (at least 1 ms, at most 1 s),
+//!    then handle the packet or the timers.
 //!
 //! Memory is bounded: events and commands go through bounded channels (a full event channel
 //! stalls the loop, and QUIC flow control then pushes back on the peer), and at most
@@ -49,7 +50,7 @@ const PATH_PAYLOAD: usize = 1350;
 /// UDP payload size when every path is loopback. The interface's MTU (65 536 on Linux) takes
 /// it without IP fragmentation, which is all RFC 9000 §14 asks; both ends advertise it as
 /// `max_udp_payload_size`, a peer that advertises less gets less, and quiche uses 1200 bytes
-/// until the handshake is done and caps packets at 16 383 bytes anyway. Ten times fewer packets
+/// until the handshake is done and caps packets at 16 383 bytes anyway. A twelfth of the packets
 /// to build, encrypt, acknowledge and pass through the kernel than at [`PATH_PAYLOAD`].
 const LOOPBACK_PAYLOAD: usize = 16_383;
 

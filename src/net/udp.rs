@@ -54,7 +54,7 @@ impl Transmit {
         max: usize,
         limit: usize,
     ) -> io::Result<&mut [u8]> {
-        let limit = limit.clamp(max, MAX_BATCH);
+        let limit = limit.min(MAX_BATCH).max(max);
         if self.count > 0
             && (self.closed
                 || max > self.segment
