@@ -278,7 +278,11 @@ impl Server {
                     .playouts
                     .iter()
                     .position(|p| p.start == start && now < p.begun + interval);
+                if joinable.is_some() {
+                    log::debug!("session {conn:?} joins the playout from group {start}");
+                }
                 let i = joinable.unwrap_or_else(|| {
+                    log::debug!("session {conn:?} starts a playout from group {start}");
                     self.playouts.push(Playout {
                         start,
                         begun: now,
