@@ -229,10 +229,17 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_arrives_as_the_datagrams_it_was_given() {
+    fn a_batch_arrives_as_the_datagrams_it_was_given_with_or_without_gso() {
+        for gso in [true, false] {
+            a_batch_arrives_as_the_datagrams_it_was_given(gso);
+        }
+    }
+
+    fn a_batch_arrives_as_the_datagrams_it_was_given(gso: bool) {
         let (tx, rx) = pair();
         let to = rx.local_addr().unwrap();
         let mut t = Transmit::new();
+        t.gso &= gso;
         for i in 0..5 {
             push(&mut t, &tx, to, 1350, i);
         }
