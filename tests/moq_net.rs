@@ -1,6 +1,7 @@
 //! `ec-node moq-serve` and `ec-node moq-cat` talking over real QUIC on loopback: SUBSCRIBE and
 //! FETCH byte-exact by BLAKE3, identity pinning (including a man-in-the-middle with the right
-//! address and the wrong key), unpinned dials, IPv6, and a clean stop on SIGTERM.
+//! address and the wrong key), unpinned dials, IPv6, a clean stop on SIGTERM, and several
+//! subscribers at once (shared playouts).
 
 #[path = "common/moq.rs"]
 mod moq;
@@ -149,4 +150,27 @@ fn nothing_answering_is_a_connect_failure() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+#[test]
+fn subscribers_arriving_together_and_one_arriving_later_each_get_every_group() {
+    // Sessions that subscribe within one interval of each other follow one shared playout; a
+    // later one gets a playout of its own. Either way every subscriber gets every group.
+    let dir = temp_dir("shared-playout");
+    let expected = make_groups(&dir.join("src"), 5);
+    let (_serve, endpoint) = serve_listen(&dir.join("src"), "127.0.0.1:0", 300, &[]);
+    let together: Vec<_> = (0..3)
+        .map(|i| {
+            let (endpoint, out) = (endpoint.clone(), dir.join(format!("sub{i}")));
+            std::thread::spawn(move || cat(&endpoint, &out, &["--count", "5"]))
+        })
+        .collect();
+    for t in together {
+        let out = t.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(object_lines(&out.stdout), expected);
+    }
+    let out = cat(&endpoint, &dir.join("later"), &["--count", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(object_lines(&out.stdout), expected);
 }

@@ -1,6 +1,7 @@
 //! The `net::Endpoint` API as the node's pipeline uses it, over real QUIC on loopback: a
 //! listening publisher and a pinned dialing subscriber, a live group pushed by the publisher
-//! after the subscription, a FETCH, and a graceful shutdown that the subscriber sees.
+//! after the subscription (to several connections at once with `call_each`), a FETCH, and a
+//! graceful shutdown that the subscriber sees.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,12 +98,19 @@ fn a_pinned_subscriber_gets_live_groups_and_a_fetch_then_sees_the_publisher_leav
         .unwrap()
         .unwrap();
     wait_for(&mut client, |e| matches!(e, Event::Subscribed { .. }));
-    let live: Arc<[u8]> = vec![3u8; 5000].into();
+    // Large enough to leave in many GSO batches; sent with `call_each`, which skips a
+    // connection the endpoint does not have.
+    let live: Arc<[u8]> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let (t, p) = (track.clone(), live.clone());
-    server
-        .call(sconn, move |s| s.send_group(&t, GroupId(3), p))
-        .unwrap()
+    let sent = server
+        .call_each(&[sconn, ConnId(999)], move |_, s| {
+            s.send_group(&t, GroupId(3), p.clone())
+        })
         .unwrap();
+    assert!(
+        matches!(&sent[..], [(c, Ok(()))] if *c == sconn),
+        "{sent:?}"
+    );
     let (_, event) = wait_for(&mut client, |e| matches!(e, Event::Object { .. }));
     let Event::Object { request, object } = event else {
         unreachable!()

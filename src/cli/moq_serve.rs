@@ -1,13 +1,18 @@
 //! `ec-node moq-serve`: publishes the files of a folder as one MoQ track, listening for
 //! subscribers or publishing into a relay.
 //!
-//! Files sorted by name become groups 0..N-1 (object 0 each). Each session plays the track out on
-//! its own clock: its first SUBSCRIBE starts the playout at the filter's start (group 0 unless an
-//! absolute filter says otherwise), one group per `--interval-ms`, and PUBLISH_DONE one interval
-//! after the last group. Later SUBSCRIBEs on that session get what was already played at once, then the rest.
-//! FETCH serves any range of the folder at once.
+//! Files sorted by name become groups 0..N-1 (object 0 each). A session's first SUBSCRIBE starts
+//! a playout at the filter's start (group 0 unless an absolute filter says otherwise): that group
+//! at once, then one group per `--interval-ms`, and PUBLISH_DONE one interval after the last group.
+//! Later SUBSCRIBEs on that session get what was already played at once, then the rest. FETCH
+//! serves any range of the folder at once.
+//!
+//! Sessions share playouts: a first SUBSCRIBE that asks for the start of a playout begun less
+//! than one interval earlier joins it (it gets the start group at once, as with a playout of its
+//! own, and each later group at most one interval sooner). So a crowd subscribing together costs
+//! one clock, one cache of played groups and one command to the endpoint per group, not one per
+//! session.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,12 +64,16 @@ pub struct Args {
     insecure: bool,
 }
 
-/// The playout of the track on one session.
+/// One playout of the track and the sessions that follow it.
 struct Playout {
-    played: TrackCache,
+    start: u64,
+    begun: Instant,
+    /// The groups played so far (a joining session's SUBSCRIBE is answered from them).
+    played: Arc<TrackCache>,
     next: u64,
     due: Instant,
     ended: bool,
+    sessions: Vec<ConnId>,
 }
 
 struct Server {
@@ -73,7 +82,7 @@ struct Server {
     groups: Vec<Arc<[u8]>>,
     all: Arc<TrackCache>,
     interval: Duration,
-    playouts: HashMap<ConnId, Playout>,
+    playouts: Vec<Playout>,
 }
 
 /// Runs the subcommand.
@@ -122,7 +131,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         groups,
         all: Arc::new(all),
         interval: Duration::from_millis(args.interval_ms.max(1)),
-        playouts: HashMap::new(),
+        playouts: Vec::new(),
     };
     let outcome = server.serve(relay, &stop);
     server.ep.shutdown();
@@ -169,7 +178,7 @@ impl Server {
             self.play_due(now)?;
             let wait = self
                 .playouts
-                .values()
+                .iter()
                 .filter(|p| !p.ended)
                 .map(|p| p.due.saturating_duration_since(now))
                 .min()
@@ -189,7 +198,10 @@ impl Server {
                 Ok(())
             }
             NetEvent::Disconnected { conn, why } => {
-                self.playouts.remove(&conn);
+                for p in &mut self.playouts {
+                    p.sessions.retain(|c| *c != conn);
+                }
+                self.playouts.retain(|p| !p.sessions.is_empty());
                 if Some(conn) == relay {
                     return Err(serve_failure(serve::ServeError::RelayLeft(why)));
                 }
@@ -216,13 +228,7 @@ impl Server {
                     | SubscriptionFilter::AbsoluteRange(l, _) => l.group.0,
                     SubscriptionFilter::NextGroupStart | SubscriptionFilter::LargestObject => 0,
                 };
-                let p = self.playouts.entry(conn).or_insert_with(|| Playout {
-                    played: TrackCache::new(usize::MAX),
-                    next: start,
-                    due: Instant::now(),
-                    ended: false,
-                });
-                let played = p.played.clone();
+                let played = self.playout_for(conn, start, Instant::now()).played.clone();
                 self.session(conn, move |s| s.accept_subscribe(request, &played))
             }
             Event::FetchRequested { request, track, .. } => {
@@ -249,36 +255,84 @@ impl Server {
         }
     }
 
-    /// Sends the groups whose time has come on every session, and PUBLISH_DONE one interval
-    /// after the last (some subscribers close the track at PUBLISH_DONE even while its last
-    /// streams are still arriving).
+    /// The playout `conn` follows: the one it joined with its first SUBSCRIBE, else one begun
+    /// less than an interval ago at `start`, else a new one.
+    fn playout_for(&mut self, conn: ConnId, start: u64, now: Instant) -> &Playout {
+        let interval = self.interval;
+        let i = match self
+            .playouts
+            .iter()
+            .position(|p| p.sessions.contains(&conn))
+        {
+            Some(i) => i,
+            None => {
+                let joinable = self
+                    .playouts
+                    .iter()
+                    .position(|p| p.start == start && now < p.begun + interval);
+                if joinable.is_some() {
+                    log::debug!("session {conn:?} joins the playout from group {start}");
+                }
+                let i = joinable.unwrap_or_else(|| {
+                    log::debug!("session {conn:?} starts a playout from group {start}");
+                    self.playouts.push(Playout {
+                        start,
+                        begun: now,
+                        played: Arc::new(TrackCache::new(usize::MAX)),
+                        next: start,
+                        due: now,
+                        ended: false,
+                        sessions: Vec::new(),
+                    });
+                    self.playouts.len() - 1
+                });
+                self.playouts[i].sessions.push(conn);
+                i
+            }
+        };
+        &self.playouts[i]
+    }
+
+    /// Sends the groups whose time has come to the sessions of every playout, and PUBLISH_DONE
+    /// one interval after the last (some subscribers close the track at PUBLISH_DONE even while
+    /// its last streams are still arriving).
     fn play_due(&mut self, now: Instant) -> Result<(), Failure> {
         let total = self.groups.len() as u64;
         let mut sends = Vec::new();
-        for (conn, p) in self.playouts.iter_mut() {
+        for p in &mut self.playouts {
             if p.ended || p.due > now {
                 continue;
             }
             p.due += self.interval;
             if p.next >= total {
                 p.ended = true;
-                sends.push((*conn, None));
+                sends.push((p.sessions.clone(), None));
                 continue;
             }
             let g = GroupId(p.next);
             let payload = self.groups[p.next as usize].clone();
-            p.played
+            // No SUBSCRIBE holds a clone at this point (they are answered synchronously), so
+            // this pushes in place.
+            Arc::make_mut(&mut p.played)
                 .push(g, payload.clone())
                 .map_err(|e| Failure::other(e.to_string()))?;
             p.next += 1;
-            sends.push((*conn, Some((g, payload))));
+            sends.push((p.sessions.clone(), Some((g, payload))));
         }
-        for (conn, group) in sends {
+        for (conns, group) in sends {
             let track = self.track.clone();
-            self.session(conn, move |s| match group {
-                Some((g, payload)) => s.send_group(&track, g, payload),
-                None => s.end_track(&track),
-            })?;
+            let results = self
+                .ep
+                .call_each(&conns, move |_, s| match &group {
+                    Some((g, payload)) => s.send_group(&track, *g, payload.clone()),
+                    None => s.end_track(&track),
+                })
+                .map_err(net_failure)?;
+            for (conn, r) in results {
+                if let Err(e) = r {
+                    log::info!("session {conn:?}: {e}");
+                }
+            }
         }
         Ok(())
     }

@@ -14,9 +14,10 @@
 //!    once the peer's certificate carries the pinned node key) start its MoQ session; feed it
 //!    readable stream bytes, resets, STOP_SENDING and datagrams; drain its outputs; write its
 //!    bytes, buffered writes first (control stream first), then new writes while less than
-//!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`. 3. Drop closed
-//!    connections, reporting why. 4. Block in `recv_from` until the earliest of quiche's and the
-//!    sessions' deadlines (at least 1 ms, at most 1 s), then handle the packet or the timers.
+//!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`, batched for UDP
+//!    GSO (see `net::udp`). 3. Drop closed connections, reporting why. 4. Block in `recv_from`
+//!    until the earliest of quiche's and the sessions' deadlines (at least 1 ms, at most 1 s),
+//!    then handle the packet or the timers.
 //!
 //! Memory is bounded: events and commands go through bounded channels (a full event channel
 //! stalls the loop, and QUIC flow control then pushes back on the peer), and at most
@@ -37,10 +38,21 @@ use crate::moq::wire::Version;
 use crate::moq::{MoqError, SessionCode};
 use crate::net::addr::Target;
 use crate::net::identity::{self, PeerCheck, ALPN};
+use crate::net::udp::Transmit;
 use crate::net::NetError;
 
 /// Bytes per connection pulled from a session but not yet accepted by QUIC (flow control).
 pub const PENDING_LIMIT: usize = 1 << 20;
+
+/// UDP payload size on network paths: fits a 1500-byte Ethernet MTU with room for tunnels.
+const PATH_PAYLOAD: usize = 1350;
+
+/// UDP payload size when every path is loopback. The interface's MTU (65 536 on Linux) takes
+/// it without IP fragmentation, which is all RFC 9000 §14 asks; both ends advertise it as
+/// `max_udp_payload_size`, a peer that advertises less gets less, and quiche uses 1200 bytes
+/// until the handshake is done and caps packets at 16 383 bytes anyway. A twelfth of the packets
+/// to build, encrypt, acknowledge and pass through the kernel than at [`PATH_PAYLOAD`].
+const LOOPBACK_PAYLOAD: usize = 16_383;
 
 /// Largest single write pulled from a session.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -118,9 +130,13 @@ impl Default for Settings {
 
 type SessionOp = Box<dyn FnOnce(&mut Session) + Send>;
 
+type SessionsOp = Box<dyn for<'a> FnOnce(Vec<(ConnId, &'a mut Session)>) + Send>;
+
 enum Command {
     /// Run a closure on a connection's session.
     Session { conn: ConnId, op: SessionOp },
+    /// Run a closure on the sessions of several connections (those that have one).
+    Sessions { conns: Vec<ConnId>, op: SessionsOp },
     /// Close one connection (MoQ code and reason).
     Close {
         conn: ConnId,
@@ -158,7 +174,8 @@ impl Endpoint {
     /// session.
     pub fn listen(addr: SocketAddr, key: &NodeKey, settings: Settings) -> Result<Self, NetError> {
         let ctx = identity::server_context(key)?;
-        let quic = quic_config(ctx, &settings)?;
+        // A listener on a loopback address only ever has loopback peers.
+        let quic = quic_config(ctx, &settings, addr.ip().is_loopback())?;
         let socket = bind(addr)?;
         Endpoint::start(socket, quic, settings, Mode::Server, None)
     }
@@ -176,7 +193,7 @@ impl Endpoint {
             settings.session.authority = Some(url.authority().into_bytes());
         }
         let ctx = identity::client_context(&check)?;
-        let quic = quic_config(ctx, &settings)?;
+        let quic = quic_config(ctx, &settings, peer.ip().is_loopback())?;
         let unspecified: IpAddr = match peer {
             SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
             SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -235,6 +252,7 @@ impl Endpoint {
         let (ev_tx, ev_rx) = bounded(CHANNEL_CAPACITY);
         let mut lp = Loop {
             socket,
+            tx: Transmit::new(),
             local,
             waker_addr,
             quic,
@@ -287,6 +305,42 @@ impl Endpoint {
         loop {
             select! {
                 recv(rx) -> r => return r.map_err(|_| NetError::NoConnection(conn)),
+                recv(self.events) -> ev => match ev {
+                    Ok(ev) => self.backlog.push_back(ev),
+                    Err(_) => return Err(NetError::Stopped),
+                },
+            }
+        }
+    }
+
+    /// Runs `f` on the session of each connection of `conns` (in id order) inside the endpoint
+    /// thread, as one command: one wake-up and one wait for all of them, where a [`call`] per
+    /// connection would cost one each. Returns each result with its connection; connections
+    /// without a session (ended, or not yet started) are skipped.
+    ///
+    /// [`call`]: Endpoint::call
+    pub fn call_each<R, F>(
+        &mut self,
+        conns: &[ConnId],
+        mut f: F,
+    ) -> Result<Vec<(ConnId, R)>, NetError>
+    where
+        R: Send + 'static,
+        F: FnMut(ConnId, &mut Session) -> R + Send + 'static,
+    {
+        let (tx, rx) = bounded(1);
+        let op: SessionsOp = Box::new(move |sessions| {
+            let results = sessions.into_iter().map(|(c, s)| (c, f(c, s))).collect();
+            // The caller waits on `rx`; if it gave up, the results are simply dropped.
+            let _ = tx.send(results);
+        });
+        self.send(Command::Sessions {
+            conns: conns.to_vec(),
+            op,
+        })?;
+        loop {
+            select! {
+                recv(rx) -> r => return r.map_err(|_| NetError::Stopped),
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.backlog.push_back(ev),
                     Err(_) => return Err(NetError::Stopped),
@@ -405,6 +459,7 @@ struct Conn {
 
 struct Loop {
     socket: UdpSocket,
+    tx: Transmit,
     local: SocketAddr,
     waker_addr: SocketAddr,
     quic: quiche::Config,
@@ -430,9 +485,11 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, NetError> {
     Ok(s.into())
 }
 
+/// QUIC settings; `loopback`: every path is the loopback interface.
 fn quic_config(
     ctx: boring::ssl::SslContextBuilder,
     settings: &Settings,
+    loopback: bool,
 ) -> Result<quiche::Config, NetError> {
     let q = |what: &'static str| {
         move |e: quiche::Error| NetError::Tls {
@@ -444,8 +501,13 @@ fn quic_config(
         .map_err(q("QUIC config"))?;
     c.set_application_protos(&[ALPN]).map_err(q("ALPN"))?;
     c.set_max_idle_timeout(settings.idle_timeout.as_millis() as u64);
-    c.set_max_recv_udp_payload_size(1350);
-    c.set_max_send_udp_payload_size(1350);
+    let payload = if loopback {
+        LOOPBACK_PAYLOAD
+    } else {
+        PATH_PAYLOAD
+    };
+    c.set_max_recv_udp_payload_size(payload);
+    c.set_max_send_udp_payload_size(payload);
     // Every limit quiche leaves at zero: without them the peer could open or send nothing.
     c.set_initial_max_data(16 << 20);
     c.set_initial_max_stream_data_bidi_local(4 << 20);
@@ -530,7 +592,7 @@ impl Loop {
                 {
                     return; // the application dropped the event receiver
                 }
-                conn.flush(&self.socket);
+                conn.flush(&self.socket, &mut self.tx);
                 if conn.quic.is_closed() {
                     ended.push(*id);
                 }
@@ -559,7 +621,7 @@ impl Loop {
                         let _ = conn
                             .quic
                             .close(true, SessionCode::NoError.code(), b"shutdown");
-                        conn.flush(&self.socket);
+                        conn.flush(&self.socket, &mut self.tx);
                     }
                 }
             }
@@ -579,6 +641,16 @@ impl Loop {
                     if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
                         op(s);
                     }
+                }
+                Ok(Command::Sessions { conns, op }) => {
+                    let wanted: HashSet<ConnId> = conns.into_iter().collect();
+                    let sessions = self
+                        .conns
+                        .iter_mut()
+                        .filter(|(id, _)| wanted.contains(id))
+                        .filter_map(|(id, c)| c.session.as_mut().map(|s| (*id, s)))
+                        .collect();
+                    op(sessions);
                 }
                 Ok(Command::Close { conn, code, reason }) => {
                     if let Some(c) = self.conns.get_mut(&conn) {
@@ -608,7 +680,7 @@ impl Loop {
                         let _ =
                             c.quic
                                 .close(true, SessionCode::NoError.code(), b"endpoint dropped");
-                        c.flush(&self.socket);
+                        c.flush(&self.socket, &mut self.tx);
                     }
                     return false;
                 }
@@ -975,12 +1047,22 @@ impl Conn {
         }
     }
 
-    fn flush(&mut self, socket: &UdpSocket) {
-        let mut out = [0u8; 1500];
+    /// Sends every packet quiche has ready, in batches of at most its send quantum (the burst
+    /// its congestion controller allows; see [`Transmit`]).
+    fn flush(&mut self, socket: &UdpSocket, tx: &mut Transmit) {
+        let max = self.quic.max_send_udp_payload_size();
+        let quantum = self.quic.send_quantum();
         loop {
-            match self.quic.send(&mut out) {
+            let space = match tx.space(socket, max, quantum) {
+                Ok(space) => space,
+                Err(e) => {
+                    log::debug!("UDP send to {}: {e}", self.peer);
+                    break;
+                }
+            };
+            match self.quic.send(space) {
                 Ok((n, info)) => {
-                    if let Err(e) = socket.send_to(&out[..n], info.to) {
+                    if let Err(e) = tx.commit(socket, n, info.to) {
                         log::debug!("UDP send to {}: {e}", info.to);
                         break;
                     }
@@ -992,6 +1074,9 @@ impl Conn {
                     break;
                 }
             }
+        }
+        if let Err(e) = tx.flush(socket) {
+            log::debug!("UDP send to {}: {e}", self.peer);
         }
     }
 

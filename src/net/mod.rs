@@ -6,11 +6,13 @@
 //! interprets MoQ messages (that is `moq`'s job), never decides what to publish or subscribe (the
 //! application sends it closures to run on a session) and never uses an async runtime: one
 //! thread per endpoint, bounded crossbeam channels, and a waker datagram so commands never wait
-//! for the read timeout. See [`endpoint`] for the loop and [`identity`] for the certificate.
+//! for the read timeout. See [`endpoint`] for the loop, [`identity`] for the certificate and
+//! `udp` for batched sending (UDP GSO).
 
 pub mod addr;
 pub mod endpoint;
 pub mod identity;
+mod udp;
 
 pub use addr::{EndpointAddr, RelayUrl, Target};
 pub use endpoint::{ConnId, Endpoint, NetEvent, Settings};
