@@ -8,9 +8,10 @@
 //! its real-time due time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::bench_proc::{cpu_seconds, peak_rss_kib, Kid};
 use super::Failure;
 use crate::moq::session::{Event, SubscribeOptions};
 use crate::moq::{FullTrackName, Location, SubscriptionFilter, TrackNamespace};
@@ -128,42 +129,9 @@ fn track() -> FullTrackName {
     }
 }
 
-/// A child killed on drop.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Starts a quiet benchmark process (warnings only, stderr discarded).
 fn spawn(cmd: &mut Command) -> Result<Kid, Failure> {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .map(Kid)
-        .map_err(|e| Failure::other(format!("start {cmd:?}: {e}")))
-}
-
-/// The first stdout line of a child that satisfies `pred` (bounded by the child's own life).
-fn first_line(kid: &mut Kid, pred: impl Fn(&str) -> bool) -> Result<String, Failure> {
-    use std::io::BufRead;
-    let out = kid
-        .0
-        .stdout
-        .take()
-        .ok_or_else(|| Failure::other("no stdout"))?;
-    let mut lines = std::io::BufReader::new(out).lines();
-    let found = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| pred(l))
-        .ok_or_else(|| Failure::other("server exited before it was ready"))?;
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(found)
+    Kid::spawn(cmd.stderr(Stdio::null()).env("RUST_LOG", "warn"))
 }
 
 fn serve_cmd(dir: &Path) -> Result<Command, Failure> {
@@ -183,7 +151,7 @@ fn serve_cmd(dir: &Path) -> Result<Command, Failure> {
 
 fn run_direct(dir: &Path, n: usize, groups: usize) -> Result<Figures, Failure> {
     let mut serve = spawn(serve_cmd(dir)?.args(["--listen", "127.0.0.1:0"]))?;
-    let line = first_line(&mut serve, |l| l.starts_with('{'))?;
+    let line = serve.first_line(|l| l.starts_with('{'))?;
     let v: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| Failure::other(e.to_string()))?;
     let endpoint = v["endpoint"].as_str().unwrap_or_default();
@@ -192,7 +160,7 @@ fn run_direct(dir: &Path, n: usize, groups: usize) -> Result<Figures, Failure> {
         Target::Node(a) => a.node.map_or(PeerCheck::Unpinned, PeerCheck::Pinned),
         Target::Relay(_) => PeerCheck::Insecure,
     };
-    measure(serve.0.id(), &target, check, n, groups)
+    measure(serve.pid(), &target, check, n, groups)
 }
 
 fn run_relay(dir: &Path, relay: &Path, n: usize, groups: usize) -> Result<Figures, Failure> {
@@ -240,13 +208,13 @@ fn run_relay(dir: &Path, relay: &Path, n: usize, groups: usize) -> Result<Figure
             .args(["--relay", &url, "--relay-ca"])
             .arg(&cert),
     )?;
-    first_line(&mut serve, |l| l.starts_with('{'))?;
+    serve.first_line(|l| l.starts_with('{'))?;
     let target = Target::parse(&url).map_err(|e| Failure::other(e.to_string()))?;
     let check = PeerCheck::WebPki {
         ca_file: Some(cert.clone()),
         host: "127.0.0.1".into(),
     };
-    measure(relay.0.id(), &target, check, n, groups)
+    measure(relay.pid(), &target, check, n, groups)
 }
 
 /// What one subscriber got: payload bytes, groups, and whether any group came late.
@@ -331,32 +299,4 @@ fn measure(
         rss_kib: peak_rss_kib(pid),
         behind: got.iter().filter(|g| g.late || g.groups < groups).count(),
     })
-}
-
-/// User + system CPU seconds of a process (from /proc; 0 where unavailable).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the parenthesised command name: state, then numbered fields; utime and stime are
-    // fields 14 and 15 of proc(5), i.e. the 12th and 13th tokens counting state as the 1st.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let tokens: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        tokens
-            .get(i)
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let ticks = field(11) + field(12);
-    // USER_HZ is 100 on Linux.
-    ticks as f64 / 100.0
-}
-
-/// Peak resident set size in KiB (VmHWM; 0 where unavailable).
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

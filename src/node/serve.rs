@@ -196,19 +196,31 @@ impl TrackServer {
         Arc::make_mut(cache)
             .push(group, payload.clone())
             .map_err(ServeError::Group)?;
-        for &conn in &self.conns {
-            let (track, payload) = (track.clone(), payload.clone());
-            call(ep, conn, move |s| s.send_group(&track, group, payload))?;
-        }
-        Ok(())
+        let track = track.clone();
+        self.call_each(ep, move |s| s.send_group(&track, group, payload.clone()))
     }
 
     /// Ends every subscription of every track (PUBLISH_DONE); the caches still serve FETCH.
     pub fn end(&mut self, ep: &mut Endpoint) -> Result<(), ServeError> {
-        for track in self.tracks.keys() {
-            for &conn in &self.conns {
-                let track = track.clone();
-                call(ep, conn, move |s| s.end_track(&track))?;
+        let tracks: Vec<FullTrackName> = self.tracks.keys().cloned().collect();
+        self.call_each(ep, move |s| {
+            tracks.iter().try_for_each(|track| s.end_track(track))
+        })
+    }
+
+    /// Runs a session command on every session at once (one round trip to the endpoint thread);
+    /// a session's own failure is only logged.
+    fn call_each<F>(&self, ep: &mut Endpoint, mut f: F) -> Result<(), ServeError>
+    where
+        F: FnMut(&mut Session) -> Result<(), MoqError> + Send + 'static,
+    {
+        let conns: Vec<ConnId> = self.conns.iter().copied().collect();
+        let results = ep
+            .call_each(&conns, move |_, s| f(s))
+            .map_err(ServeError::Net)?;
+        for (conn, result) in results {
+            if let Err(e) = result {
+                log::info!("session {conn:?}: {e}");
             }
         }
         Ok(())
