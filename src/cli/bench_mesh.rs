@@ -9,7 +9,7 @@
 //! (% of one core) and RSS of publisher and subscriber, and as the reference measured in the
 //! same run, the simulator's CPU for moving the same bytes over HTTP.
 
-use super::bench_proc::{cpu_seconds, peak_rss_kib, rss_kib, Kid};
+use super::bench_proc::{cpu_seconds, peak_rss_kib, rss_kib, thread_cpu_seconds, Kid};
 use super::Failure;
 use crate::node::timing::{Stage, TARGET};
 use argh::FromArgs;
@@ -105,11 +105,23 @@ fn measure(args: &Args, input: &Path, work: &Path) -> Result<(), Failure> {
     );
     std::thread::sleep(Duration::from_secs(args.warmup));
     let kids = [&sim, &publisher, &subscriber];
+    let threads_of = |k: &&Kid| thread_cpu_seconds(k.pid());
     let before: Vec<f64> = kids.iter().map(|k| cpu_seconds(k.pid())).collect();
+    let threads_before: Vec<_> = kids.iter().map(threads_of).collect();
     let window_start = unix_micros();
     std::thread::sleep(Duration::from_secs(args.seconds));
     let window_end = unix_micros();
     let after: Vec<f64> = kids.iter().map(|k| cpu_seconds(k.pid())).collect();
+    let threads_after: Vec<_> = kids.iter().map(threads_of).collect();
+    let threads: Vec<Vec<(String, f64)>> = threads_before
+        .iter()
+        .zip(&threads_after)
+        .map(|(b, a)| {
+            a.iter()
+                .map(|(name, s)| (name.clone(), s - b.get(name).copied().unwrap_or(0.0)))
+                .collect()
+        })
+        .collect();
     let rss: Vec<(u64, u64)> = kids
         .iter()
         .map(|k| (rss_kib(k.pid()), peak_rss_kib(k.pid())))
@@ -132,7 +144,7 @@ fn measure(args: &Args, input: &Path, work: &Path) -> Result<(), Failure> {
         .filter(|m| Stage::ALL.iter().all(|s| m.contains_key(s.name())))
         .filter(|m| (window_start..window_end).contains(&m[Stage::Cut.name()]))
         .collect();
-    report(args, &complete, &before, &after, &rss);
+    report(args, &complete, &before, &after, &rss, &threads);
     Ok(())
 }
 
@@ -142,6 +154,7 @@ fn report(
     before: &[f64],
     after: &[f64],
     rss: &[(u64, u64)],
+    threads: &[Vec<(String, f64)>],
 ) {
     println!(
         "bench mesh: 19.39 Mb/s real time, {} ms chunks, {} s measured, {} chunks cut in the window and written",
@@ -189,6 +202,9 @@ fn report(
             rss[i].0 as f64 / 1024.0,
             rss[i].1 as f64 / 1024.0
         );
+        for (thread, seconds) in threads[i].iter().filter(|_| i > 0) {
+            println!("  thread {thread:<17} {:>9.2}", seconds / wall * 100.0);
+        }
     }
     println!(
         "targets: p99 ≤ 50 ms; ≤ 2 % of a core each; RSS ≤ 64 MiB publisher (default cache), ≤ 32 MiB subscriber"

@@ -3,6 +3,7 @@
 //! the kernel accounts to a process (`/proc`, Linux).
 
 use super::Failure;
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 
 /// A child killed on drop.
@@ -59,7 +60,27 @@ impl Kid {
 
 /// User + system CPU seconds of a process (from /proc; 0 where unavailable).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds of each thread of a process, by thread name (threads of one name
+/// summed; empty where unavailable).
+pub fn thread_cpu_seconds(pid: u32) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let seconds = stat_cpu_seconds(&dir.join("stat").to_string_lossy());
+        *by_name.entry(name.trim().to_string()).or_insert(0.0) += seconds;
+    }
+    by_name
+}
+
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // After the parenthesised command name: state, then numbered fields; utime and stime are
     // fields 14 and 15 of proc(5), i.e. the 12th and 13th tokens counting state as the 1st.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);

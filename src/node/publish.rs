@@ -196,7 +196,11 @@ impl Outlet {
             self.on_net_event(ev)?;
             handled = true;
         }
-        while let Some(ev) = self.ep.next_event(Duration::ZERO).map_err(ServeError::Net)? {
+        while let Some(ev) = self
+            .ep
+            .next_event(Duration::ZERO)
+            .map_err(ServeError::Net)?
+        {
             self.on_net_event(ev)?;
             handled = true;
         }
