@@ -887,6 +887,19 @@ impl Session {
         self.send_fetch(kind)
     }
 
+    /// Late join in one flight: SUBSCRIBE from the next group (LargestObject) and a relative
+    /// joining FETCH of the current group and `backfill` groups before it, sent together so the
+    /// current group comes without waiting for SUBSCRIBE_OK. Returns (subscription, fetch).
+    pub fn subscribe_joining(
+        &mut self,
+        track: FullTrackName,
+        backfill: u64,
+    ) -> Result<(RequestId, RequestId), MoqError> {
+        let live = self.subscribe(track, SubscribeOptions::default())?;
+        let joining = self.joining_fetch(live, JoiningStart::Relative(backfill))?;
+        Ok((live, joining))
+    }
+
     fn send_fetch(&mut self, kind: FetchKind) -> Result<RequestId, MoqError> {
         let request = self.new_request()?;
         self.pending.insert(request, Pending::Fetch);

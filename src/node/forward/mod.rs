@@ -17,7 +17,7 @@ pub mod tamper;
 use super::serve::{ServeError, TrackServer};
 use super::subscribe::PeerSpec;
 use crate::cli::stop::StopFlag;
-use crate::moq::session::{Event, JoiningStart, SubscribeOptions};
+use crate::moq::session::Event;
 use crate::moq::track::{BroadcastTrack, TrackKind};
 use crate::moq::{FullTrackName, GroupId, ObjectStatus, RequestId, SessionCode};
 use crate::net::{ConnId, Endpoint, NetError, NetEvent, Settings};
@@ -197,11 +197,7 @@ impl Forward<'_> {
             let track = track.clone();
             let (live, joining) = self
                 .upstream
-                .call(self.conn, move |s| {
-                    let live = s.subscribe(track, SubscribeOptions::default())?;
-                    let joining = s.joining_fetch(live, JoiningStart::Relative(0))?;
-                    Ok::<_, crate::moq::MoqError>((live, joining))
-                })
+                .call(self.conn, move |s| s.subscribe_joining(track, 0))
                 .map_err(net)?
                 .map_err(|e| ForwardError::Left(e.to_string()))?;
             self.requests.insert(live, (at, true));
@@ -221,9 +217,7 @@ impl Forward<'_> {
             return Ok(());
         }
         self.newest[at] = Some(group);
-        let is_chunks = BroadcastTrack::from_full_name(&self.tracks[at])
-            .is_some_and(|t| t.kind() == TrackKind::Chunks);
-        let groups = if is_chunks {
+        let groups = if Some(at) == self.chunks_track() {
             self.tamper.push(group, payload)
         } else {
             vec![(group, payload)]

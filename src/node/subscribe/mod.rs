@@ -31,7 +31,7 @@ use crate::hls::{HlsError, ProgramClock};
 use crate::manifest::{
     AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, UnixTime, Verifier,
 };
-use crate::moq::session::{Event, JoiningStart, SubscribeOptions};
+use crate::moq::session::Event;
 use crate::moq::track::{BroadcastTrack, TrackKind};
 use crate::moq::{ObjectStatus, RequestId, SessionCode};
 use crate::net::{ConnId, Endpoint, NetError, NetEvent, PeerCheck, Settings, Target};
@@ -524,13 +524,9 @@ impl Run<'_> {
             let track = track.full_name();
             let (live, joining) = peer
                 .ep
-                .call(peer.conn, move |s| {
-                    let live = s.subscribe(track, SubscribeOptions::default())?;
-                    let joining = s.joining_fetch(live, JoiningStart::Relative(backfill))?;
-                    Ok((live, joining))
-                })
+                .call(peer.conn, move |s| s.subscribe_joining(track, backfill))
                 .map_err(SubscribeError::Net)?
-                .map_err(|e: crate::moq::MoqError| SubscribeError::Left(e.to_string()))?;
+                .map_err(|e| SubscribeError::Left(e.to_string()))?;
             peer.requests.insert(live, Request::Live(kind));
             peer.requests.insert(joining, Request::Backfill(kind));
         }
