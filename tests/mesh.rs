@@ -539,3 +539,32 @@ fn hardware_split_source_from_a_real_hdhomerun_recording() {
     let b = Publisher::from_input(input, &key_b, &[]);
     subscribe_split(&process::out_dir("mesh", "hardware"), &a, &b);
 }
+
+#[test]
+fn an_unreadable_relay_ca_is_a_configuration_error() {
+    let dir = process::out_dir("mesh", "bad-ca");
+    let missing = dir.join("missing-ca.pem");
+    let missing = missing.to_str().unwrap();
+    let subscriber = subscribe(
+        &dir,
+        &["--remote", "moqt://127.0.0.1:9", "--relay-ca", missing],
+        Duration::from_secs(30),
+    );
+    let forwarder = process::run(&[
+        "moq-forward",
+        "--remote",
+        "moqt://127.0.0.1:9",
+        "--relay-ca",
+        missing,
+        "--listen",
+        "127.0.0.1:0",
+        "--stream-id",
+        STREAM,
+    ]);
+    for out in [subscriber, forwarder] {
+        let err = process::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains("missing-ca.pem"), "{last}");
+    }
+}

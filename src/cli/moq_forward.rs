@@ -11,7 +11,7 @@ use super::stop::StopFlag;
 use super::{Exit, Failure};
 use crate::crypto::NodeKey;
 use crate::moq::track::{BroadcastTrack, TrackKind};
-use crate::net::{Endpoint, Settings};
+use crate::net::{Endpoint, NetError, Settings};
 use crate::node::forward::tamper::{Mode, Tamper};
 use crate::node::forward::{forward, ForwardConfig, ForwardError};
 use crate::node::subscribe::PeerSpec;
@@ -111,6 +111,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 summary.forwarded, summary.tampered
             );
             Ok(())
+        }
+        Err(e @ ForwardError::Connect(_, NetError::Config { .. } | NetError::Address { .. })) => {
+            Err(Failure::usage(e.to_string()))
         }
         Err(e @ (ForwardError::Connect(..) | ForwardError::Refused(_))) => {
             Err(Failure::new(Exit::Connect, e.to_string()))

@@ -12,7 +12,7 @@ use crate::chunk::ChunkerConfig;
 use crate::crypto::NodeId;
 use crate::hls;
 use crate::manifest::Policy;
-use crate::net::Target;
+use crate::net::{NetError, Target};
 use crate::node::subscribe::{
     subscribe, Latency, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary,
 };
@@ -161,6 +161,9 @@ pub(super) fn with_progress<T>(run: impl FnOnce(&mut dyn FnMut(&SubscribeSummary
 /// The exit code and cause of a failed subscription, with the rejections that led to it.
 pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -> Failure {
     let exit = match &e {
+        SubscribeError::Connect(_, NetError::Config { .. } | NetError::Address { .. }) => {
+            Exit::Usage
+        }
         SubscribeError::Connect(..) => Exit::Connect,
         SubscribeError::Refused(..)
         | SubscribeError::NoManifest(_)
