@@ -19,6 +19,17 @@ const GROUPS: usize = 8;
 /// Milliseconds between groups: that stack hands a reader only the newest group, so a reader
 /// that falls behind (2 shared cores, tests in parallel) would skip groups; FETCH is exact.
 const PACE_MS: u32 = 100;
+/// The track flags of a publisher feeding the relay, up to its folder argument (paced a little
+/// faster: one reader, no fan-out).
+const PACED_TRACK: [&str; 7] = [
+    "--namespace",
+    NS,
+    "--track",
+    "chunks",
+    "--interval-ms",
+    "60",
+    "--dir",
+];
 
 /// Runs the interop tests one at a time (they are timing-sensitive, see [`PACE_MS`]).
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -123,15 +134,7 @@ fn moq_serve_publishes_into_a_third_party_relay_and_a_third_party_client_reads_t
         moq::ec_node()
             .args(["moq-serve", "--relay", &url, "--relay-ca"])
             .arg(&ca)
-            .args([
-                "--namespace",
-                NS,
-                "--track",
-                "chunks",
-                "--interval-ms",
-                "60",
-                "--dir",
-            ])
+            .args(PACED_TRACK)
             .arg(dir.join("src")),
     );
     let (endpoint, ns, _) = moq::ready(&serve.wait_line(|l| l.starts_with('{')));
@@ -176,15 +179,7 @@ fn a_third_party_publisher_publishes_into_the_relay_and_moq_cat_reads_through_it
         "moq-peer pub --relay",
         peer()
             .args(["pub", "--relay", &url])
-            .args([
-                "--namespace",
-                NS,
-                "--track",
-                "chunks",
-                "--interval-ms",
-                "60",
-                "--dir",
-            ])
+            .args(PACED_TRACK)
             .arg(dir.join("src")),
     );
     publisher.wait_line(|l| l == "ready");
