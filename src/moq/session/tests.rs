@@ -48,8 +48,19 @@ fn track() -> FullTrackName {
         .full_name()
 }
 
+/// The namespace of broadcast "abc"'s `kind` track.
+fn namespace(kind: TrackKind) -> TrackNamespace {
+    BroadcastTrack::new("abc", kind).unwrap().namespace()
+}
+
+/// A cache of `track()` holding `groups`, each with `payload(g)`.
 fn cache_with(groups: std::ops::Range<u64>) -> TrackCache {
-    let mut c = TrackCache::new(1 << 20);
+    bounded_cache(1 << 20, groups)
+}
+
+/// `cache_with`, limited to `capacity` bytes (older groups are evicted).
+fn bounded_cache(capacity: usize, groups: std::ops::Range<u64>) -> TrackCache {
+    let mut c = TrackCache::new(capacity);
     for g in groups {
         c.push(GroupId(g), payload(g)).unwrap();
     }
@@ -80,6 +91,20 @@ impl Pair {
     /// A pair that completed SETUP.
     fn connected() -> Self {
         Self::connected_with(Config::default(), Config::default())
+    }
+
+    /// A pair that completed SETUP, the client's config being the default changed by `f`.
+    fn connected_with_client(f: impl FnOnce(&mut Config)) -> Self {
+        let mut client = Config::default();
+        f(&mut client);
+        Self::connected_with(client, Config::default())
+    }
+
+    /// A pair that completed SETUP, the server's config being the default changed by `f`.
+    fn connected_with_server(f: impl FnOnce(&mut Config)) -> Self {
+        let mut server = Config::default();
+        f(&mut server);
+        Self::connected_with(Config::default(), server)
     }
 
     fn connected_with(client: Config, server: Config) -> Self {
@@ -219,22 +244,190 @@ impl Pair {
         decode_control_stream(Version::Draft16, bytes).unwrap()
     }
 
-    /// Client subscribes to `track()`, server accepts from `cache`; returns the request id.
-    fn subscribe(&mut self, filter: SubscriptionFilter, cache: &TrackCache) -> RequestId {
-        let opts = SubscribeOptions {
-            filter,
-            ..Default::default()
-        };
-        let req = self.client.subscribe(track(), opts).unwrap();
+    /// `subscriber` asks for `track()` with `opts`; checks that the other side was asked, once,
+    /// for this request, and returns its id. Nobody has answered yet.
+    fn request_subscribe(&mut self, subscriber: Side, opts: SubscribeOptions) -> RequestId {
+        let req = self.session(subscriber).subscribe(track(), opts).unwrap();
         self.drive();
-        let ev = self.events(Side::Server);
+        let ev = self.events(subscriber.other());
         assert!(
             matches!(&ev[..], [Event::SubscribeRequested { request, .. }] if *request == req),
             "{ev:?}"
         );
+        req
+    }
+
+    /// `side` asks for `track()` with default options, without moving any bytes.
+    fn try_subscribe(&mut self, side: Side) -> Result<RequestId, MoqError> {
+        self.session(side)
+            .subscribe(track(), SubscribeOptions::default())
+    }
+
+    /// Client subscribes to `track()` with `opts`, server accepts from `cache`; returns the
+    /// request id.
+    fn subscribe_with(&mut self, opts: SubscribeOptions, cache: &TrackCache) -> RequestId {
+        let req = self.request_subscribe(Side::Client, opts);
         self.server.accept_subscribe(req, cache).unwrap();
         self.drive();
         req
+    }
+
+    /// Client subscribes to `track()` with `filter`, server accepts from `cache`; returns the
+    /// request id.
+    fn subscribe(&mut self, filter: SubscriptionFilter, cache: &TrackCache) -> RequestId {
+        self.subscribe_with(filtered(filter), cache)
+    }
+
+    /// A live subscription: `NextGroupStart` on a track whose cache holds group 0. The client's
+    /// events so far (SUBSCRIBE_OK) are dropped.
+    fn subscribe_live(&mut self) -> RequestId {
+        let req = self.subscribe(SubscriptionFilter::NextGroupStart, &cache_with(0..1));
+        self.events(Side::Client);
+        req
+    }
+
+    /// The server hands its session each of `groups` of `track()` (payload `payload(g)`),
+    /// without moving any bytes.
+    fn queue_groups(&mut self, groups: impl IntoIterator<Item = u64>) {
+        for g in groups {
+            self.server
+                .send_group(&track(), GroupId(g), payload(g))
+                .unwrap();
+        }
+    }
+
+    /// `queue_groups`, then `drive`.
+    fn send_groups(&mut self, groups: impl IntoIterator<Item = u64>) {
+        self.queue_groups(groups);
+        self.drive();
+    }
+
+    /// Groups of the objects `side` received for `request` since its events were last taken.
+    fn groups(&mut self, side: Side, request: RequestId) -> Vec<u64> {
+        groups_of(&self.events(side), request)
+    }
+
+    /// Client sends a standalone FETCH of groups `first..=last` of `track()`; checks the server
+    /// was asked for exactly that, and returns the request id.
+    fn request_fetch(&mut self, first: u64, last: u64) -> RequestId {
+        let f = self
+            .client
+            .fetch(track(), Location::new(first, 0), Location::new(last, 0))
+            .unwrap();
+        self.drive();
+        self.expect_fetch_requested(f, first, last);
+        f
+    }
+
+    /// Client sends a joining FETCH for subscription `sub`; checks the server was asked for
+    /// groups `first..=last`, and returns the request id.
+    fn request_joining_fetch(
+        &mut self,
+        sub: RequestId,
+        start: JoiningStart,
+        first: u64,
+        last: u64,
+    ) -> RequestId {
+        let f = self.client.joining_fetch(sub, start).unwrap();
+        self.drive();
+        self.expect_fetch_requested(f, first, last);
+        f
+    }
+
+    /// The server's only new event is a FETCH of groups `first..=last` of `track()`.
+    fn expect_fetch_requested(&mut self, request: RequestId, first: u64, last: u64) {
+        assert_eq!(
+            self.events(Side::Server),
+            vec![Event::FetchRequested {
+                request,
+                track: track(),
+                first: GroupId(first),
+                last: GroupId(last)
+            }]
+        );
+    }
+
+    /// Server answers FETCH `request` from `cache`, then `drive`.
+    fn serve_fetch(&mut self, request: RequestId, cache: &TrackCache) {
+        self.server.accept_fetch(request, cache).unwrap();
+        self.drive();
+    }
+
+    /// `side` takes `bytes` on its control stream, as if the peer had sent them.
+    fn control_in(&mut self, side: Side, bytes: &[u8]) -> Result<(), MoqError> {
+        let now = self.now;
+        self.session(side)
+            .handle_stream_data(now, StreamId::CONTROL, bytes, false)
+    }
+
+    /// `side` takes `msg` on its control stream and accepts it; returns what it wants to send
+    /// in answer (not delivered).
+    fn inject(&mut self, side: Side, msg: ControlMessage) -> Vec<Wire> {
+        self.control_in(side, &raw(msg)).unwrap();
+        self.transmit(side)
+    }
+
+    /// `side` takes `bytes` on its control stream, which must fail; returns the session code
+    /// it closed with.
+    fn violation(&mut self, side: Side, bytes: &[u8]) -> Option<u64> {
+        assert!(self.control_in(side, bytes).is_err());
+        self.closed_code(side)
+    }
+
+    /// The session code `side` closed with, if it closed with one.
+    fn closed_code(&mut self, side: Side) -> Option<u64> {
+        match &self.session(side).phase {
+            Phase::Closed(e) => e.session_code(),
+            _ => None,
+        }
+    }
+
+    /// `stream_count` of the first PUBLISH_DONE the server sent.
+    fn publish_done_stream_count(&self) -> Option<u64> {
+        self.control_sent(Side::Server)
+            .into_iter()
+            .find_map(|m| match m {
+                ControlMessage::PublishDone { stream_count, .. } => Some(stream_count),
+                _ => None,
+            })
+    }
+
+    /// `(request, code)` of every REQUEST_ERROR `side` sent on the control stream.
+    fn request_errors(&self, side: Side) -> Vec<(RequestId, u64)> {
+        self.control_sent(side)
+            .into_iter()
+            .filter_map(|m| match m {
+                ControlMessage::RequestError { request, code, .. } => Some((request, code)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// Subscribe options with `filter` and defaults otherwise.
+fn filtered(filter: SubscriptionFilter) -> SubscribeOptions {
+    SubscribeOptions {
+        filter,
+        ..Default::default()
+    }
+}
+
+/// A SUBSCRIBE_OK body with no parameters or extensions.
+fn subscribe_ok(request: RequestId, alias: TrackAlias) -> crate::moq::wire::SubscribeOk {
+    crate::moq::wire::SubscribeOk {
+        request,
+        alias,
+        params: MessageParams::default(),
+        extensions: vec![],
     }
 }
 
@@ -251,13 +444,6 @@ fn groups_of(events: &[Event], request: RequestId) -> Vec<u64> {
             _ => None,
         })
         .collect()
-}
-
-fn closed_code(s: &Session) -> Option<u64> {
-    match &s.phase {
-        Phase::Closed(e) => e.session_code(),
-        _ => None,
-    }
 }
 
 fn raw(msg: ControlMessage) -> Vec<u8> {
@@ -284,9 +470,7 @@ fn setup_exchanges_max_request_id_both_ways() {
 #[test]
 fn announce_and_withdraw() {
     let mut p = Pair::connected();
-    let ns = BroadcastTrack::new("abc", TrackKind::Chunks)
-        .unwrap()
-        .namespace();
+    let ns = namespace(TrackKind::Chunks);
     let req = p.client.publish_namespace(ns.clone()).unwrap();
     p.drive();
     assert_eq!(
@@ -311,8 +495,7 @@ fn announce_and_withdraw() {
 #[test]
 fn subscribe_next_group_start_gets_only_new_groups() {
     let mut p = Pair::connected();
-    let mut cache = cache_with(0..6);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache_with(0..6));
     let ev = p.events(Side::Client);
     assert!(ev.contains(&Event::Subscribed {
         request: req,
@@ -320,58 +503,36 @@ fn subscribe_next_group_start_gets_only_new_groups() {
         largest: Some(Location::new(5, 0))
     }));
     assert!(groups_of(&ev, req).is_empty());
-    cache.push(GroupId(6), payload(6)).unwrap();
-    p.server
-        .send_group(&track(), GroupId(6), payload(6))
-        .unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![6]);
+    p.send_groups([6]);
+    assert_eq!(p.groups(Side::Client, req), vec![6]);
 }
 
 #[test]
 fn subscribe_largest_object_starts_after_the_current_object() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..6);
-    let req = p.subscribe(SubscriptionFilter::LargestObject, &cache);
-    assert!(groups_of(&p.events(Side::Client), req).is_empty());
-    p.server
-        .send_group(&track(), GroupId(6), payload(6))
-        .unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![6]);
+    let req = p.subscribe(SubscriptionFilter::LargestObject, &cache_with(0..6));
+    assert!(p.groups(Side::Client, req).is_empty());
+    p.send_groups([6]);
+    assert_eq!(p.groups(Side::Client, req), vec![6]);
 }
 
 #[test]
 fn subscribe_absolute_start_gets_cached_groups_at_once_newest_first() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..6);
-    let req = p.subscribe(
-        SubscriptionFilter::AbsoluteStart(Location::new(3, 0)),
-        &cache,
-    );
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![5, 4, 3]);
-    p.server
-        .send_group(&track(), GroupId(6), payload(6))
-        .unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![6]);
+    let from_3 = SubscriptionFilter::AbsoluteStart(Location::new(3, 0));
+    let req = p.subscribe(from_3, &cache_with(0..6));
+    assert_eq!(p.groups(Side::Client, req), vec![5, 4, 3]);
+    p.send_groups([6]);
+    assert_eq!(p.groups(Side::Client, req), vec![6]);
 }
 
 #[test]
 fn subscribe_absolute_range_ends_with_publish_done_after_its_streams() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..4);
-    let req = p.subscribe(
-        SubscriptionFilter::AbsoluteRange(Location::new(2, 0), GroupId(5)),
-        &cache,
-    );
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![3, 2]);
-    for g in 4..7 {
-        p.server
-            .send_group(&track(), GroupId(g), payload(g))
-            .unwrap();
-    }
-    p.drive();
+    let range = SubscriptionFilter::AbsoluteRange(Location::new(2, 0), GroupId(5));
+    let req = p.subscribe(range, &cache_with(0..4));
+    assert_eq!(p.groups(Side::Client, req), vec![3, 2]);
+    p.send_groups(4..7);
     let ev = p.events(Side::Client);
     assert_eq!(groups_of(&ev, req), vec![5, 4], "newest first");
     assert_eq!(
@@ -382,32 +543,14 @@ fn subscribe_absolute_range_ends_with_publish_done_after_its_streams() {
             reason: "end of range".into()
         })
     );
-    let done = p
-        .control_sent(Side::Server)
-        .into_iter()
-        .find(|m| matches!(m, ControlMessage::PublishDone { .. }));
-    assert!(
-        matches!(
-            done,
-            Some(ControlMessage::PublishDone {
-                stream_count: 4,
-                ..
-            })
-        ),
-        "{done:?}"
-    );
+    assert_eq!(p.publish_done_stream_count(), Some(4));
 }
 
 #[test]
 fn end_track_sends_publish_done_with_stream_count() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    for g in 1..4 {
-        p.server
-            .send_group(&track(), GroupId(g), payload(g))
-            .unwrap();
-    }
+    let req = p.subscribe_live();
+    p.queue_groups(1..4);
     p.server.end_track(&track()).unwrap();
     p.drive();
     let ev = p.events(Side::Client);
@@ -419,27 +562,14 @@ fn end_track_sends_publish_done_with_stream_count() {
             ..
         })
     ));
-    let done = p
-        .control_sent(Side::Server)
-        .into_iter()
-        .find(|m| matches!(m, ControlMessage::PublishDone { .. }));
-    assert!(matches!(
-        done,
-        Some(ControlMessage::PublishDone {
-            stream_count: 3,
-            ..
-        })
-    ));
+    assert_eq!(p.publish_done_stream_count(), Some(3));
 }
 
 #[test]
 fn late_join_pipelines_subscribe_and_joining_fetch() {
     let mut p = Pair::connected();
     let cache = cache_with(0..10);
-    let sub = p
-        .client
-        .subscribe(track(), SubscribeOptions::default())
-        .unwrap();
+    let sub = p.try_subscribe(Side::Client).unwrap();
     // Sent before SUBSCRIBE_OK: no startup delay.
     let fetch = p
         .client
@@ -454,18 +584,8 @@ fn late_join_pipelines_subscribe_and_joining_fetch() {
     );
     p.server.accept_subscribe(sub, &cache).unwrap();
     p.drive();
-    let ev = p.events(Side::Server);
-    assert_eq!(
-        ev,
-        vec![Event::FetchRequested {
-            request: fetch,
-            track: track(),
-            first: GroupId(9),
-            last: GroupId(9)
-        }]
-    );
-    p.server.accept_fetch(fetch, &cache).unwrap();
-    p.drive();
+    p.expect_fetch_requested(fetch, 9, 9);
+    p.serve_fetch(fetch, &cache);
     let ev = p.events(Side::Client);
     assert_eq!(groups_of(&ev, fetch), vec![9]);
     assert!(ev.contains(&Event::FetchAccepted {
@@ -475,35 +595,10 @@ fn late_join_pipelines_subscribe_and_joining_fetch() {
     }));
     assert!(ev.contains(&Event::FetchComplete { request: fetch }));
     // A relative joining fetch further back, then an absolute one.
-    let f2 = p
-        .client
-        .joining_fetch(sub, JoiningStart::Relative(3))
-        .unwrap();
-    p.drive();
-    assert!(matches!(
-        &p.events(Side::Server)[..],
-        [Event::FetchRequested {
-            first: GroupId(6),
-            last: GroupId(9),
-            ..
-        }]
-    ));
-    p.server.accept_fetch(f2, &cache).unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Client), f2), vec![6, 7, 8, 9]);
-    let f3 = p
-        .client
-        .joining_fetch(sub, JoiningStart::Absolute(GroupId(8)))
-        .unwrap();
-    p.drive();
-    assert!(matches!(
-        &p.events(Side::Server)[..],
-        [Event::FetchRequested {
-            first: GroupId(8),
-            last: GroupId(9),
-            ..
-        }]
-    ));
+    let f2 = p.request_joining_fetch(sub, JoiningStart::Relative(3), 6, 9);
+    p.serve_fetch(f2, &cache);
+    assert_eq!(p.groups(Side::Client, f2), vec![6, 7, 8, 9]);
+    let f3 = p.request_joining_fetch(sub, JoiningStart::Absolute(GroupId(8)), 8, 9);
     p.server
         .reject_request(f3, request_error::INTERNAL_ERROR, "nope")
         .unwrap();
@@ -517,61 +612,33 @@ fn late_join_pipelines_subscribe_and_joining_fetch() {
 fn joining_fetch_for_unknown_subscription_is_refused() {
     let mut p = Pair::connected();
     // The server never saw request 40; send the FETCH by hand with the next id.
-    let fetch = ControlMessage::Fetch {
-        request: RequestId(0),
-        kind: FetchKind::RelativeJoining {
-            joining: RequestId(40),
-            offset: 0,
+    p.inject(
+        Side::Server,
+        ControlMessage::Fetch {
+            request: RequestId(0),
+            kind: FetchKind::RelativeJoining {
+                joining: RequestId(40),
+                offset: 0,
+            },
+            params: MessageParams::default(),
         },
-        params: MessageParams::default(),
-    };
-    p.server
-        .handle_stream_data(p.now, StreamId::CONTROL, &raw(fetch), false)
-        .unwrap();
-    p.transmit(Side::Server);
-    let sent = decode_control_stream(Version::Draft16, &p.server_control).unwrap();
-    assert!(sent.iter().any(|m| matches!(
-        m,
-        ControlMessage::RequestError {
-            code: request_error::INVALID_JOINING_REQUEST_ID,
-            ..
-        }
-    )));
+    );
+    assert!(p
+        .request_errors(Side::Server)
+        .contains(&(RequestId(0), request_error::INVALID_JOINING_REQUEST_ID)));
 }
 
 #[test]
 fn standalone_fetch_of_a_range_and_of_an_evicted_range() {
     let mut p = Pair::connected();
-    let mut cache = TrackCache::new(40);
-    for g in 0..10 {
-        cache.push(GroupId(g), payload(g)).unwrap();
-    }
-    let f = p
-        .client
-        .fetch(track(), Location::new(6, 0), Location::new(8, 0))
-        .unwrap();
-    p.drive();
-    assert!(matches!(
-        &p.events(Side::Server)[..],
-        [Event::FetchRequested {
-            first: GroupId(6),
-            last: GroupId(8),
-            ..
-        }]
-    ));
-    p.server.accept_fetch(f, &cache).unwrap();
-    p.drive();
+    let cache = bounded_cache(40, 0..10);
+    let f = p.request_fetch(6, 8);
+    p.serve_fetch(f, &cache);
     let ev = p.events(Side::Client);
     assert_eq!(groups_of(&ev, f), vec![6, 7, 8]);
     assert!(ev.contains(&Event::FetchComplete { request: f }));
-    let old = p
-        .client
-        .fetch(track(), Location::new(0, 0), Location::new(2, 0))
-        .unwrap();
-    p.drive();
-    p.events(Side::Server);
-    p.server.accept_fetch(old, &cache).unwrap();
-    p.drive();
+    let old = p.request_fetch(0, 2);
+    p.serve_fetch(old, &cache);
     assert!(matches!(
         &p.events(Side::Client)[..],
         [Event::RequestFailed {
@@ -584,9 +651,7 @@ fn standalone_fetch_of_a_range_and_of_an_evicted_range() {
 #[test]
 fn unsubscribe_stops_delivery_and_frees_the_request_id() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    p.events(Side::Client);
+    let req = p.subscribe_live();
     let limit_before = p.client.peer_limit;
     p.client.unsubscribe(req).unwrap();
     p.drive();
@@ -599,11 +664,8 @@ fn unsubscribe_stops_delivery_and_frees_the_request_id() {
         limit_before + 2,
         "MAX_REQUEST_ID raised when the request completed"
     );
-    p.server
-        .send_group(&track(), GroupId(1), payload(1))
-        .unwrap();
-    p.drive();
-    assert!(groups_of(&p.events(Side::Client), req).is_empty());
+    p.send_groups([1]);
+    assert!(p.groups(Side::Client, req).is_empty());
     assert!(!p.server.wants_write());
 }
 
@@ -623,29 +685,21 @@ fn goaway_blocks_new_requests_and_a_second_one_is_a_violation() {
         }]
     );
     assert!(matches!(
-        p.client.subscribe(track(), SubscribeOptions::default()),
+        p.try_subscribe(Side::Client),
         Err(MoqError::Misuse(_))
     ));
     let again = raw(ControlMessage::Goaway { uri: vec![] });
-    assert!(p
-        .client
-        .handle_stream_data(p.now, StreamId::CONTROL, &again, false)
-        .is_err());
-    assert_eq!(closed_code(&p.client), Some(3));
+    assert_eq!(p.violation(Side::Client, &again), Some(3));
 }
 
 #[test]
 fn request_id_limit_blocks_then_max_request_id_unblocks() {
-    let server = Config {
-        request_window: 2,
-        ..Config::default()
-    };
-    let mut p = Pair::connected_with(Config::default(), server);
+    let mut p = Pair::connected_with_server(|c| c.request_window = 2);
     let cache = cache_with(0..1);
     let a = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
     let _b = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
     assert_eq!(
-        p.client.subscribe(track(), SubscribeOptions::default()),
+        p.try_subscribe(Side::Client),
         Err(MoqError::Blocked { limit: 4 })
     );
     p.drive();
@@ -657,10 +711,7 @@ fn request_id_limit_blocks_then_max_request_id_unblocks() {
     assert!(p
         .control_sent(Side::Server)
         .contains(&ControlMessage::MaxRequestId(6)));
-    assert!(p
-        .client
-        .subscribe(track(), SubscribeOptions::default())
-        .is_ok());
+    assert!(p.try_subscribe(Side::Client).is_ok());
 }
 
 #[test]
@@ -673,35 +724,13 @@ fn peer_request_id_errors_close_with_draft_codes() {
         }))
     };
     // Skipping an id: INVALID_REQUEST_ID.
-    let mut p = Pair::connected();
-    assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &sub(2), false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(4));
+    assert_eq!(Pair::connected().violation(Side::Server, &sub(2)), Some(4));
     // Wrong parity: INVALID_REQUEST_ID.
-    let mut p = Pair::connected();
-    assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &sub(1), false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(4));
+    assert_eq!(Pair::connected().violation(Side::Server, &sub(1)), Some(4));
     // At the limit: TOO_MANY_REQUESTS.
-    let mut p = Pair::connected_with(
-        Config::default(),
-        Config {
-            request_window: 1,
-            ..Config::default()
-        },
-    );
-    p.server
-        .handle_stream_data(p.now, StreamId::CONTROL, &sub(0), false)
-        .unwrap();
-    assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &sub(2), false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(7));
+    let mut p = Pair::connected_with_server(|c| c.request_window = 1);
+    p.control_in(Side::Server, &sub(0)).unwrap();
+    assert_eq!(p.violation(Side::Server, &sub(2)), Some(7));
 }
 
 #[test]
@@ -709,16 +738,9 @@ fn malformed_and_unexpected_control_messages_close_the_session() {
     // Non-SETUP first: PROTOCOL_VIOLATION.
     let mut p = Pair::new(Config::default(), Config::default());
     let bad = raw(ControlMessage::MaxRequestId(9));
-    assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &bad, false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(3));
+    assert_eq!(p.violation(Side::Server, &bad), Some(3));
     // Sticky: the same error afterwards, and a CloseConnection output with the code.
-    let again = p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &[], false)
-        .unwrap_err();
+    let again = p.control_in(Side::Server, &[]).unwrap_err();
     assert_eq!(again.session_code(), Some(3));
     assert!(matches!(
         p.server.poll_output(),
@@ -729,79 +751,41 @@ fn malformed_and_unexpected_control_messages_close_the_session() {
         Some(Output::Event(Event::Closed(_)))
     ));
     // Key-value formatting: FORWARD = 7.
-    let mut p = Pair::connected();
     let b = [
         0x03, 0x00, 0x0a, 0x00, 0x01, 0x02, 0x65, 0x63, 0x01, 0x74, 0x01, 0x10, 0x07,
     ];
-    assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &b, false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(6));
+    assert_eq!(Pair::connected().violation(Side::Server, &b), Some(6));
     // Unknown message type.
-    let mut p = Pair::connected();
-    assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &[0x3f, 0x00, 0x00], false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(3));
+    let unknown = [0x3f, 0x00, 0x00];
+    assert_eq!(Pair::connected().violation(Side::Server, &unknown), Some(3));
     // MAX_REQUEST_ID that does not increase.
-    let mut p = Pair::connected();
-    assert!(p
-        .client
-        .handle_stream_data(
-            p.now,
-            StreamId::CONTROL,
-            &raw(ControlMessage::MaxRequestId(3)),
-            false
-        )
-        .is_err());
-    assert_eq!(closed_code(&p.client), Some(3));
+    let lower = raw(ControlMessage::MaxRequestId(3));
+    assert_eq!(Pair::connected().violation(Side::Client, &lower), Some(3));
     // Closing the control stream.
     let mut p = Pair::connected();
     assert!(p
         .client
         .handle_stream_data(p.now, StreamId::CONTROL, &[], true)
         .is_err());
-    assert_eq!(closed_code(&p.client), Some(3));
+    assert_eq!(p.closed_code(Side::Client), Some(3));
     // SUBSCRIBE_OK for nothing we asked.
-    let mut p = Pair::connected();
-    let ok = ControlMessage::SubscribeOk(crate::moq::wire::SubscribeOk {
-        request: RequestId(0),
-        alias: TrackAlias(1),
-        params: MessageParams::default(),
-        extensions: vec![],
-    });
-    assert!(p
-        .client
-        .handle_stream_data(p.now, StreamId::CONTROL, &raw(ok), false)
-        .is_err());
-    assert_eq!(closed_code(&p.client), Some(3));
+    let ok = raw(ControlMessage::SubscribeOk(subscribe_ok(
+        RequestId(0),
+        TrackAlias(1),
+    )));
+    assert_eq!(Pair::connected().violation(Side::Client, &ok), Some(3));
 }
 
 #[test]
 fn duplicate_track_alias_closes_the_session() {
     let mut p = Pair::connected();
-    let a = p
-        .client
-        .subscribe(track(), SubscribeOptions::default())
-        .unwrap();
-    let b = p
-        .client
-        .subscribe(track(), SubscribeOptions::default())
-        .unwrap();
+    let a = p.try_subscribe(Side::Client).unwrap();
+    let b = p.try_subscribe(Side::Client).unwrap();
     for request in [a, b] {
-        let ok = ControlMessage::SubscribeOk(crate::moq::wire::SubscribeOk {
-            request,
-            alias: TrackAlias(3),
-            params: MessageParams::default(),
-            extensions: vec![],
-        });
-        let _ = p
-            .client
-            .handle_stream_data(p.now, StreamId::CONTROL, &raw(ok), false);
+        let ok = ControlMessage::SubscribeOk(subscribe_ok(request, TrackAlias(3)));
+        let _ = p.control_in(Side::Client, &raw(ok));
     }
-    assert_eq!(closed_code(&p.client), Some(5));
+    assert_eq!(p.closed_code(Side::Client), Some(5));
 }
 
 #[test]
@@ -809,48 +793,33 @@ fn lost_setup_times_out_with_control_message_timeout() {
     let mut p = Pair::new(Config::default(), Config::default());
     p.transmit(Side::Client); // CLIENT_SETUP is lost: never delivered.
     p.advance(Duration::from_secs(11));
-    assert_eq!(closed_code(&p.server), Some(0x11));
-    assert_eq!(closed_code(&p.client), Some(0x11));
+    assert_eq!(p.closed_code(Side::Server), Some(0x11));
+    assert_eq!(p.closed_code(Side::Client), Some(0x11));
 }
 
 #[test]
 fn data_stream_before_subscribe_ok_is_held_then_delivered() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..3);
-    let req = p
-        .client
-        .subscribe(
-            track(),
-            SubscribeOptions {
-                filter: SubscriptionFilter::AbsoluteStart(Location::new(2, 0)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    p.drive();
-    p.events(Side::Server);
-    p.server.accept_subscribe(req, &cache).unwrap();
+    let from_2 = filtered(SubscriptionFilter::AbsoluteStart(Location::new(2, 0)));
+    let req = p.request_subscribe(Side::Client, from_2);
+    p.server.accept_subscribe(req, &cache_with(0..3)).unwrap();
     let wires = p.transmit(Side::Server);
     let (control, data): (Vec<Wire>, Vec<Wire>) = wires
         .into_iter()
         .partition(|w| matches!(w, Wire::Data(StreamId::CONTROL, ..)));
     assert!(!data.is_empty());
     p.deliver(Side::Client, data);
-    assert!(groups_of(&p.events(Side::Client), req).is_empty());
+    assert!(p.groups(Side::Client, req).is_empty());
     assert_eq!(p.client.recvs.early_count(), 1);
     p.deliver(Side::Client, control);
     p.transmit(Side::Client);
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![2]);
+    assert_eq!(p.groups(Side::Client, req), vec![2]);
     assert_eq!(p.client.recvs.early_bytes, 0);
 }
 
 #[test]
 fn held_data_streams_are_bounded_in_time_and_count() {
-    let client = Config {
-        max_early_streams: 1,
-        ..Config::default()
-    };
-    let mut p = Pair::connected_with(client, Config::default());
+    let mut p = Pair::connected_with_client(|c| c.max_early_streams = 1);
     // Two subgroup streams for alias 9, which no SUBSCRIBE_OK names.
     let stream = |id: u64| {
         Wire::Data(
@@ -879,14 +848,8 @@ fn held_data_streams_are_bounded_in_time_and_count() {
 
 #[test]
 fn slow_subscriber_drops_oldest_groups_and_resets_started_streams() {
-    let server = Config {
-        max_subscriber_backlog: 80,
-        ..Config::default()
-    };
-    let mut p = Pair::connected_with(Config::default(), server);
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    p.events(Side::Client);
+    let mut p = Pair::connected_with_server(|c| c.max_subscriber_backlog = 80);
+    let req = p.subscribe_live();
     // Congestion: the endpoint can take only a few bytes per step.
     p.budget = 4;
     let big: Arc<[u8]> = vec![1u8; 30].into();
@@ -967,41 +930,24 @@ fn subscribe_namespace_on_its_own_stream_and_publish_are_not_supported() {
         ),
         "{out:?}"
     );
-    let publish = raw(ControlMessage::Publish {
-        request: RequestId(2),
-        track: track(),
-        ok: crate::moq::wire::SubscribeOk {
+    p.inject(
+        Side::Server,
+        ControlMessage::Publish {
             request: RequestId(2),
-            alias: TrackAlias(0),
-            params: MessageParams::default(),
-            extensions: vec![],
+            track: track(),
+            ok: subscribe_ok(RequestId(2), TrackAlias(0)),
         },
-    });
-    p.server
-        .handle_stream_data(p.now, StreamId::CONTROL, &publish, false)
-        .unwrap();
-    p.transmit(Side::Server);
-    let sent = p.control_sent(Side::Server);
-    assert!(sent.iter().any(|m| matches!(
-        m,
-        ControlMessage::RequestError {
-            request: RequestId(2),
-            code: request_error::NOT_SUPPORTED,
-            ..
-        }
-    )));
-    // SUBSCRIBE_NAMESPACE on the control stream is a violation.
+    );
     assert!(p
-        .server
-        .handle_stream_data(p.now, StreamId::CONTROL, &sn, false)
-        .is_err());
-    assert_eq!(closed_code(&p.server), Some(3));
+        .request_errors(Side::Server)
+        .contains(&(RequestId(2), request_error::NOT_SUPPORTED)));
+    // SUBSCRIBE_NAMESPACE on the control stream is a violation.
+    assert_eq!(p.violation(Side::Server, &sn), Some(3));
 }
 
 #[test]
 fn track_status_reports_largest() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..4);
     let req = p.client.track_status(track()).unwrap();
     p.drive();
     assert_eq!(
@@ -1011,7 +957,9 @@ fn track_status_reports_largest() {
             track: track()
         }]
     );
-    p.server.accept_track_status(req, &cache).unwrap();
+    p.server
+        .accept_track_status(req, &cache_with(0..4))
+        .unwrap();
     p.drive();
     assert_eq!(
         p.events(Side::Client),
@@ -1025,68 +973,44 @@ fn track_status_reports_largest() {
 #[test]
 fn request_update_pauses_forwarding() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    let req = p.subscribe_live();
     p.client.request_update(req, Some(false), None).unwrap();
     p.drive();
-    p.server
-        .send_group(&track(), GroupId(1), payload(1))
-        .unwrap();
-    p.drive();
-    assert!(groups_of(&p.events(Side::Client), req).is_empty());
+    p.send_groups([1]);
+    assert!(p.groups(Side::Client, req).is_empty());
     p.client.request_update(req, Some(true), None).unwrap();
     p.drive();
-    p.server
-        .send_group(&track(), GroupId(2), payload(2))
-        .unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![2]);
+    p.send_groups([2]);
+    assert_eq!(p.groups(Side::Client, req), vec![2]);
 }
 
 #[test]
 fn server_can_subscribe_to_a_publishing_client() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..2);
-    let req = p
-        .server
-        .subscribe(
-            track(),
-            SubscribeOptions {
-                filter: SubscriptionFilter::AbsoluteStart(Location::new(0, 0)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let from_0 = filtered(SubscriptionFilter::AbsoluteStart(Location::new(0, 0)));
+    let req = p.request_subscribe(Side::Server, from_0);
     assert_eq!(req, RequestId(1));
+    p.client.accept_subscribe(req, &cache_with(0..2)).unwrap();
     p.drive();
-    assert!(matches!(
-        &p.events(Side::Client)[..],
-        [Event::SubscribeRequested { .. }]
-    ));
-    p.client.accept_subscribe(req, &cache).unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Server), req), vec![1, 0]);
+    assert_eq!(p.groups(Side::Server, req), vec![1, 0]);
 }
 
 #[test]
 fn datagram_objects_are_delivered() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    p.events(Side::Client);
+    let req = p.subscribe_live();
     // type 0x04 (object id 0 omitted), alias 0, group 7, priority 1, payload "group-7".
     let mut d = vec![0x04, 0x00, 0x07, 0x01];
     d.extend_from_slice(b"group-7");
     p.client.handle_datagram(&d).unwrap();
     p.transmit(Side::Client);
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![7]);
+    assert_eq!(p.groups(Side::Client, req), vec![7]);
 }
 
 #[test]
 fn truncated_data_stream_is_a_violation() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let _req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    p.subscribe_live();
     // alias 0, group 5, then an object claiming 9 bytes but the stream ends after 1.
     let w = Wire::Data(
         StreamId(3),
@@ -1094,35 +1018,25 @@ fn truncated_data_stream_is_a_violation() {
         true,
     );
     p.deliver(Side::Client, [w]);
-    assert_eq!(closed_code(&p.client), Some(3));
+    assert_eq!(p.closed_code(Side::Client), Some(3));
 }
 
 #[test]
 fn a_slow_subscriber_does_not_hold_back_another_session() {
-    let server = Config {
-        max_subscriber_backlog: 100,
-        ..Config::default()
-    };
-    let mut slow = Pair::connected_with(Config::default(), server.clone());
-    let mut fast = Pair::connected_with(Config::default(), server);
-    let mut cache = cache_with(0..1);
-    let rs = slow.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    let rf = fast.subscribe(SubscriptionFilter::NextGroupStart, &cache);
+    let mut slow = Pair::connected_with_server(|c| c.max_subscriber_backlog = 100);
+    let mut fast = Pair::connected_with_server(|c| c.max_subscriber_backlog = 100);
+    let rs = slow.subscribe_live();
+    let rf = fast.subscribe_live();
     slow.budget = 0;
     for g in 1..50 {
-        cache.push(GroupId(g), payload(g)).unwrap();
-        slow.server
-            .send_group(&track(), GroupId(g), cache.get(GroupId(g)).unwrap().clone())
-            .unwrap();
-        fast.server
-            .send_group(&track(), GroupId(g), cache.get(GroupId(g)).unwrap().clone())
-            .unwrap();
+        slow.queue_groups([g]);
+        fast.queue_groups([g]);
         slow.step();
         fast.step();
         assert!(slow.server.sends.backlog(send::Owner::Subscription(rs)) <= 100);
     }
     fast.drive();
-    let mut got = groups_of(&fast.events(Side::Client), rf);
+    let mut got = fast.groups(Side::Client, rf);
     got.sort();
     assert_eq!(
         got,
@@ -1131,7 +1045,7 @@ fn a_slow_subscriber_does_not_hold_back_another_session() {
     );
     slow.budget = usize::MAX;
     slow.drive();
-    let got = groups_of(&slow.events(Side::Client), rs);
+    let got = slow.groups(Side::Client, rs);
     assert!(
         got.len() < 10 && got.contains(&49),
         "the slow one gets only the newest: {got:?}"
@@ -1141,29 +1055,19 @@ fn a_slow_subscriber_does_not_hold_back_another_session() {
 #[test]
 fn ascending_order_is_honoured() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..4);
     let opts = SubscribeOptions {
         filter: SubscriptionFilter::AbsoluteStart(Location::new(1, 0)),
         group_order: Some(GroupOrder::Ascending),
         ..Default::default()
     };
-    let req = p.client.subscribe(track(), opts).unwrap();
-    p.drive();
-    p.events(Side::Server);
-    p.server.accept_subscribe(req, &cache).unwrap();
-    p.drive();
-    assert_eq!(groups_of(&p.events(Side::Client), req), vec![1, 2, 3]);
+    let req = p.subscribe_with(opts, &cache_with(0..4));
+    assert_eq!(p.groups(Side::Client, req), vec![1, 2, 3]);
 }
 
 #[test]
 fn refused_subscribe_frees_its_request_id() {
     let mut p = Pair::connected();
-    let req = p
-        .client
-        .subscribe(track(), SubscribeOptions::default())
-        .unwrap();
-    p.drive();
-    p.events(Side::Server);
+    let req = p.request_subscribe(Side::Client, SubscribeOptions::default());
     let before = p.client.peer_limit;
     p.server
         .reject_request(req, request_error::DOES_NOT_EXIST, "no such track")
@@ -1190,14 +1094,8 @@ fn refused_subscribe_frees_its_request_id() {
 #[test]
 fn fetch_cancel_resets_the_response_stream() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..5);
-    let f = p
-        .client
-        .fetch(track(), Location::new(0, 0), Location::new(4, 0))
-        .unwrap();
-    p.drive();
-    p.events(Side::Server);
-    p.server.accept_fetch(f, &cache).unwrap();
+    let f = p.request_fetch(0, 4);
+    p.server.accept_fetch(f, &cache_with(0..5)).unwrap();
     p.budget = 12;
     p.step(); // FETCH_OK and the first bytes of the stream go out.
     p.client.cancel_fetch(f).unwrap();
@@ -1225,21 +1123,20 @@ fn fetch_cancel_resets_the_response_stream() {
 #[test]
 fn publish_namespace_cancel_is_reported() {
     let mut p = Pair::connected();
-    let ns = BroadcastTrack::new("abc", TrackKind::Manifests)
-        .unwrap()
-        .namespace();
-    let req = p.client.publish_namespace(ns).unwrap();
+    let req = p
+        .client
+        .publish_namespace(namespace(TrackKind::Manifests))
+        .unwrap();
     p.drive();
     p.events(Side::Client);
-    let cancel = raw(ControlMessage::PublishNamespaceCancel {
-        request: req,
-        code: 0x1,
-        reason: "go".into(),
-    });
-    p.client
-        .handle_stream_data(p.now, StreamId::CONTROL, &cancel, false)
-        .unwrap();
-    p.transmit(Side::Client);
+    p.inject(
+        Side::Client,
+        ControlMessage::PublishNamespaceCancel {
+            request: req,
+            code: 0x1,
+            reason: "go".into(),
+        },
+    );
     assert_eq!(
         p.events(Side::Client),
         vec![Event::NamespaceCancelled {
@@ -1259,7 +1156,7 @@ fn early_timeout_calls_are_harmless_and_closed_sessions_stay_closed() {
     p.client.close(SessionCode::NoError, "bye");
     p.drive();
     assert!(matches!(
-        p.server.subscribe(track(), SubscribeOptions::default()),
+        p.try_subscribe(Side::Server),
         Err(MoqError::Closed {
             by_peer: true,
             code: 0,
@@ -1267,7 +1164,7 @@ fn early_timeout_calls_are_harmless_and_closed_sessions_stay_closed() {
         })
     ));
     assert!(matches!(
-        p.client.subscribe(track(), SubscribeOptions::default()),
+        p.try_subscribe(Side::Client),
         Err(MoqError::Closed { by_peer: false, .. })
     ));
     assert_eq!(p.client.poll_write(100), None);
@@ -1276,20 +1173,17 @@ fn early_timeout_calls_are_harmless_and_closed_sessions_stay_closed() {
 #[test]
 fn publish_done_waits_for_counted_streams_then_gives_up_after_a_deadline() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    p.events(Side::Client);
+    let req = p.subscribe_live();
     // The publisher claims 2 streams, but none arrives (say, both reset before their headers).
-    let done = raw(ControlMessage::PublishDone {
-        request: req,
-        status: 2,
-        stream_count: 2,
-        reason: String::new(),
-    });
-    p.client
-        .handle_stream_data(p.now, StreamId::CONTROL, &done, false)
-        .unwrap();
-    p.transmit(Side::Client);
+    p.inject(
+        Side::Client,
+        ControlMessage::PublishDone {
+            request: req,
+            status: 2,
+            stream_count: 2,
+            reason: String::new(),
+        },
+    );
     assert!(p.events(Side::Client).is_empty(), "waits for the streams");
     let deadline = p
         .client
@@ -1311,9 +1205,7 @@ fn publish_done_waits_for_counted_streams_then_gives_up_after_a_deadline() {
 #[test]
 fn unsubscribe_stops_streams_in_flight() {
     let mut p = Pair::connected();
-    let cache = cache_with(0..1);
-    let req = p.subscribe(SubscriptionFilter::NextGroupStart, &cache);
-    p.events(Side::Client);
+    let req = p.subscribe_live();
     p.server
         .send_group(&track(), GroupId(1), vec![9u8; 100].into())
         .unwrap();
