@@ -6,6 +6,7 @@
 //! property is violated: decoding must be total, accept only canonical encodings (re-encoding gives
 //! back the input) and never let anything unverified through.
 
+use ec_node::capture::http::{parse_head, Dechunker, Framing};
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::manifest::{Event, Manifest, Policy, Proof, UnixTime, Verifier};
@@ -77,4 +78,40 @@ pub fn merkle_proof(data: &[u8]) {
         "decoder accepted a non-canonical proof"
     );
     let _ = proof.verify(&[0; 32]);
+}
+
+/// `http_response`: a live source's response head and chunked body. Parsing is total, a head
+/// never claims more bytes than it was given, and chunked decoding gives the same payload whatever
+/// the read sizes, never more bytes than came in.
+pub fn http_response(data: &[u8]) {
+    let Ok(Some((head, len))) = parse_head(data) else {
+        return;
+    };
+    assert!(len <= data.len(), "a head longer than its input");
+    if head.framing != Framing::Chunked {
+        return;
+    }
+    let body = &data[len..];
+    let decode = |step: usize| {
+        let mut d = Dechunker::default();
+        let mut payload = Vec::new();
+        for piece in body.chunks(step) {
+            let mut buf = piece.to_vec();
+            match d.decode(&mut buf) {
+                Ok(n) => payload.extend_from_slice(&buf[..n]),
+                Err(_) => return None,
+            }
+        }
+        Some(payload)
+    };
+    let whole = decode(body.len().max(1));
+    if let Some(payload) = &whole {
+        assert!(payload.len() <= body.len(), "more payload than input");
+    }
+    let step = usize::from(body.first().copied().unwrap_or(1) % 7) + 1;
+    assert_eq!(
+        decode(step),
+        whole,
+        "chunked decoding depends on the read size"
+    );
 }

@@ -9,12 +9,18 @@ mod checks;
 #[path = "common/mutate.rs"]
 mod mutate;
 
+use ec_node::capture::http;
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{ChunkFlags, ChunkIndex};
 use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof, UnixTime};
 use std::path::PathBuf;
 
-const TARGETS: [&str; 3] = ["manifest_decode", "object_decode", "merkle_proof"];
+const TARGETS: [&str; 4] = [
+    "manifest_decode",
+    "object_decode",
+    "merkle_proof",
+    "http_response",
+];
 const MUTATIONS_PER_SEED: usize = 1500;
 
 fn check(target: &str, data: &[u8]) {
@@ -22,6 +28,7 @@ fn check(target: &str, data: &[u8]) {
         "manifest_decode" => checks::manifest_decode(data),
         "object_decode" => checks::object_decode(data),
         "merkle_proof" => checks::merkle_proof(data),
+        "http_response" => checks::http_response(data),
         other => panic!("unknown target {other}"),
     }
 }
@@ -68,6 +75,23 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let proof = Proof::build(id, &entries, leaf).unwrap().encode();
         out.push(("merkle_proof", format!("leaf-{leaf}-of-3"), proof));
     }
+    let responses: [(&str, &[u8]); 3] = [
+        (
+            "chunked",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+        ),
+        (
+            "tuners-in-use",
+            b"HTTP/1.1 503 Service Unavailable\r\nX-HDHomeRun-Error: 805 All Tuners In Use\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            "stream",
+            b"HTTP/1.0 200 OK\r\nContent-Type: video/mpeg\r\n\r\nG@\x00\x10",
+        ),
+    ];
+    for (name, bytes) in responses {
+        out.push(("http_response", name.to_string(), bytes.to_vec()));
+    }
     out
 }
 
@@ -94,6 +118,7 @@ fn committed_seeds_are_current_and_valid() {
         let valid = match target {
             "manifest_decode" => Manifest::decode(&bytes).is_ok_and(|m| m.signature_valid()),
             "object_decode" => object::open(&checks::seed_keys(), bytes.clone()).is_ok(),
+            "http_response" => http::parse_head(&bytes).is_ok_and(|h| h.is_some()),
             _ => Proof::decode(&bytes).is_ok(),
         };
         assert!(valid, "{name} is not a valid {target} encoding");
@@ -119,7 +144,7 @@ fn every_corpus_file_and_its_mutations_pass_the_fuzz_checks() {
             }
         }
     }
-    assert!(runs >= 3 * MUTATIONS_PER_SEED);
+    assert!(runs >= TARGETS.len() * MUTATIONS_PER_SEED);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! stalls mid-way. Each reconnect leaves a gap marker in the ring, so the chunker drops the
 //! chunk it was building and flags the next one.
 
+use super::http::{self, Body, HttpError, HttpUrl};
 use super::pace::Pacer;
 use super::ring::Producer;
 use super::{CaptureEnd, CaptureError, CaptureOptions, READ_SIZE};
@@ -12,6 +13,8 @@ use std::io::{ErrorKind, Read};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+/// Longest wait for a TCP connection to a source.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A duration body that ends this close to its duration ended normally.
@@ -72,11 +75,6 @@ pub(super) fn capture_http(
     producer: &mut Producer,
     stop: &StopFlag,
 ) -> Result<CaptureEnd, CaptureError> {
-    // One socket read timeout serves as first-byte timeout and stall detector.
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(3))
-        .timeout_read(options.first_byte_timeout)
-        .build();
     let device_duration = if device_duration {
         options.duration
     } else {
@@ -95,7 +93,8 @@ pub(super) fn capture_http(
     let mut attempts = 0u32;
     for connection in 0u64.. {
         let connected = Instant::now();
-        let session = open(&agent, &url, options).map(|mut body| {
+        // One socket read timeout serves as first-byte timeout and stall detector.
+        let session = open(&url, options).map(|mut body| {
             read_session(
                 &mut body,
                 producer,
@@ -152,37 +151,24 @@ pub(super) fn capture_http(
 }
 
 /// Opens the stream: an error status or no connection is a `CaptureError`.
-fn open(
-    agent: &ureq::Agent,
-    url: &str,
-    options: &CaptureOptions,
-) -> Result<Box<dyn Read + Send + Sync>, CaptureError> {
-    match agent.get(url).call() {
-        Ok(response) => Ok(response.into_reader()),
-        Err(ureq::Error::Status(status, response)) => Err(CaptureError::Refused {
+fn open(url: &str, options: &CaptureOptions) -> Result<Body, CaptureError> {
+    let parsed = HttpUrl::parse(url).map_err(|e| CaptureError::BadSource(e.to_string()))?;
+    match http::get(&parsed, CONNECT_TIMEOUT, options.first_byte_timeout) {
+        Ok((head, body)) if (200..300).contains(&head.status) => Ok(body),
+        Ok((head, _)) => Err(CaptureError::Refused {
             url: url.to_string(),
-            status,
-            device: response
-                .header("X-HDHomeRun-Error")
+            status: head.status,
+            device: head
+                .device_error
+                .as_deref()
                 .and_then(DeviceError::parse_header),
         }),
-        Err(ureq::Error::Transport(transport)) => match transport.kind() {
-            ureq::ErrorKind::Io if is_timeout(&transport) => Err(CaptureError::NoData(
-                url.to_string(),
-                options.first_byte_timeout,
-            )),
-            _ => Err(CaptureError::Unreachable(
-                url.to_string(),
-                transport.to_string(),
-            )),
-        },
+        Err(HttpError::Timeout) => Err(CaptureError::NoData(
+            url.to_string(),
+            options.first_byte_timeout,
+        )),
+        Err(e) => Err(CaptureError::Unreachable(url.to_string(), e.to_string())),
     }
-}
-
-fn is_timeout(transport: &ureq::Transport) -> bool {
-    std::error::Error::source(transport)
-        .and_then(|e| e.downcast_ref::<std::io::Error>())
-        .is_some_and(|e| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock))
 }
 
 /// Copies a body into the ring, in place, until it ends, breaks, or capture should stop. With

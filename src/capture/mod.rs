@@ -7,6 +7,7 @@
 //! knows nothing of the stream's format beyond reading PCRs to pace a file in real time. A source
 //! never waits on a slow consumer: the ring overwrites its oldest bytes instead.
 
+pub mod http;
 mod live;
 mod pace;
 pub mod ring;
