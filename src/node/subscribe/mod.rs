@@ -123,14 +123,6 @@ impl SubscribeSummary {
         self.newest = w.newest;
         self.latency.clone_from(&w.latency);
     }
-
-    /// Takes the figures of what reached the disk at the end of the run.
-    fn take_written(&mut self, w: output::Written) {
-        self.accepted = w.segments;
-        self.bytes = w.bytes;
-        self.newest = w.newest;
-        self.latency = w.latency;
-    }
 }
 
 /// Why a subscribing run failed; the playlist is finished (ENDLIST) before this is returned.
@@ -279,7 +271,7 @@ pub fn subscribe(
         Err(e) => Err(e),
     };
     let (written, finished) = output.finish();
-    summary.take_written(written);
+    summary.copy_written(&written);
     summary.rejected = rejections(&verifier);
     summary.elapsed = started.elapsed();
     // A write error stops the receive loop (as `OutputStopped`); report the error itself.
