@@ -357,7 +357,7 @@ fn map_file(path: &PathBuf) -> Result<Option<memmap2::Mmap>, CaptureError> {
     // another process while mapped can raise SIGBUS; recordings are not rewritten in place, and
     // this is the documented trade-off for reading without copying.
     #[allow(unsafe_code)]
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+    let map = unsafe { memmap2::MmapOptions::new().map(&file) }
         .map_err(|e| CaptureError::Open(name, e))?;
     Ok(Some(map))
 }

@@ -18,6 +18,9 @@ const PCR_FORWARD: i64 = TICKS_PER_SECOND as i64;
 const PTS_JUMP: i64 = 5 * TICKS_PER_SECOND as i64;
 /// Bytes kept from a video PES start while no chunk is open, waiting for its verdict.
 const MAX_STAGING: usize = 1 << 20;
+/// Spent chunk buffers kept for reuse: enough for every chunk in flight between the chunker and
+/// a consumer, so that steady state neither faults in fresh pages nor returns them.
+const MAX_SPARES: usize = 6;
 
 /// Counters for the end-of-run summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,7 +92,7 @@ pub(super) struct Cutter {
     frame_ticks: u64,
     flag_next: ChunkFlags,
     size_hint: usize,
-    spare: Option<Vec<u8>>,
+    spares: Vec<Vec<u8>>,
     ready: VecDeque<Chunk>,
     stats: ChunkerStats,
 }
@@ -115,7 +118,7 @@ impl Cutter {
             frame_ticks: 0,
             flag_next: ChunkFlags::default(),
             size_hint: 0,
-            spare: None,
+            spares: Vec::new(),
             ready: VecDeque::new(),
             stats: ChunkerStats::default(),
         }
@@ -126,9 +129,9 @@ impl Cutter {
     }
 
     pub(super) fn recycle(&mut self, mut bytes: Vec<u8>) {
-        bytes.clear();
-        if bytes.capacity() > self.spare.as_ref().map_or(0, Vec::capacity) {
-            self.spare = Some(bytes);
+        if self.spares.len() < MAX_SPARES {
+            bytes.clear();
+            self.spares.push(bytes);
         }
     }
 
@@ -312,8 +315,7 @@ impl Cutter {
         let (Some(tables), Some(pes)) = (&self.tables, &mut self.pes) else {
             return;
         };
-        let mut bytes = self.spare.take().unwrap_or_default();
-        bytes.clear();
+        let mut bytes = self.spares.pop().unwrap_or_default();
         bytes.reserve(self.size_hint);
         write_section_packets(&mut bytes, Pid::PAT, &tables.pat, pes.pat_counter);
         write_section_packets(&mut bytes, tables.pmt_pid, &tables.pmt, pes.pmt_counter);

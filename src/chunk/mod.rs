@@ -169,7 +169,7 @@ impl Chunker {
     }
 
     /// Gives back the bytes of a chunk that has been written out, so the next chunk reuses the
-    /// allocation instead of faulting in fresh pages (one spare buffer is kept).
+    /// allocation instead of faulting in fresh pages (a few spare buffers are kept).
     pub fn recycle(&mut self, bytes: Vec<u8>) {
         self.cutter.recycle(bytes);
     }
