@@ -7,9 +7,11 @@
 //! back the input) and never let anything unverified through.
 
 use ec_node::capture::http::{parse_head, Dechunker, Framing};
+use ec_node::chunk::{Body, Chunk, Chunker, ChunkerConfig};
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::manifest::{Event, Manifest, Policy, Proof, UnixTime, Verifier};
+use ec_node::ts::clock::UnixMillis;
 
 /// The stream the seed corpora are made for.
 pub fn seed_keys() -> StreamKeys {
@@ -114,4 +116,49 @@ pub fn http_response(data: &[u8]) {
         whole,
         "chunked decoding depends on the read size"
     );
+}
+
+/// `ts_demux`: the whole TS path (framer, packet, PSI, PES, random-access detection, chunker) on
+/// arbitrary bytes in reads of varying size never panics, emits whole packets under increasing
+/// indices, and the in-place chunker names exactly the bytes the copying one builds. Returns how
+/// many chunks came out.
+pub fn ts_demux(data: &[u8]) -> usize {
+    let config = ChunkerConfig {
+        chunk_ms: 100,
+        max_chunk_bytes: 1 << 20,
+    };
+    let copied = chunk_in_reads(Chunker::new(config), data);
+    let in_place = chunk_in_reads(Chunker::in_place(config), data);
+    for pair in copied.windows(2) {
+        assert!(pair[0].index < pair[1].index, "indices must increase");
+    }
+    assert!(copied.iter().all(|c| c.bytes.len() % 188 == 0));
+    assert_eq!(
+        copied.len(),
+        in_place.len(),
+        "in place: another chunk count"
+    );
+    for (copy, spans) in copied.iter().zip(&in_place) {
+        assert_eq!(
+            (copy.index, copy.duration, copy.flags),
+            (spans.index, spans.duration, spans.flags)
+        );
+        assert!(
+            copy.bytes == spans.bytes.parts(data).concat(),
+            "in place: other bytes"
+        );
+    }
+    copied.len()
+}
+
+fn chunk_in_reads<B: Body>(mut chunker: Chunker<B>, data: &[u8]) -> Vec<Chunk<B>> {
+    let now = UnixMillis(1_764_072_000_000);
+    let mut chunks = Vec::new();
+    for part in data.chunks(1 + data.len() % 997) {
+        chunker.push(part, now);
+        chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
+    }
+    chunker.finish(now);
+    chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
+    chunks
 }

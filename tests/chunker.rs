@@ -254,3 +254,50 @@ fn without_random_access_for_three_steps_the_chunk_is_cut_and_flagged() {
     let offset = offset_at_seconds(&ts, 0.5);
     assert!(assert_agree(&chunks, &chunk_all(&ts[offset..])) >= 2);
 }
+
+#[test]
+fn in_place_chunks_name_the_bytes_the_copying_chunker_builds() {
+    use ec_node::chunk::{Chunker, ChunkerConfig, Spans};
+    let h264 = media("h264.ts", &H264_AAC.args());
+    let mut spliced = media("h264-600s.ts", &H264_AT_600S.args());
+    spliced.extend_from_slice(&h264);
+    // Garbage inside one chunk, a packet lost in another, a truncated tail.
+    let mut damaged = h264.clone();
+    let lost = offset_at_seconds(&h264, 9.0);
+    damaged.drain(lost..lost + PACKET_SIZE);
+    let garbage = offset_at_seconds(&h264, 5.0);
+    damaged.splice(garbage..garbage, std::iter::repeat_n(0x47, 700));
+    damaged.truncate(damaged.len() - 1000);
+    let inputs = [
+        ("h264", h264),
+        ("spliced", spliced),
+        ("damaged", damaged),
+        ("atsc", media("atsc.ts", &atsc_mpeg2_ac3(12))),
+        ("long gop", media("h264-long-gop.ts", &H264_LONG_GOP.args())),
+    ];
+    for (name, ts) in &inputs {
+        for read in [1000, 7 * 188 + 3, 1 << 20] {
+            let copied = chunk_with(ts, read, NOW);
+            let mut chunker = Chunker::in_place(ChunkerConfig::default());
+            let mut in_place: Vec<Chunk<Spans>> = Vec::new();
+            for part in ts.chunks(read) {
+                chunker.push(part, NOW);
+                in_place.extend(std::iter::from_fn(|| chunker.poll_chunk()));
+            }
+            chunker.finish(NOW);
+            in_place.extend(std::iter::from_fn(|| chunker.poll_chunk()));
+            assert!(copied.len() >= 4, "{name}: only {} chunks", copied.len());
+            let resolved: Vec<Chunk> = in_place
+                .into_iter()
+                .map(|c| Chunk {
+                    index: c.index,
+                    pts: c.pts,
+                    duration: c.duration,
+                    flags: c.flags,
+                    bytes: c.bytes.to_vec(ts),
+                })
+                .collect();
+            assert!(resolved == copied, "{name}, reads of {read}: chunks differ");
+        }
+    }
+}

@@ -5,30 +5,11 @@
 #[path = "common/mutate.rs"]
 mod mutate;
 
-use ec_node::chunk::{Chunker, ChunkerConfig};
-use ec_node::ts::clock::UnixMillis;
+#[allow(dead_code)] // this suite uses the ts_demux check only
+#[path = "../fuzz/checks.rs"]
+mod checks;
 
-/// The same property the fuzz target checks: no panic, whole packets, increasing indices.
-/// Returns how many chunks came out.
-fn run(data: &[u8]) -> usize {
-    let now = UnixMillis(1_764_072_000_000);
-    let mut chunker = Chunker::new(ChunkerConfig {
-        chunk_ms: 100,
-        max_chunk_bytes: 1 << 20,
-    });
-    let mut chunks = Vec::new();
-    for part in data.chunks(1 + data.len() % 997) {
-        chunker.push(part, now);
-        chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
-    }
-    chunker.finish(now);
-    chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
-    for pair in chunks.windows(2) {
-        assert!(pair[0].index < pair[1].index, "indices must increase");
-    }
-    assert!(chunks.iter().all(|c| c.bytes.len() % 188 == 0));
-    chunks.len()
-}
+use checks::ts_demux as run;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/ts_demux");

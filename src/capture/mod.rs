@@ -19,6 +19,7 @@ use ring::Producer;
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Bytes handed on per step.
@@ -266,10 +267,29 @@ pub fn run(
 /// A file or the built-in clip read in place, as fast as possible, by the consumer itself: no
 /// capture thread and no ring, so the chunker reads the page cache without a copy.
 pub struct InPlace {
-    map: Option<memmap2::Mmap>,
-    builtin: bool,
+    input: Arc<Mapped>,
     position: usize,
     pacer: pace::Pacer,
+}
+
+/// Input that stays where it is for as long as anyone holds it: a mapped file or the clip built
+/// into the binary. Offset 0 is the first byte [`InPlace::next`] hands out.
+pub enum Mapped {
+    /// The built-in clip.
+    Builtin,
+    /// A mapped file (`None`: the file is empty).
+    File(Option<memmap2::Mmap>),
+}
+
+impl Mapped {
+    /// All of it.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Mapped::Builtin => crate::clip::BUILTIN_TS,
+            Mapped::File(Some(map)) => map,
+            Mapped::File(None) => &[],
+        }
+    }
 }
 
 impl InPlace {
@@ -279,15 +299,14 @@ impl InPlace {
         source: &Source,
         options: &CaptureOptions,
     ) -> Result<Option<InPlace>, CaptureError> {
-        let (map, builtin) = match source {
+        let input = match source {
             _ if options.realtime => return Ok(None),
-            Source::Builtin => (None, true),
-            Source::File(path) => (map_file(path)?, false),
+            Source::Builtin => Mapped::Builtin,
+            Source::File(path) => Mapped::File(map_file(path)?),
             Source::Stdin | Source::Http(_) | Source::Hdhr { .. } => return Ok(None),
         };
         Ok(Some(InPlace {
-            map,
-            builtin,
+            input: Arc::new(input),
             position: 0,
             pacer: pace::Pacer::new(false, options.duration),
         }))
@@ -296,11 +315,7 @@ impl InPlace {
     /// The next piece of at most `max` bytes, or `None` at the end (or once the duration of
     /// stream is reached).
     pub fn next(&mut self, max: usize, stop: &StopFlag) -> Option<&[u8]> {
-        let all: &[u8] = match (&self.map, self.builtin) {
-            (_, true) => crate::clip::BUILTIN_TS,
-            (Some(map), false) => map,
-            (None, false) => &[],
-        };
+        let all = self.input.bytes();
         let piece = &all[self.position.min(all.len())..(self.position + max).min(all.len())];
         if piece.is_empty() || self.pacer.after(piece, stop).is_break() {
             self.position = all.len();
@@ -308,6 +323,11 @@ impl InPlace {
         }
         self.position += piece.len();
         Some(piece)
+    }
+
+    /// What it reads, for resolving the [`Spans`](crate::chunk::Spans) of chunks cut from it.
+    pub fn input(&self) -> Arc<Mapped> {
+        Arc::clone(&self.input)
     }
 }
 

@@ -48,7 +48,9 @@ impl Pacer {
             &mut self.elapsed_ticks,
         );
         self.framer.push(bytes, &mut |framed| {
-            let Framed::Packet(raw) = framed else { return };
+            let Framed::Packet { packet: raw, .. } = framed else {
+                return;
+            };
             let Ok(packet) = Packet::parse(raw) else {
                 return;
             };

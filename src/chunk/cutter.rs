@@ -1,6 +1,7 @@
 //! The packet-level state machine behind [`Chunker`](super::Chunker): decides cut points, builds
 //! chunk bytes, attributes damage and keeps the counters behind the end-of-run summary.
 
+use super::body::Body;
 use super::prefix::write_section_packets;
 use super::timeline::Timeline;
 use super::{Chunk, ChunkFlags, ChunkIndex, ChunkerConfig};
@@ -48,13 +49,13 @@ pub struct ChunkerStats {
 }
 
 /// The chunk being built.
-struct OpenChunk {
+struct OpenChunk<B> {
     index: ChunkIndex,
     pts: Pts,
     start: u64,
     max_ext: u64,
     flags: ChunkFlags,
-    bytes: Vec<u8>,
+    bytes: B,
 }
 
 /// The latest video PES: where it starts in the open chunk (or the staging buffer), its time,
@@ -73,13 +74,13 @@ struct Tables {
     pmt: Vec<u8>,
 }
 
-pub(super) struct Cutter {
+pub(super) struct Cutter<B> {
     step: u64,
     max_chunk_bytes: usize,
     demux: Demuxer,
     timeline: Timeline,
-    open: Option<OpenChunk>,
-    staging: Vec<u8>,
+    open: Option<OpenChunk<B>>,
+    staging: B,
     pes: Option<VideoPes>,
     pes_damaged: bool,
     tables: Option<Tables>,
@@ -92,20 +93,20 @@ pub(super) struct Cutter {
     frame_ticks: u64,
     flag_next: ChunkFlags,
     size_hint: usize,
-    spares: Vec<Vec<u8>>,
-    ready: VecDeque<Chunk>,
+    spares: Vec<B>,
+    ready: VecDeque<Chunk<B>>,
     stats: ChunkerStats,
 }
 
-impl Cutter {
-    pub(super) fn new(config: ChunkerConfig) -> Cutter {
+impl<B: Body> Cutter<B> {
+    pub(super) fn new(config: ChunkerConfig) -> Cutter<B> {
         Cutter {
             step: u64::from(config.chunk_ms.max(1)) * TICKS_PER_MS,
             max_chunk_bytes: config.max_chunk_bytes,
             demux: Demuxer::new(),
             timeline: Timeline::default(),
             open: None,
-            staging: Vec::new(),
+            staging: B::default(),
             pes: None,
             pes_damaged: false,
             tables: None,
@@ -128,14 +129,14 @@ impl Cutter {
         &self.stats
     }
 
-    pub(super) fn recycle(&mut self, mut bytes: Vec<u8>) {
+    pub(super) fn recycle(&mut self, mut bytes: B) {
         if self.spares.len() < MAX_SPARES {
             bytes.clear();
             self.spares.push(bytes);
         }
     }
 
-    pub(super) fn poll_chunk(&mut self) -> Option<Chunk> {
+    pub(super) fn poll_chunk(&mut self) -> Option<Chunk<B>> {
         self.ready.pop_front()
     }
 
@@ -144,7 +145,8 @@ impl Cutter {
         self.damage();
     }
 
-    pub(super) fn on_packet(&mut self, raw: &[u8; PACKET_SIZE], now: UnixMillis) {
+    /// A packet found at offset `at` of the input stream.
+    pub(super) fn on_packet(&mut self, at: u64, raw: &[u8; PACKET_SIZE], now: UnixMillis) {
         self.stats.packets += 1;
         let Ok(packet) = Packet::parse(raw) else {
             self.stats.malformed += 1;
@@ -168,7 +170,7 @@ impl Cutter {
         if report.video_pes_start {
             self.start_pes();
         }
-        self.append(raw);
+        self.append(at, raw);
         if let Some(header) = report.video_header {
             self.on_video_header(header, now);
         }
@@ -250,11 +252,11 @@ impl Cutter {
         });
     }
 
-    fn append(&mut self, raw: &[u8; PACKET_SIZE]) {
+    fn append(&mut self, at: u64, raw: &[u8; PACKET_SIZE]) {
         if let Some(open) = &mut self.open {
-            open.bytes.extend_from_slice(raw);
+            open.bytes.push_packet(at, raw);
         } else if self.pes.is_some() {
-            self.staging.extend_from_slice(raw);
+            self.staging.push_packet(at, raw);
         }
     }
 
@@ -317,20 +319,17 @@ impl Cutter {
         };
         let mut bytes = self.spares.pop().unwrap_or_default();
         bytes.reserve(self.size_hint);
-        write_section_packets(&mut bytes, Pid::PAT, &tables.pat, pes.pat_counter);
-        write_section_packets(&mut bytes, tables.pmt_pid, &tables.pmt, pes.pmt_counter);
+        let prefix = bytes.prefix();
+        write_section_packets(prefix, Pid::PAT, &tables.pat, pes.pat_counter);
+        write_section_packets(prefix, tables.pmt_pid, &tables.pmt, pes.pmt_counter);
         let offset = std::mem::replace(&mut pes.offset, bytes.len());
         match self.open.take() {
             Some(mut finished) => {
-                bytes.extend_from_slice(&finished.bytes[offset..]);
-                finished.bytes.truncate(offset);
+                finished.bytes.move_tail(offset, &mut bytes);
                 let duration = ext - finished.start;
                 self.emit(finished, duration);
             }
-            None => {
-                bytes.extend_from_slice(&self.staging);
-                self.staging.clear();
-            }
+            None => self.staging.move_tail(0, &mut bytes),
         }
         let flags = self
             .flag_next
@@ -350,7 +349,7 @@ impl Cutter {
         });
     }
 
-    fn emit(&mut self, chunk: OpenChunk, duration: u64) {
+    fn emit(&mut self, chunk: OpenChunk<B>, duration: u64) {
         // The next chunk is most likely about as large: reserve a little more to avoid regrowth.
         self.size_hint = chunk.bytes.len() + chunk.bytes.len() / 4;
         self.stats.chunks += 1;
@@ -371,8 +370,7 @@ impl Cutter {
         if let Some(mut closed) = self.open.take() {
             let end = at.unwrap_or(closed.bytes.len());
             self.staging.clear();
-            self.staging.extend_from_slice(&closed.bytes[end..]);
-            closed.bytes.truncate(end);
+            closed.bytes.move_tail(end, &mut self.staging);
             if at.is_none() {
                 closed.flags = closed.flags.with(ChunkFlags::DAMAGED, self.pes_damaged);
                 self.pes_damaged = false;

@@ -13,6 +13,7 @@
 //! at a timestamp discontinuity. Data before the first boundary and the unfinished last chunk are
 //! dropped, so no node emits a cut-short variant of a chunk another emits whole.
 
+mod body;
 mod cutter;
 mod prefix;
 pub mod timeline;
@@ -21,6 +22,7 @@ use crate::ts::clock::{Pts, UnixMillis, TICKS_PER_MS};
 use crate::ts::sync::{Framed, Framer};
 use cutter::Cutter;
 
+pub use body::{Body, Spans};
 pub use cutter::ChunkerStats;
 
 /// A chunk's position on the stream's grid: `floor(extended PTS of its first picture / D)`.
@@ -87,9 +89,10 @@ impl ChunkFlags {
 }
 
 /// One self-contained piece of the broadcast: PAT, PMT, then the stream's packets from a video
-/// random-access point up to the next chunk's start, null packets removed.
+/// random-access point up to the next chunk's start, null packets removed. Its bytes are a
+/// buffer, or [`Spans`] of the input for a chunker fed a mapped input ([`Chunker::in_place`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chunk {
+pub struct Chunk<B = Vec<u8>> {
     /// Grid slot of its first picture.
     pub index: ChunkIndex,
     /// The 33-bit PTS of its first picture, as in the stream.
@@ -100,10 +103,10 @@ pub struct Chunk {
     /// Discontinuity, damage and forced-cut flags.
     pub flags: ChunkFlags,
     /// The transport-stream bytes, a whole number of 188-byte packets.
-    pub bytes: Vec<u8>,
+    pub bytes: B,
 }
 
-impl Chunk {
+impl<B> Chunk<B> {
     /// The duration in milliseconds, rounded to the nearest.
     pub fn duration_ms(&self) -> u64 {
         (self.duration + TICKS_PER_MS / 2) / TICKS_PER_MS
@@ -130,14 +133,28 @@ impl Default for ChunkerConfig {
 }
 
 /// The chunker; see the module doc.
-pub struct Chunker {
+pub struct Chunker<B = Vec<u8>> {
     framer: Framer,
-    cutter: Cutter,
+    cutter: Cutter<B>,
 }
 
 impl Chunker {
-    /// A chunker that has seen nothing yet.
+    /// A chunker that has seen nothing yet and copies each chunk's packets into its buffer.
     pub fn new(config: ChunkerConfig) -> Chunker {
+        Chunker::with_body(config)
+    }
+}
+
+impl Chunker<Spans> {
+    /// A chunker for input that stays mapped for the whole run and is pushed in order from its
+    /// first byte: chunks name where their packets lie ([`Spans`]) instead of copying them.
+    pub fn in_place(config: ChunkerConfig) -> Chunker<Spans> {
+        Chunker::with_body(config)
+    }
+}
+
+impl<B: Body> Chunker<B> {
+    fn with_body(config: ChunkerConfig) -> Chunker<B> {
         Chunker {
             framer: Framer::new(),
             cutter: Cutter::new(config),
@@ -153,7 +170,7 @@ impl Chunker {
     /// Reports that the input lost data here (a reconnect, a ring-buffer overrun): the open chunk
     /// is dropped, since it would be a cut-short variant, and the next one is flagged.
     pub fn mark_gap(&mut self) {
-        self.framer = Framer::new();
+        self.framer.restart();
         self.cutter.on_gap();
     }
 
@@ -164,13 +181,13 @@ impl Chunker {
     }
 
     /// The next finished chunk, in stream order.
-    pub fn poll_chunk(&mut self) -> Option<Chunk> {
+    pub fn poll_chunk(&mut self) -> Option<Chunk<B>> {
         self.cutter.poll_chunk()
     }
 
     /// Gives back the bytes of a chunk that has been written out, so the next chunk reuses the
     /// allocation instead of faulting in fresh pages (a few spare buffers are kept).
-    pub fn recycle(&mut self, bytes: Vec<u8>) {
+    pub fn recycle(&mut self, bytes: B) {
         self.cutter.recycle(bytes);
     }
 
@@ -181,9 +198,9 @@ impl Chunker {
 }
 
 /// Routes what the framer found to the cutter.
-fn sink(cutter: &mut Cutter, now: UnixMillis) -> impl FnMut(Framed<'_>) + '_ {
+fn sink<B: Body>(cutter: &mut Cutter<B>, now: UnixMillis) -> impl FnMut(Framed<'_>) + '_ {
     move |framed| match framed {
-        Framed::Packet(packet) => cutter.on_packet(packet, now),
+        Framed::Packet { at, packet } => cutter.on_packet(at, packet, now),
         Framed::Skipped(n) => cutter.on_skipped(n),
     }
 }

@@ -20,7 +20,7 @@ pub struct SegmentEntry {
 
 impl SegmentEntry {
     /// The entry for a chunk whose first sample was shown at `date_time`.
-    pub fn for_chunk(chunk: &Chunk, date_time: UnixMillis) -> SegmentEntry {
+    pub fn for_chunk<B>(chunk: &Chunk<B>, date_time: UnixMillis) -> SegmentEntry {
         SegmentEntry {
             index: chunk.index,
             duration: chunk.duration,

@@ -6,6 +6,7 @@
 use super::playlist::{Playlist, PlaylistKind, SegmentEntry};
 use super::HlsError;
 use std::collections::VecDeque;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -53,10 +54,11 @@ impl HlsWriter {
         self.written
     }
 
-    /// Writes a segment's bytes, then the playlist listing it (at most every
-    /// [`PLAYLIST_INTERVAL`]; [`HlsWriter::finish`] writes the last one).
-    pub fn write(&mut self, entry: &SegmentEntry, bytes: &[u8]) -> Result<(), HlsError> {
-        write_atomically(&self.dir.join(entry.file_name()), bytes)?;
+    /// Writes a segment, given as its bytes in order (one slice, or the pieces of an input read
+    /// in place, handed to the kernel in one gathered write), then the playlist listing it (at
+    /// most every [`PLAYLIST_INTERVAL`]; [`HlsWriter::finish`] writes the last one).
+    pub fn write(&mut self, entry: &SegmentEntry, parts: &[&[u8]]) -> Result<(), HlsError> {
+        write_atomically(&self.dir.join(entry.file_name()), parts)?;
         self.retired.extend(self.playlist.push(entry.clone()));
         self.written += 1;
         if self
@@ -78,7 +80,7 @@ impl HlsWriter {
     fn write_playlist(&mut self) -> Result<(), HlsError> {
         write_atomically(
             &self.dir.join(PLAYLIST_NAME),
-            self.playlist.render().as_bytes(),
+            &[self.playlist.render().as_bytes()],
         )?;
         self.playlist_written = Some(Instant::now());
         while self.retired.len() > KEEP_AFTER_WINDOW {
@@ -93,12 +95,29 @@ impl HlsWriter {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HlsError> {
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<(), HlsError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| HlsError::io(&tmp, e))?;
+    let mut file = std::fs::File::create(&tmp).map_err(|e| HlsError::io(&tmp, e))?;
+    write_all_gathered(&mut file, parts).map_err(|e| HlsError::io(&tmp, e))?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(|e| HlsError::io(path, e))
+}
+
+/// Writes every part, as few `writev` calls as the kernel allows.
+fn write_all_gathered(file: &mut std::fs::File, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -8,16 +8,20 @@
 //!
 //! The capture thread never waits for the others: the ring overwrites its oldest bytes and
 //! reports the gap. A file or the clip read as fast as possible skips the capture thread and the
-//! ring: the chunk thread reads its mapping in place. Buffers the consumer is done with go back to
-//! the chunker ([`Ingest::recycle`]), so steady state allocates nothing.
+//! ring: the chunk thread reads its mapping in place, and [`Ingest::start_in_place`] hands out
+//! chunks as [`Spans`] of that mapping instead of copies. Buffers the consumer is done with go
+//! back to the chunker ([`Ingest::recycle`]), so steady state allocates nothing.
 
 use super::timing::{self, Stage};
 use crate::capture::ring::{self, Consumer, Next};
-use crate::capture::{self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, InPlace, Source};
-use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
+use crate::capture::{
+    self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, InPlace, Mapped, Source,
+};
+use crate::chunk::{Body, Chunk, Chunker, ChunkerConfig, ChunkerStats, Spans};
 use crate::cli::stop::StopFlag;
 use crate::ts::clock::UnixMillis;
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -59,11 +63,17 @@ pub struct IngestReport {
     pub overrun_bytes: u64,
 }
 
-/// Running capture and chunk threads.
-pub struct Ingest {
-    chunks: Receiver<(Chunk, UnixMillis)>,
-    spent: Sender<Vec<u8>>,
-    capture: Receiver<Result<CaptureEnd, CaptureError>>,
+/// How the capture thread ended.
+type CaptureOutcome = Result<CaptureEnd, CaptureError>;
+
+/// Ingest of an input read in place, and that input, which its chunks are spans of.
+pub type InPlaceIngest = (Ingest<Spans>, Arc<Mapped>);
+
+/// Running capture and chunk threads, handing out chunks whose bytes are held as `B`.
+pub struct Ingest<B = Vec<u8>> {
+    chunks: Receiver<(Chunk<B>, UnixMillis)>,
+    spent: Sender<B>,
+    capture: Receiver<CaptureOutcome>,
     capture_thread: Option<JoinHandle<()>>,
     chunk_thread: JoinHandle<(ChunkerStats, u64)>,
 }
@@ -77,30 +87,69 @@ impl Ingest {
         stop: &StopFlag,
     ) -> Result<Ingest, IngestError> {
         let in_place = InPlace::open(source, options).map_err(IngestError::Capture)?;
-        let (chunk_tx, chunks) = bounded(CHUNK_QUEUE);
-        let (spent, spent_rx) = bounded(CHUNK_QUEUE);
+        if let Some(reader) = in_place {
+            return Ingest::spawn(reader, Chunker::new(chunker), None, stop);
+        }
+        let (producer, consumer) = ring::ring(RING_BYTES).map_err(IngestError::Start)?;
         let (capture_tx, capture) = bounded(1);
-        let (feed, capture_thread) = match in_place {
-            Some(reader) => {
-                let _ = capture_tx.send(Ok(CaptureEnd::Finished));
-                (Feed::InPlace(reader), None)
-            }
+        let (source, options, stop_capture) = (source.clone(), options.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let _ = capture_tx.send(capture::run(&source, &options, producer, &stop_capture));
+            })
+            .map_err(IngestError::Start)?;
+        Ingest::spawn(
+            consumer,
+            Chunker::new(chunker),
+            Some((capture, thread)),
+            stop,
+        )
+    }
+}
+
+impl Ingest<Spans> {
+    /// For a file or the built-in clip read as fast as possible (`Ok(None)` for any other
+    /// source): chunks name where their packets lie in the returned input instead of holding a
+    /// copy, so a writer hands the kernel the input's own pages.
+    pub fn start_in_place(
+        source: &Source,
+        options: &CaptureOptions,
+        chunker: ChunkerConfig,
+        stop: &StopFlag,
+    ) -> Result<Option<InPlaceIngest>, IngestError> {
+        let Some(reader) = InPlace::open(source, options).map_err(IngestError::Capture)? else {
+            return Ok(None);
+        };
+        let input = reader.input();
+        let ingest = Ingest::spawn(reader, Chunker::in_place(chunker), None, stop)?;
+        Ok(Some((ingest, input)))
+    }
+}
+
+impl<B: Body> Ingest<B> {
+    /// Starts the chunk thread on `feed`; `capture` is the capture thread feeding it, if any.
+    fn spawn(
+        feed: impl Feed<B>,
+        chunker: Chunker<B>,
+        capture: Option<(Receiver<CaptureOutcome>, JoinHandle<()>)>,
+        stop: &StopFlag,
+    ) -> Result<Ingest<B>, IngestError> {
+        let (capture, capture_thread) = match capture {
+            Some((ended, thread)) => (ended, Some(thread)),
             None => {
-                let (producer, consumer) = ring::ring(RING_BYTES).map_err(IngestError::Start)?;
-                let (source, options, stop) = (source.clone(), options.clone(), stop.clone());
-                let thread = std::thread::Builder::new()
-                    .name("capture".into())
-                    .spawn(move || {
-                        let _ = capture_tx.send(capture::run(&source, &options, producer, &stop));
-                    })
-                    .map_err(IngestError::Start)?;
-                (Feed::Ring(consumer), Some(thread))
+                // Read in place: the chunk thread is the capture, and it cannot fail.
+                let (ended_tx, ended) = bounded(1);
+                let _ = ended_tx.send(Ok(CaptureEnd::Finished));
+                (ended, None)
             }
         };
+        let (chunk_tx, chunks) = bounded(CHUNK_QUEUE);
+        let (spent, spent_rx) = bounded(CHUNK_QUEUE);
         let stop = stop.clone();
         let chunk_thread = std::thread::Builder::new()
             .name("chunk".into())
-            .spawn(move || chunk_stage(feed, Chunker::new(chunker), (chunk_tx, spent_rx), &stop))
+            .spawn(move || chunk_stage(feed, chunker, (chunk_tx, spent_rx), &stop))
             .map_err(IngestError::Start)?;
         Ok(Ingest {
             chunks,
@@ -112,12 +161,12 @@ impl Ingest {
     }
 
     /// Finished chunks, each with the wall time it came out; disconnected when ingest ends.
-    pub fn chunks(&self) -> &Receiver<(Chunk, UnixMillis)> {
+    pub fn chunks(&self) -> &Receiver<(Chunk<B>, UnixMillis)> {
         &self.chunks
     }
 
-    /// Hands a chunk's buffer back for reuse (dropped if the chunker has enough).
-    pub fn recycle(&self, bytes: Vec<u8>) {
+    /// Hands a chunk's bytes back for reuse (dropped if the chunker has enough).
+    pub fn recycle(&self, bytes: B) {
         let _ = self.spent.try_send(bytes);
     }
 
@@ -141,19 +190,57 @@ impl Ingest {
 }
 
 /// Where the chunk thread reads from.
-enum Feed {
-    /// The capture ring, filled by the capture thread.
-    Ring(Consumer),
-    /// A file or the clip, read in place.
-    InPlace(InPlace),
+trait Feed<B: Body>: Send + 'static {
+    /// Pushes the next input into `chunker`; `false` once the input is over.
+    fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> bool;
+
+    /// Bytes lost because the chunker fell behind the capture.
+    fn dropped(&self) -> u64 {
+        0
+    }
+}
+
+/// A file or the clip, read in place; its offsets are the input's, so any body works.
+impl<B: Body> Feed<B> for InPlace {
+    fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> bool {
+        match self.next(LEASE_BYTES, stop) {
+            Some(bytes) => {
+                chunker.push(bytes, wall_clock());
+                !stop.is_set()
+            }
+            None => false,
+        }
+    }
+}
+
+/// The capture ring: its bytes are overwritten once read, so chunks must copy them.
+impl Feed<Vec<u8>> for Consumer {
+    fn step(&mut self, chunker: &mut Chunker, stop: &StopFlag) -> bool {
+        match self.next(LEASE_BYTES, Duration::from_millis(100)) {
+            Next::Data(lease) => {
+                chunker.push(&lease, wall_clock());
+                true
+            }
+            Next::Gap => {
+                chunker.mark_gap();
+                true
+            }
+            Next::Idle => !stop.is_set(),
+            Next::End => false,
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        Consumer::dropped(self)
+    }
 }
 
 /// The chunk thread: input bytes in, chunks out; returns the chunker's counters and the bytes
-/// the ring dropped.
-fn chunk_stage(
-    mut feed: Feed,
-    mut chunker: Chunker,
-    (out, spent): (Sender<(Chunk, UnixMillis)>, Receiver<Vec<u8>>),
+/// the feed dropped.
+fn chunk_stage<B: Body>(
+    mut feed: impl Feed<B>,
+    mut chunker: Chunker<B>,
+    (out, spent): (Sender<(Chunk<B>, UnixMillis)>, Receiver<B>),
     stop: &StopFlag,
 ) -> (ChunkerStats, u64) {
     let mut open = true;
@@ -161,28 +248,7 @@ fn chunk_stage(
         while let Ok(bytes) = spent.try_recv() {
             chunker.recycle(bytes);
         }
-        let now = wall_clock();
-        open = match &mut feed {
-            Feed::InPlace(reader) => match reader.next(LEASE_BYTES, stop) {
-                Some(bytes) => {
-                    chunker.push(bytes, now);
-                    !stop.is_set()
-                }
-                None => false,
-            },
-            Feed::Ring(consumer) => match consumer.next(LEASE_BYTES, Duration::from_millis(100)) {
-                Next::Data(lease) => {
-                    chunker.push(&lease, now);
-                    true
-                }
-                Next::Gap => {
-                    chunker.mark_gap();
-                    true
-                }
-                Next::Idle => !stop.is_set(),
-                Next::End => false,
-            },
-        };
+        open = feed.step(&mut chunker, stop);
         if !open {
             chunker.finish(wall_clock());
         }
@@ -194,9 +260,5 @@ fn chunk_stage(
             }
         }
     }
-    let overrun = match &feed {
-        Feed::Ring(consumer) => consumer.dropped(),
-        Feed::InPlace(_) => 0,
-    };
-    (chunker.stats().clone(), overrun)
+    (chunker.stats().clone(), feed.dropped())
 }

@@ -1,11 +1,13 @@
 //! The recording pipeline: capture → chunk ([`super::ingest`]) → HLS on the caller's thread.
 //!
 //! The HLS stage writes segments and the playlist, and always finishes the playlist with
-//! `EXT-X-ENDLIST`, whatever ended the run.
+//! `EXT-X-ENDLIST`, whatever ended the run. A file or the built-in clip recorded as fast as
+//! possible is never copied in user space: chunks come as spans of the mapped input, and each
+//! segment is one gathered write from the input's pages.
 
 use super::ingest::{Ingest, IngestError};
 use crate::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
-use crate::chunk::{ChunkerConfig, ChunkerStats};
+use crate::chunk::{Body, ChunkerConfig, ChunkerStats};
 use crate::cli::stop::StopFlag;
 use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
@@ -72,12 +74,32 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
         None => PlaylistKind::Event,
     };
     // Open the source first: a wrong path must not leave an output folder behind.
-    let ingest = Ingest::start(&config.source, &config.capture, config.chunker, &stop);
-    let ingest = match ingest {
-        Ok(ingest) => ingest,
-        Err(IngestError::Capture(e)) => return Err(RecordError::Capture(e, Box::default())),
-        Err(IngestError::Start(e)) => return Err(RecordError::Start(e)),
-    };
+    let (source, capture, chunker) = (&config.source, &config.capture, config.chunker);
+    match Ingest::start_in_place(source, capture, chunker, &stop).map_err(start_error)? {
+        Some((ingest, input)) => run(&config, kind, ingest, input.bytes(), stop),
+        None => {
+            let ingest = Ingest::start(source, capture, chunker, &stop).map_err(start_error)?;
+            run(&config, kind, ingest, &[], stop)
+        }
+    }
+}
+
+fn start_error(e: IngestError) -> RecordError {
+    match e {
+        IngestError::Capture(e) => RecordError::Capture(e, Box::default()),
+        IngestError::Start(e) => RecordError::Start(e),
+    }
+}
+
+/// Writes what `ingest` cuts from `input` (the mapped input its chunks are spans of, if any),
+/// then collects how it went.
+fn run<B: Body>(
+    config: &RecordConfig,
+    kind: PlaylistKind,
+    ingest: Ingest<B>,
+    input: &[u8],
+    stop: StopFlag,
+) -> Result<RecordSummary, RecordError> {
     let mut writer =
         match HlsWriter::create(&config.out, kind, hls::target_duration(&config.chunker)) {
             Ok(writer) => writer,
@@ -87,7 +109,7 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
                 return Err(RecordError::Hls(e));
             }
         };
-    let written = hls_stage(&mut writer, &ingest, config.stop_after, &stop);
+    let written = hls_stage(&mut writer, &ingest, input, config.stop_after, &stop);
     // However the HLS stage ended, finish the playlist and stop the other stages.
     stop.set();
     let segments = writer.written();
@@ -111,9 +133,10 @@ pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, Rec
 }
 
 /// The HLS stage: writes chunks until ingest ends, `stop_after` is reached, or a stop.
-fn hls_stage(
+fn hls_stage<B: Body>(
     writer: &mut HlsWriter,
-    ingest: &Ingest,
+    ingest: &Ingest<B>,
+    input: &[u8],
     stop_after: Option<u64>,
     stop: &StopFlag,
 ) -> Result<(), HlsError> {
@@ -126,7 +149,10 @@ fn hls_stage(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         let date_time = clock.next(chunk.duration, chunk.flags.discontinuity(), received);
-        writer.write(&SegmentEntry::for_chunk(&chunk, date_time), &chunk.bytes)?;
+        writer.write(
+            &SegmentEntry::for_chunk(&chunk, date_time),
+            &chunk.bytes.parts(input),
+        )?;
         ingest.recycle(chunk.bytes);
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! Packet framing and sync recovery: arbitrary byte reads in, 188-byte packets out.
 //!
 //! The framer never copies a packet that lies wholly inside one read: it hands out references
-//! into the caller's buffer. Only the few bytes that straddle two reads are carried over.
+//! into the caller's buffer. Only the few bytes that straddle two reads are carried over. Each
+//! packet comes with its offset in the stream of bytes pushed, so a caller whose reads are
+//! consecutive pieces of one mapping can name a packet by where it lies instead of copying it.
 //!
 //! Sync rule: lock is (re)gained at a position only when [`LOCK_PACKETS`] consecutive sync bytes
 //! sit 188 bytes apart there, so one stray 0x47 inside garbage never fakes a packet. While locked,
@@ -20,7 +22,12 @@ const LOOKAHEAD: usize = (LOCK_PACKETS - 1) * PACKET_SIZE + 1;
 #[derive(Debug)]
 pub enum Framed<'a> {
     /// A packet that starts with the sync byte and is followed by one (or ends the input).
-    Packet(&'a [u8; PACKET_SIZE]),
+    Packet {
+        /// Offset of its first byte in the stream: bytes pushed before it, skipped ones included.
+        at: u64,
+        /// The packet.
+        packet: &'a [u8; PACKET_SIZE],
+    },
     /// This many bytes were not part of any packet (garbage, truncated packets) and were dropped.
     Skipped(usize),
 }
@@ -29,6 +36,8 @@ pub enum Framed<'a> {
 #[derive(Debug, Default)]
 pub struct Framer {
     pending: Vec<u8>,
+    /// Stream offset of `pending[0]`, or of the next byte pushed when nothing is pending.
+    offset: u64,
     locked: bool,
     ever_locked: bool,
     resyncs: u64,
@@ -75,6 +84,19 @@ impl Framer {
             sink(Framed::Skipped(pending.len() - consumed));
         }
         self.pending = pending;
+        self.drop_pending();
+    }
+
+    /// Forgets a partial packet and the lock after the input lost data (a reconnect, a ring
+    /// overrun): what comes next does not continue what came before. Offsets keep counting.
+    pub fn restart(&mut self) {
+        self.drop_pending();
+        self.locked = false;
+        self.ever_locked = false;
+    }
+
+    fn drop_pending(&mut self) {
+        self.offset += self.pending.len() as u64;
         self.pending.clear();
     }
 
@@ -101,7 +123,10 @@ impl Framer {
                 let packet: &[u8; PACKET_SIZE] = buf[pos..end]
                     .try_into()
                     .expect("slice is exactly one packet long");
-                sink(Framed::Packet(packet));
+                sink(Framed::Packet {
+                    at: self.offset + pos as u64,
+                    packet,
+                });
                 pos = end;
             } else {
                 match self.hunt(buf, pos, eof) {
@@ -123,6 +148,7 @@ impl Framer {
         if skipped > 0 {
             sink(Framed::Skipped(skipped));
         }
+        self.offset += pos as u64;
         pos
     }
 
@@ -173,13 +199,18 @@ mod tests {
         out
     }
 
-    /// Frames `input` split into reads of `read` bytes; returns packet first bytes after sync and skipped total.
+    /// Frames `input` split into reads of `read` bytes; returns packet first bytes after sync and
+    /// skipped total, checking that every packet lies in `input` where its offset says.
     fn frame(input: &[u8], read: usize) -> (Vec<u8>, usize) {
         let mut framer = Framer::new();
         let mut seen = Vec::new();
         let mut skipped = 0;
         let mut sink = |f: Framed<'_>| match f {
-            Framed::Packet(p) => seen.push(p[1]),
+            Framed::Packet { at, packet } => {
+                let at = at as usize;
+                assert_eq!(&input[at..at + PACKET_SIZE], packet, "offset {at}");
+                seen.push(packet[1]);
+            }
             Framed::Skipped(n) => skipped += n,
         };
         for part in input.chunks(read) {
@@ -225,5 +256,25 @@ mod tests {
         let (seen, skipped) = frame(&input, 64);
         assert!(seen.is_empty());
         assert_eq!(skipped, 1000);
+    }
+
+    #[test]
+    fn offsets_keep_counting_across_a_restart() {
+        let input = packets(10);
+        let mut framer = Framer::new();
+        let mut offsets = Vec::new();
+        let mut sink = |f: Framed<'_>| {
+            if let Framed::Packet { at, .. } = f {
+                offsets.push(at);
+            }
+        };
+        framer.push(&input[..1000], &mut sink); // five packets and 60 bytes of a sixth
+        framer.restart(); // the rest of the sixth is lost
+        framer.push(&input[1000..], &mut sink);
+        framer.finish(&mut sink);
+        let after_gap = input[1000..].iter().position(|&b| b == SYNC_BYTE).unwrap() + 1000;
+        let mut expected: Vec<u64> = (0..5).map(|i| i * 188).collect();
+        expected.extend((after_gap..input.len()).step_by(188).map(|at| at as u64));
+        assert_eq!(offsets, expected);
     }
 }

@@ -268,7 +268,7 @@ fn frame(input: &[u8]) -> Vec<u8> {
     let mut clip = Vec::with_capacity(input.len());
     let mut framer = Framer::new();
     let mut sink = |framed: Framed<'_>| {
-        if let Framed::Packet(packet) = framed {
+        if let Framed::Packet { packet, .. } = framed {
             clip.extend_from_slice(packet);
         }
     };

@@ -98,7 +98,7 @@ fn write_all(
     let mut result = Ok(());
     for segment in rx {
         let bytes = segment.bytes.as_bytes();
-        if let Err(e) = writer.write(&segment.entry, bytes) {
+        if let Err(e) = writer.write(&segment.entry, &[bytes]) {
             result = Err(e);
             break;
         }
