@@ -233,9 +233,12 @@ fn hdhr_lineup_prints_the_device_and_its_channels() {
     assert_eq!(entry[3], format!("http://{}/auto/v7.1", sim.addr));
 }
 
+/// Standard input goes through the capture ring and copied chunks; the same file named on the
+/// command line is read in place and written from its own pages: the segments must not differ.
 #[test]
-fn records_from_standard_input() {
-    let input = std::fs::read(media::media_path("h264.ts", &media::H264_AAC.args())).unwrap();
+fn records_from_standard_input_the_same_segments_as_from_the_file() {
+    let path = media::media_path("h264.ts", &media::H264_AAC.args());
+    let input = std::fs::read(&path).unwrap();
     let dir = out_dir("stdin");
     let out = process::run_with_stdin(
         &["record", "--input", "-", "--out", dir.to_str().unwrap()],
@@ -248,4 +251,16 @@ fn records_from_standard_input() {
         "{playlist:?}"
     );
     hls::assert_decodes_clean(&dir);
+    let from_file = out_dir("stdin-file");
+    let (out, _) = record(path.to_str().unwrap(), &from_file, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file_playlist = hls::read_playlist(&from_file);
+    assert_eq!(file_playlist.segments.len(), playlist.segments.len());
+    for (name, ..) in &playlist.segments {
+        let (a, b) = (dir.join(name), from_file.join(name));
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{name} differs between stdin and file"
+        );
+    }
 }
