@@ -568,3 +568,52 @@ fn an_unreadable_relay_ca_is_a_configuration_error() {
         assert!(last.contains("missing-ca.pem"), "{last}");
     }
 }
+
+/// On a terminal the subscriber keeps one progress line on stderr, redrawn in place, and clears
+/// it before its summary (run under `script`, which gives it a pseudo-terminal).
+#[test]
+fn on_a_terminal_the_subscriber_redraws_one_progress_line() {
+    let sim = Sim::start(&[]);
+    let (key, _) = key("progress");
+    let publisher = Publisher::start(&sim, &key, &["--publish-manifests"]);
+    let dir = process::out_dir("mesh", "progress");
+    let command = [
+        env!("CARGO_BIN_EXE_ec-node"),
+        "moq-subscribe",
+        "--stream-id",
+        STREAM,
+        "--out",
+        dir.to_str().unwrap(),
+        "--remote",
+        &publisher.endpoint,
+        "--require-manifest",
+        "--stop-after",
+        "3",
+    ]
+    .map(|arg| format!("'{arg}'"))
+    .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run script(1)");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    let redraws: Vec<&str> = terminal
+        .split('\r')
+        .filter(|part| part.contains(" chunks (") && part.contains(" manifests, "))
+        .collect();
+    assert!(!redraws.is_empty(), "no progress line: {terminal:?}");
+    assert!(
+        redraws.iter().all(|line| line.ends_with("\x1b[K")),
+        "each redraw clears the rest of the line: {redraws:?}"
+    );
+    let summary = terminal
+        .split("\r\x1b[K")
+        .last()
+        .expect("the progress line is cleared");
+    assert!(
+        summary.starts_with("moq-subscribe: 3 chunks"),
+        "the summary follows the cleared line: {summary:?}"
+    );
+}
