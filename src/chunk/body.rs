@@ -6,10 +6,13 @@
 //! a chunk stands for are the same: its PAT/PMT prefix, then its packets in stream order.
 
 use crate::ts::packet::PACKET_SIZE;
+use build::Build;
 use std::ops::Range;
 
-/// A chunk's bytes while it is built and after. Offsets are bytes from the body's start.
-pub trait Body: Default + Send + 'static {
+/// A chunk's bytes. Offsets are bytes from the body's start. Only the cutter builds a body
+/// ([`build::Build`] is sealed in this module), so one always holds its prefix, then its packets
+/// in stream order.
+pub trait Body: build::Build + Default + Send + 'static {
     /// Bytes it stands for.
     fn len(&self) -> usize;
 
@@ -17,21 +20,6 @@ pub trait Body: Default + Send + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Empties it, keeping its allocations for the next chunk.
-    fn clear(&mut self);
-
-    /// Makes room for about `bytes` more, where that saves regrowing.
-    fn reserve(&mut self, _bytes: usize) {}
-
-    /// Where the opening PAT/PMT packets are written; only while the body is empty.
-    fn prefix(&mut self) -> &mut Vec<u8>;
-
-    /// Appends `packet`, found at offset `at` of the input stream.
-    fn push_packet(&mut self, at: u64, packet: &[u8; PACKET_SIZE]);
-
-    /// Moves bytes `from..` to the end of `to`; `from` is a packet boundary not inside the prefix.
-    fn move_tail(&mut self, from: usize, to: &mut Self);
 
     /// The bytes in order, as slices; `input` is the stream the chunker was fed (offset 0 its
     /// first byte), which a body of copies does not need.
@@ -41,11 +29,41 @@ pub trait Body: Default + Send + 'static {
     fn parts<'a>(&'a self, input: &'a [u8]) -> Vec<&'a [u8]>;
 }
 
+/// How the cutter builds a body; not nameable outside the chunk module.
+pub(super) mod build {
+    use crate::ts::packet::PACKET_SIZE;
+
+    /// The building operations behind [`Body`](super::Body).
+    pub trait Build {
+        /// Empties it, keeping its allocations for the next chunk.
+        fn clear(&mut self);
+
+        /// Makes room for about `bytes` more, where that saves regrowing.
+        fn reserve(&mut self, _bytes: usize) {}
+
+        /// Where the opening PAT/PMT packets are written; only while the body is empty.
+        fn prefix(&mut self) -> &mut Vec<u8>;
+
+        /// Appends `packet`, found at offset `at` of the input stream.
+        fn push_packet(&mut self, at: u64, packet: &[u8; PACKET_SIZE]);
+
+        /// Moves bytes `from..` to the end of `to`; `from` is a packet boundary not inside the
+        /// prefix.
+        fn move_tail(&mut self, from: usize, to: &mut Self);
+    }
+}
+
 impl Body for Vec<u8> {
     fn len(&self) -> usize {
         Vec::len(self)
     }
 
+    fn parts<'a>(&'a self, _input: &'a [u8]) -> Vec<&'a [u8]> {
+        vec![self]
+    }
+}
+
+impl Build for Vec<u8> {
     fn clear(&mut self) {
         Vec::clear(self);
     }
@@ -66,10 +84,6 @@ impl Body for Vec<u8> {
         to.extend_from_slice(&self[from..]);
         self.truncate(from);
     }
-
-    fn parts<'a>(&'a self, _input: &'a [u8]) -> Vec<&'a [u8]> {
-        vec![self]
-    }
 }
 
 /// A chunk as its generated prefix plus runs of consecutive input bytes, by stream offset.
@@ -86,6 +100,14 @@ impl Spans {
     pub fn to_vec(&self, input: &[u8]) -> Vec<u8> {
         self.parts(input).concat()
     }
+
+    /// Appends a run, joining it to the last one when they touch.
+    fn push_run(&mut self, run: Range<u64>) {
+        match self.runs.last_mut() {
+            Some(last) if last.end == run.start => last.end = run.end,
+            _ => self.runs.push(run),
+        }
+    }
 }
 
 impl Body for Spans {
@@ -93,6 +115,17 @@ impl Body for Spans {
         self.prefix.len() + self.run_bytes
     }
 
+    fn parts<'a>(&'a self, input: &'a [u8]) -> Vec<&'a [u8]> {
+        let prefix = (!self.prefix.is_empty()).then_some(self.prefix.as_slice());
+        let runs = self
+            .runs
+            .iter()
+            .map(|run| &input[run.start as usize..run.end as usize]);
+        prefix.into_iter().chain(runs).collect()
+    }
+}
+
+impl Build for Spans {
     fn clear(&mut self) {
         self.prefix.clear();
         self.runs.clear();
@@ -133,24 +166,6 @@ impl Body for Spans {
         }
         self.run_bytes -= moved;
         to.run_bytes += moved;
-    }
-
-    fn parts<'a>(&'a self, input: &'a [u8]) -> Vec<&'a [u8]> {
-        let prefix = (!self.prefix.is_empty()).then_some(self.prefix.as_slice());
-        let runs = self
-            .runs
-            .iter()
-            .map(|run| &input[run.start as usize..run.end as usize]);
-        prefix.into_iter().chain(runs).collect()
-    }
-}
-
-impl Spans {
-    fn push_run(&mut self, run: Range<u64>) {
-        match self.runs.last_mut() {
-            Some(last) if last.end == run.start => last.end = run.end,
-            _ => self.runs.push(run),
-        }
     }
 }
 
