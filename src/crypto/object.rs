@@ -10,6 +10,7 @@ use super::stream::{StreamKeys, StreamLocator};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use std::fmt;
+use std::sync::Arc;
 
 /// The only object format version.
 pub const OBJECT_VERSION: u8 = 1;
@@ -141,39 +142,70 @@ fn associated_data(locator: &StreamLocator, flags: ChunkFlags, index: ChunkIndex
 }
 
 /// Encrypts one chunk into an object. Deterministic: the same inputs always give the same bytes.
-///
-/// The nonce is synthetic: BLAKE3 keyed with the nonce subkey over index, flags and plaintext,
-/// so two different (index, flags, plaintext) triples never share a nonce, whoever numbers them.
 pub fn seal(
     keys: &StreamKeys,
     index: ChunkIndex,
     flags: ChunkFlags,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, ObjectError> {
+    let mut out = vec![0u8; object_len(plaintext)?];
+    seal_into(keys, index, flags, plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// [`seal`] straight into a shared buffer, as a publisher caches and sends it: the object is
+/// written once, where it will stay (making an `Arc<[u8]>` from a `Vec` would copy it again, and
+/// fault a second fresh megabyte-sized mapping in).
+pub fn seal_shared(
+    keys: &StreamKeys,
+    index: ChunkIndex,
+    flags: ChunkFlags,
+    plaintext: &[u8],
+) -> Result<Arc<[u8]>, ObjectError> {
+    let mut out: Arc<[u8]> = std::iter::repeat_n(0u8, object_len(plaintext)?).collect();
+    let bytes = Arc::get_mut(&mut out).expect("a new Arc has no other owner");
+    seal_into(keys, index, flags, plaintext, bytes)?;
+    Ok(out)
+}
+
+/// The length of the object of `plaintext`, if within [`MAX_OBJECT_BYTES`].
+fn object_len(plaintext: &[u8]) -> Result<usize, ObjectError> {
     let total = plaintext.len().saturating_add(OVERHEAD);
     if total > MAX_OBJECT_BYTES {
         return Err(ObjectError::TooLong(total));
     }
+    Ok(total)
+}
+
+/// Writes the object of `plaintext` into `out`, exactly [`object_len`] bytes.
+///
+/// The nonce is synthetic: BLAKE3 keyed with the nonce subkey over index, flags and plaintext,
+/// so two different (index, flags, plaintext) triples never share a nonce, whoever numbers them.
+fn seal_into(
+    keys: &StreamKeys,
+    index: ChunkIndex,
+    flags: ChunkFlags,
+    plaintext: &[u8],
+    out: &mut [u8],
+) -> Result<(), ObjectError> {
     let mut hasher = blake3::Hasher::new_keyed(&keys.nonce);
     hasher.update(&index.0.to_be_bytes());
     hasher.update(&[flags.bits()]);
     hasher.update(plaintext);
-    let mut nonce = [0u8; NONCE_LEN];
-    hasher.finalize_xof().fill(&mut nonce);
-
-    let mut out = Vec::with_capacity(total);
-    out.push(OBJECT_VERSION);
-    out.push(flags.bits());
-    out.extend_from_slice(&index.0.to_be_bytes());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plaintext);
+    let (header, rest) = out.split_at_mut(HEADER_LEN);
+    let (body, tag) = rest.split_at_mut(plaintext.len());
+    header[0] = OBJECT_VERSION;
+    header[1] = flags.bits();
+    header[2..10].copy_from_slice(&index.0.to_be_bytes());
+    hasher.finalize_xof().fill(&mut header[10..]);
+    body.copy_from_slice(plaintext);
     let aad = associated_data(&keys.locator(), flags, index);
     let cipher = XChaCha20Poly1305::new((&keys.aead).into());
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[HEADER_LEN..])
-        .map_err(|_| ObjectError::TooLong(total))?;
-    out.extend_from_slice(&tag);
-    Ok(out)
+    let computed = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&header[10..]), &aad, body)
+        .map_err(|_| ObjectError::TooLong(plaintext.len() + OVERHEAD))?;
+    tag.copy_from_slice(&computed);
+    Ok(())
 }
 
 /// A decrypted chunk, left in the buffer its object arrived in: opening an object copies and

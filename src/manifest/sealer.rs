@@ -10,6 +10,7 @@ use super::epochs::EpochCollector;
 use crate::chunk::Chunk;
 use crate::crypto::object::{self, Object, ObjectError};
 use crate::crypto::{NodeKey, StreamKeys};
+use std::sync::Arc;
 
 /// A signed manifest ready to publish: group = epoch on the manifests track.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,13 +63,14 @@ impl Sealer {
         Sealer { keys, signer }
     }
 
-    /// Encrypts `chunk`; returns its object and the manifests of the epochs it completes.
+    /// Encrypts `chunk`; returns its object, in the shared buffer it is cached and sent from, and
+    /// the manifests of the epochs it completes.
     pub fn seal(
         &mut self,
         chunk: &Chunk,
         now: UnixTime,
-    ) -> Result<(Vec<u8>, Vec<SignedManifest>), SealError> {
-        let object = object::seal(&self.keys, chunk.index, chunk.flags, &chunk.bytes)
+    ) -> Result<(Arc<[u8]>, Vec<SignedManifest>), SealError> {
+        let object = object::seal_shared(&self.keys, chunk.index, chunk.flags, &chunk.bytes)
             .map_err(SealError::Object)?;
         let mut manifests = Vec::new();
         if let Some((chain, epochs)) = &mut self.signer {
@@ -139,7 +141,7 @@ mod tests {
                 verifier.push_manifest(&m.bytes, now);
                 signed += 1;
             }
-            verifier.push_object(object, None, None, now);
+            verifier.push_object(object.to_vec(), None, None, now);
         }
         // 10 and 11 complete epoch 5; 14 (13 skipped) closes epoch 6; epoch 7 is signed at the end.
         assert_eq!(signed, 2);

@@ -335,11 +335,11 @@ fn seal_stage(
     let ingest = Ingest::start(&config.source, &config.capture, config.chunker, stop)
         .map_err(PublishError::Ingest)?;
     let mut sealer = Sealer::new(config.keys, config.leader, config.chunker.chunk_ms);
-    let send = |kind, group, payload: Vec<u8>| {
+    let send = |kind, group, payload: Arc<[u8]>| {
         let sealed = Sealed {
             kind,
             group: GroupId(group),
-            payload: payload.into(),
+            payload,
         };
         out.send(sealed).is_ok()
     };
@@ -364,7 +364,7 @@ fn seal_stage(
         let open = (!config.publish_chunks || send(TrackKind::Chunks, index, object))
             && manifests
                 .into_iter()
-                .all(|m| send(TrackKind::Manifests, m.epoch, m.bytes));
+                .all(|m| send(TrackKind::Manifests, m.epoch, m.bytes.into()));
         if !open {
             break;
         }
@@ -372,7 +372,7 @@ fn seal_stage(
     if result.is_ok() {
         match sealer.finish(now()) {
             Ok(Some(m)) => {
-                send(TrackKind::Manifests, m.epoch, m.bytes);
+                send(TrackKind::Manifests, m.epoch, m.bytes.into());
             }
             Ok(None) => {}
             Err(e) => result = Err(PublishError::Seal(e)),
