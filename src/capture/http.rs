@@ -407,6 +407,48 @@ pub fn get(
     Ok((head, body))
 }
 
+impl Body {
+    /// From now on a read waits until `bytes` have arrived, or until `wait` has passed with at
+    /// least one byte (then it returns what there is; with none it fails with `WouldBlock` or
+    /// `TimedOut`). The kernel wakes the reader once per `bytes` instead of per segment, and no
+    /// timer runs while data flows faster than `bytes` per `wait`.
+    pub fn gather(&mut self, bytes: usize, wait: Duration) -> std::io::Result<()> {
+        set_receive_low_water(&self.socket, bytes)?;
+        self.socket.set_read_timeout(Some(wait))
+    }
+}
+
+/// `SO_RCVLOWAT`: the bytes a blocking read waits for (Linux honours it for TCP reads and wakes
+/// the reader only then).
+#[cfg(target_os = "linux")]
+fn set_receive_low_water(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the socket is open for the duration of the call and `value` outlives it; the length
+    // passed is the size of the value pointed to.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere a read returns as soon as anything arrived; only the wait applies.
+#[cfg(not(target_os = "linux"))]
+fn set_receive_low_water(_socket: &TcpStream, _bytes: usize) -> std::io::Result<()> {
+    Ok(())
+}
+
 impl Read for Body {
     /// Reads body bytes into `out` (0 at the end of the body); raw bytes are read straight into
     /// `out` and, when chunked, decoded there.

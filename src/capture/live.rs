@@ -19,11 +19,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A duration body that ends this close to its duration ended normally.
 const DURATION_SLACK: Duration = Duration::from_millis(1500);
-/// How long a live source's bytes gather in the socket after a read drained it. A tuner
-/// streams in small bursts; reading each as it lands costs more system calls and wake-ups than
-/// the rest of the pipeline. At 19.39 Mb/s this gathers about 24 KB, far below the kernel's
-/// receive buffer, and adds at most this much to the latency.
-const GATHER: Duration = Duration::from_millis(10);
+/// A live HTTP source's bytes gather in the socket until this many have arrived or
+/// [`GATHER_WAIT`] has passed. A tuner streams in small bursts; waking for each as it lands costs
+/// more system calls and context switches than the rest of the pipeline. At 19.39 Mb/s this is a
+/// read every 7 ms, woken by the data itself; a slower stream is read every [`GATHER_WAIT`].
+const GATHER_BYTES: usize = 16 * 1024;
+/// The longest a byte waits in the socket for others to gather (what gathering adds to the
+/// latency at most), and how often the capture checks the stop flag and the stall clock.
+const GATHER_WAIT: Duration = Duration::from_millis(10);
 /// A connection that streamed at least this long before breaking counts as a recovery; shorter
 /// ones keep counting as failures, so a source that flaps every few seconds ends the run.
 const RECOVERED_AFTER: Duration = Duration::from_secs(30);
@@ -54,7 +57,6 @@ pub(super) fn pump_stdin(
         stop,
         "standard input",
         options.first_byte_timeout,
-        None,
     ) {
         Session::Done(end) => Ok(end),
         Session::Ended { .. } => Ok(CaptureEnd::Finished),
@@ -93,17 +95,18 @@ pub(super) fn capture_http(
     let mut attempts = 0u32;
     for connection in 0u64.. {
         let connected = Instant::now();
-        // One socket read timeout serves as first-byte timeout and stall detector.
-        let session = open(&url, options).map(|mut body| {
-            read_session(
+        // One clock since the last byte serves as first-byte timeout and stall detector.
+        let session = open(&url, options).and_then(|mut body| {
+            body.gather(GATHER_BYTES, GATHER_WAIT)
+                .map_err(|e| CaptureError::Unreachable(url.clone(), e.to_string()))?;
+            Ok(read_session(
                 &mut body,
                 producer,
                 &mut pacer,
                 stop,
                 &url,
                 options.first_byte_timeout,
-                Some(GATHER),
-            )
+            ))
         });
         let (why, received) = match session {
             Err(e) if connection == 0 => return Err(e),
@@ -171,8 +174,8 @@ fn open(url: &str, options: &CaptureOptions) -> Result<Body, CaptureError> {
     }
 }
 
-/// Copies a body into the ring, in place, until it ends, breaks, or capture should stop. With
-/// `gather`, a read that drained what had arrived is followed by that long a pause.
+/// Copies a body into the ring, in place, until it ends, breaks (no byte for `timeout`; a read
+/// that times out sooner is waited on again), or capture should stop.
 fn read_session(
     body: &mut dyn Read,
     producer: &mut Producer,
@@ -180,10 +183,9 @@ fn read_session(
     stop: &StopFlag,
     what: &str,
     timeout: Duration,
-    gather: Option<Duration>,
 ) -> Session {
     let mut received = 0u64;
-    let mut longest = 0usize;
+    let mut last_byte = Instant::now();
     loop {
         if stop.is_set() {
             return Session::Done(CaptureEnd::Stopped);
@@ -198,18 +200,13 @@ fn read_session(
             Ok(0) => return Session::Ended { received },
             Ok(n) => {
                 received += n as u64;
-                // A read shorter than the longest so far drained what had arrived: let the
-                // socket gather the next burst instead of reading it packet by packet.
-                longest = longest.max(n);
-                if let Some(pause) = gather.filter(|_| n < longest) {
-                    if sleep_unless_stopped(pause, stop) {
-                        return Session::Done(CaptureEnd::Stopped);
-                    }
-                }
+                last_byte = Instant::now();
             }
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                let why = format!("{what} sent no data for {} s", timeout.as_secs());
-                return Session::Broken { why, received };
+                if last_byte.elapsed() >= timeout {
+                    let why = format!("{what} sent no data for {} s", timeout.as_secs());
+                    return Session::Broken { why, received };
+                }
             }
             Err(e) => {
                 return Session::Broken {
