@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 /// The producer wakes the consumer once this many bytes gathered...
 const WAKE_BYTES: usize = 64 * 1024;
-/// ...or this long after the last wake-up, whichever comes first.
-const WAKE_AFTER: Duration = Duration::from_millis(10);
+/// ...or this long after the last wake-up, whichever comes first. Shorter than the live capture's
+/// gather wait, so a broadcast read every 10 ms wakes the chunker at each read, at once.
+const WAKE_AFTER: Duration = Duration::from_millis(5);
 /// How long the producer waits for the consumer to release a lease that blocks its write.
 const LEASE_WAIT: Duration = Duration::from_millis(100);
 /// Gap markers kept at most; older ones merge into the newest (a gap is a gap).
