@@ -10,6 +10,9 @@ use ec_node::capture::http::{parse_head, Dechunker, Framing};
 use ec_node::chunk::{Body, Chunk, Chunker, ChunkerConfig};
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{NodeKey, StreamId, StreamKey, StreamKeys};
+use ec_node::hdhr::client::{parse_discover, parse_lineup};
+use ec_node::hdhr::sim::server::parse_request_head;
+use ec_node::hdhr::sim::Route;
 use ec_node::manifest::{Event, Manifest, Policy, Proof, UnixTime, Verifier};
 use ec_node::ts::clock::UnixMillis;
 
@@ -161,4 +164,40 @@ fn chunk_in_reads<B: Body>(mut chunker: Chunker<B>, data: &[u8]) -> Vec<Chunk<B>
     chunker.finish(now);
     chunks.extend(std::iter::from_fn(|| chunker.poll_chunk()));
     chunks
+}
+
+/// `hdhr_documents`: a device's `discover.json` and `lineup.json` (the input is both, split at
+/// its first NUL byte). Parsing is total, and no text taken from a device carries a control
+/// character (it is printed to terminals).
+pub fn hdhr_documents(data: &[u8]) {
+    let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    let (discover, lineup) = (&data[..split], data.get(split + 1..).unwrap_or_default());
+    let clean = |text: &str| assert!(!text.chars().any(char::is_control), "{text:?}");
+    if let Ok(device) = parse_discover(discover) {
+        [&device.id, &device.name, &device.model, &device.firmware]
+            .into_iter()
+            .for_each(|t| clean(t));
+    }
+    for channel in parse_lineup(lineup).unwrap_or_default() {
+        [
+            &channel.guide_number,
+            &channel.guide_name,
+            &channel.video_codec,
+            &channel.audio_codec,
+            &channel.url,
+        ]
+        .into_iter()
+        .for_each(|t| clean(t));
+    }
+}
+
+/// `sim_request`: the tuner simulator's request head and route parsing are total, and a target
+/// it accepts is visible ASCII starting with `/`.
+pub fn sim_request(data: &[u8]) {
+    let Ok(target) = parse_request_head(data) else {
+        return;
+    };
+    assert!(target.starts_with('/'), "{target:?}");
+    assert!(target.bytes().all(|b| b.is_ascii_graphic()), "{target:?}");
+    let _ = Route::parse(&target);
 }

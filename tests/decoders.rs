@@ -12,14 +12,20 @@ mod mutate;
 use ec_node::capture::http;
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{ChunkFlags, ChunkIndex};
+use ec_node::hdhr::client::{parse_discover, parse_lineup};
+use ec_node::hdhr::sim::server::parse_request_head;
+use ec_node::hdhr::sim::{Route, Simulator};
 use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof, UnixTime};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const TARGETS: [&str; 4] = [
+const TARGETS: [&str; 6] = [
     "manifest_decode",
     "object_decode",
     "merkle_proof",
     "http_response",
+    "hdhr_documents",
+    "sim_request",
 ];
 const MUTATIONS_PER_SEED: usize = 1500;
 
@@ -29,6 +35,8 @@ fn check(target: &str, data: &[u8]) {
         "object_decode" => checks::object_decode(data),
         "merkle_proof" => checks::merkle_proof(data),
         "http_response" => checks::http_response(data),
+        "hdhr_documents" => checks::hdhr_documents(data),
+        "sim_request" => checks::sim_request(data),
         other => panic!("unknown target {other}"),
     }
 }
@@ -92,6 +100,21 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in responses {
         out.push(("http_response", name.to_string(), bytes.to_vec()));
     }
+    let sim = Simulator::builtin();
+    let device: SocketAddr = "192.168.1.50:80".parse().unwrap();
+    let documents = [sim.discover_json(device), sim.lineup_json(device)].join("\0");
+    out.push(("hdhr_documents", "simulator".into(), documents.into_bytes()));
+    let requests: [(&str, &[u8]); 3] = [
+        (
+            "auto-duration",
+            b"GET /auto/v5.1?duration=30 HTTP/1.1\r\nHost: 10.0.0.9:5004\r\nUser-Agent: ec-node",
+        ),
+        ("tuner", b"GET /tuner1/v5.1 HTTP/1.1\r\nHost: 10.0.0.9:5004"),
+        ("lineup", b"GET /lineup.json HTTP/1.0"),
+    ];
+    for (name, bytes) in requests {
+        out.push(("sim_request", name.to_string(), bytes.to_vec()));
+    }
     out
 }
 
@@ -119,6 +142,12 @@ fn committed_seeds_are_current_and_valid() {
             "manifest_decode" => Manifest::decode(&bytes).is_ok_and(|m| m.signature_valid()),
             "object_decode" => object::open(&checks::seed_keys(), bytes.clone()).is_ok(),
             "http_response" => http::parse_head(&bytes).is_ok_and(|h| h.is_some()),
+            "hdhr_documents" => {
+                let (discover, lineup) =
+                    bytes.split_at(bytes.iter().position(|&b| b == 0).unwrap());
+                parse_discover(discover).is_ok() && parse_lineup(&lineup[1..]).is_ok()
+            }
+            "sim_request" => parse_request_head(&bytes).is_ok_and(|t| Route::parse(&t).is_some()),
             _ => Proof::decode(&bytes).is_ok(),
         };
         assert!(valid, "{name} is not a valid {target} encoding");

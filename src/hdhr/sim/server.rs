@@ -165,7 +165,7 @@ struct Context<'a> {
 
 /// Why a request head was not served.
 #[derive(Debug, PartialEq, Eq)]
-enum BadRequest {
+pub enum BadRequest {
     /// The client left, was too slow, or the server is stopping: nothing to answer.
     Gone,
     /// Malformed or too long: 400.
@@ -337,7 +337,7 @@ fn read_head(conn: &mut TcpStream, stop: &StopFlag) -> Result<String, BadRequest
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
         {
-            return parse_head(&buf[..scan_from + end]);
+            return parse_request_head(&buf[..scan_from + end]);
         }
         if len == MAX_HEAD {
             return Err(BadRequest::Malformed);
@@ -348,8 +348,9 @@ fn read_head(conn: &mut TcpStream, stop: &StopFlag) -> Result<String, BadRequest
     }
 }
 
-/// Checks a request head (without its final blank line) and returns the GET target.
-fn parse_head(head: &[u8]) -> Result<String, BadRequest> {
+/// Checks a request head (without its final blank line) and returns the GET target, a token of
+/// visible ASCII starting with `/`. Total on any bytes (fuzzed: target `sim_request`).
+pub fn parse_request_head(head: &[u8]) -> Result<String, BadRequest> {
     let head = std::str::from_utf8(head).map_err(|_| BadRequest::Malformed)?;
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
@@ -471,7 +472,7 @@ mod tests {
 
     #[test]
     fn request_heads() {
-        let ok = |head: &str| parse_head(head.as_bytes());
+        let ok = |head: &str| parse_request_head(head.as_bytes());
         assert_eq!(
             ok("GET /auto/v5.1?duration=3 HTTP/1.1\r\nHost: x\r\nUser-Agent: t"),
             Ok("/auto/v5.1?duration=3".into())
@@ -494,7 +495,7 @@ mod tests {
             assert_eq!(ok(bad), Err(BadRequest::Malformed), "{bad:?}");
         }
         assert_eq!(
-            parse_head(b"GET /\xff HTTP/1.1"),
+            parse_request_head(b"GET /\xff HTTP/1.1"),
             Err(BadRequest::Malformed)
         );
     }
