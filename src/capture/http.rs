@@ -589,4 +589,44 @@ mod tests {
             assert!(Dechunker::default().decode(&mut buf).is_err(), "{bad:?}");
         }
     }
+
+    /// Bytes below the low-water mark still come out once the wait is over; a wait with nothing
+    /// is a timeout error, not a hang; the end of a `Connection: close` body is a clean end.
+    #[test]
+    fn a_gathering_read_returns_what_came_once_the_wait_is_over() {
+        use std::io::Write;
+        use std::sync::mpsc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = HttpUrl::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (send_body, body_due) = mpsc::channel::<&'static [u8]>();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+            for part in body_due {
+                conn.write_all(part).unwrap();
+            }
+        });
+        let (head, mut body) = get(&url, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
+        assert_eq!((head.status, head.framing), (200, Framing::Close));
+        body.gather(32 * 1024, Duration::from_millis(20)).unwrap();
+        let mut buf = [0u8; 64];
+        let timed_out =
+            |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+        let empty = body.read(&mut buf).unwrap_err();
+        assert!(timed_out(&empty), "{empty}");
+        send_body.send(b"hello").unwrap();
+        let n = loop {
+            match body.read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if timed_out(&e) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"hello");
+        drop(send_body);
+        server.join().unwrap();
+        assert_eq!(body.read(&mut buf).unwrap(), 0);
+    }
 }
