@@ -373,9 +373,10 @@ fn map_file(path: &PathBuf) -> Result<Option<memmap2::Mmap>, CaptureError> {
     if len == 0 {
         return Ok(None); // mapping an empty file fails; there is nothing to read anyway
     }
-    // SAFETY: the mapping is read-only and lives only while it is read. A file truncated by
-    // another process while mapped can raise SIGBUS; recordings are not rewritten in place, and
-    // this is the documented trade-off for reading without copying.
+    // SAFETY: the mapping is read-only and lives only while it is read (and, for `record`, while
+    // segments are written from it). A file truncated by another process while mapped can raise
+    // SIGBUS; recordings are not rewritten in place, and this is the documented trade-off for
+    // reading without copying.
     #[allow(unsafe_code)]
     let map = unsafe { memmap2::MmapOptions::new().map(&file) }
         .map_err(|e| CaptureError::Open(name, e))?;
