@@ -9,9 +9,9 @@ use crate::ts::packet::PACKET_SIZE;
 use build::Build;
 use std::ops::Range;
 
-/// A chunk's bytes. Offsets are bytes from the body's start. Only the cutter builds a body
-/// ([`build::Build`] is sealed in this module), so one always holds its prefix, then its packets
-/// in stream order.
+/// A chunk's bytes. Offsets are bytes from the body's start. Only the cutter builds a body (its
+/// building operations are a sealed supertrait), so one always holds its prefix, then its
+/// packets in stream order.
 pub trait Body: build::Build + Default + Send + 'static {
     /// Bytes it stands for.
     fn len(&self) -> usize;

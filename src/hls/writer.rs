@@ -55,8 +55,8 @@ impl HlsWriter {
     }
 
     /// Writes a segment, given as its bytes in order (one slice, or the pieces of an input read
-    /// in place, handed to the kernel in one gathered write), then the playlist listing it (at
-    /// most every [`PLAYLIST_INTERVAL`]; [`HlsWriter::finish`] writes the last one).
+    /// in place, handed to the kernel in one gathered write), then the playlist listing it (not
+    /// more often than every `PLAYLIST_INTERVAL`; [`HlsWriter::finish`] writes the last one).
     pub fn write(&mut self, entry: &SegmentEntry, parts: &[&[u8]]) -> Result<(), HlsError> {
         write_atomically(&self.dir.join(entry.file_name()), parts)?;
         self.retired.extend(self.playlist.push(entry.clone()));

@@ -3,7 +3,7 @@
 //! verdicts, table changes and broadcaster wall-clock time.
 //!
 //! It is fed one parsed packet at a time and answers with a small [`PacketReport`]; it keeps only
-//! the latest tables, one PES head of at most [`MAX_HEAD`](super::es::MAX_HEAD) bytes and per-PID
+//! the latest tables, one PES head of at most [`super::es::MAX_HEAD`] bytes and per-PID
 //! counters, so its memory is bounded whatever the input. No I/O, no clock reads.
 
 use super::clock::{Pcr, UnixMillis};

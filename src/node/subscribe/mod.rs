@@ -9,7 +9,7 @@
 //! Objects come from one peer and manifests from the same or another one; each endpoint runs its
 //! own network thread and hands events over its bounded channel. Each track is subscribed from
 //! the next group with a joining FETCH for the current group and `backfill` earlier ones, so a
-//! late joiner starts at once; [`order::Reorder`] keeps the segments in index order meanwhile.
+//! late joiner starts at once; `order::Reorder` keeps the segments in index order meanwhile.
 //! The verifier decides what is accepted ("no manifests, no data" under
 //! [`Policy::require_manifest`]); this module only wires the peers, the verifier and the writer,
 //! keeps the clocks (start-up, manifest and idle timeouts) and always finishes the playlist with
