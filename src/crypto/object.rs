@@ -194,15 +194,16 @@ fn seal_into(
     hasher.update(plaintext);
     let (header, rest) = out.split_at_mut(HEADER_LEN);
     let (body, tag) = rest.split_at_mut(plaintext.len());
-    header[0] = OBJECT_VERSION;
-    header[1] = flags.bits();
-    header[2..10].copy_from_slice(&index.0.to_be_bytes());
-    hasher.finalize_xof().fill(&mut header[10..]);
+    let (fixed, nonce) = header.split_at_mut(HEADER_LEN - NONCE_LEN);
+    fixed[0] = OBJECT_VERSION;
+    fixed[1] = flags.bits();
+    fixed[2..].copy_from_slice(&index.0.to_be_bytes());
+    hasher.finalize_xof().fill(nonce);
     body.copy_from_slice(plaintext);
     let aad = associated_data(&keys.locator(), flags, index);
     let cipher = XChaCha20Poly1305::new((&keys.aead).into());
     let computed = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&header[10..]), &aad, body)
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad, body)
         .map_err(|_| ObjectError::TooLong(plaintext.len() + OVERHEAD))?;
     tag.copy_from_slice(&computed);
     Ok(())
