@@ -13,8 +13,8 @@ use ec_node::crypto::{NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::hdhr::client::{parse_discover, parse_lineup};
 use ec_node::hdhr::sim::server::parse_request_head;
 use ec_node::hdhr::sim::Route;
-use ec_node::manifest::{Event, Manifest, Policy, Proof, UnixTime, Verifier};
-use ec_node::ts::clock::UnixMillis;
+use ec_node::manifest::{Event, Manifest, Policy, Proof, Verifier};
+use ec_node::time::UnixMillis;
 
 /// The stream the seed corpora are made for.
 pub fn seed_keys() -> StreamKeys {
@@ -38,7 +38,7 @@ pub fn manifest_decode(data: &[u8]) {
         );
     }
     let mut verifier = Verifier::new(seed_keys(), Policy::new(vec![seed_signer().node_id()]));
-    verifier.push_manifest(data, UnixTime(0));
+    verifier.push_manifest(data, UnixMillis(0));
     while let Some(event) = verifier.poll_event() {
         if let Event::Manifest { id, .. } = event {
             let m = decoded

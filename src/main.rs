@@ -1,5 +1,8 @@
-//! The `ec-node` binary: parses the command line and turns the outcome into an exit code.
+//! The `ec-node` binary: the command line (`cli`) over the `ec_node` library. It parses the
+//! command line, runs one subcommand and turns the outcome into an exit code.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    ec_node::cli::main()
+    cli::main()
 }

@@ -5,7 +5,7 @@
 mod media;
 
 use ec_node::chunk::Chunk;
-use ec_node::ts::clock::UnixMillis;
+use ec_node::time::UnixMillis;
 use ec_node::ts::packet::PACKET_SIZE;
 use media::*;
 

@@ -15,7 +15,8 @@ use ec_node::crypto::{ChunkFlags, ChunkIndex};
 use ec_node::hdhr::client::{parse_discover, parse_lineup};
 use ec_node::hdhr::sim::server::parse_request_head;
 use ec_node::hdhr::sim::{Route, Simulator};
-use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof, UnixTime};
+use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof};
+use ec_node::time::UnixMillis;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -64,12 +65,12 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         .collect();
     let mut chain = ManifestChain::new(checks::seed_signer(), keys.locator(), 4, 90_000);
     let first = chain
-        .sign_epoch(2, entries.clone(), UnixTime(1_700_000_000_000))
+        .sign_epoch(2, entries.clone(), UnixMillis(1_700_000_000_000))
         .unwrap();
     let mut later = entries[0];
     later.index = ChunkIndex(12);
     let second = chain
-        .sign_epoch(3, vec![later], UnixTime(1_700_000_002_000))
+        .sign_epoch(3, vec![later], UnixMillis(1_700_000_002_000))
         .unwrap();
     let id = Manifest::decode(&first).unwrap().id;
     let mut out = vec![

@@ -1,7 +1,8 @@
 //! The `net::Endpoint` API as the node's pipeline uses it, over real QUIC on loopback: a
 //! listening publisher and a pinned dialing subscriber, a live group pushed by the publisher
-//! after the subscription (to several connections at once with `call_each`), a FETCH, and a
-//! graceful shutdown that the subscriber sees.
+//! after the subscription, a FETCH, and a graceful shutdown that the subscriber sees; and a
+//! handler on the endpoint thread (the node's track server) fed groups by value through the
+//! endpoint's feed, reaching several subscribers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,18 +99,17 @@ fn a_pinned_subscriber_gets_live_groups_and_a_fetch_then_sees_the_publisher_leav
         .unwrap()
         .unwrap();
     wait_for(&mut client, |e| matches!(e, Event::Subscribed { .. }));
-    // Large enough to leave in many GSO batches; sent with `call_each`, which skips a
-    // connection the endpoint does not have.
+    // Large enough to leave in many GSO batches. A connection the endpoint does not have is
+    // an error, not a panic.
     let live: Arc<[u8]> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let (t, p) = (track.clone(), live.clone());
-    let sent = server
-        .call_each(&[sconn, ConnId(999)], move |_, s| {
-            s.send_group(&t, GroupId(3), p.clone())
-        })
+    server
+        .call(sconn, move |s| s.send_group(&t, GroupId(3), p))
+        .unwrap()
         .unwrap();
-    assert!(
-        matches!(&sent[..], [(c, Ok(()))] if *c == sconn),
-        "{sent:?}"
+    assert_eq!(
+        server.call(ConnId(999), |_| ()),
+        Err(NetError::NoConnection(ConnId(999)))
     );
     let (_, event) = wait_for(&mut client, |e| matches!(e, Event::Object { .. }));
     let Event::Object { request, object } = event else {
@@ -172,4 +172,72 @@ fn a_pinned_subscriber_gets_live_groups_and_a_fetch_then_sees_the_publisher_leav
         other => panic!("{other}"),
     }
     client.shutdown();
+}
+
+#[test]
+fn groups_fed_to_the_track_server_on_the_endpoint_thread_reach_every_subscriber() {
+    use ec_node::node::tracks::{Outlet, TrackServer, Work};
+
+    let key = NodeKey::from_seed([7; 32]);
+    let track = BroadcastTrack::new("fed", TrackKind::Chunks)
+        .unwrap()
+        .full_name();
+    let server = TrackServer::live(std::slice::from_ref(&track), 1 << 20);
+    let outlet = Outlet::listen("127.0.0.1:0".parse().unwrap(), &key, server).unwrap();
+    let addr = EndpointAddr {
+        node: Some(key.node_id()),
+        host: "127.0.0.1".into(),
+        port: outlet.local_addr().port(),
+    };
+    let feed = outlet.feed();
+    let group = |g: u64| Work::Group {
+        track: 0,
+        group: GroupId(g),
+        payload: vec![g as u8; 50_000].into(),
+    };
+    // A group before anyone subscribes: cached, the current group a late joiner fetches.
+    feed.send(group(0)).unwrap();
+
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (mut client, conn) = Endpoint::dial(
+            &Target::Node(addr.clone()),
+            PeerCheck::Pinned(key.node_id()),
+            Settings::default(),
+        )
+        .unwrap();
+        wait_for(&mut client, |e| matches!(e, Event::SetupComplete { .. }));
+        let t = track.clone();
+        let (live, joining) = client
+            .call(conn, move |s| s.subscribe_joining(t, 0))
+            .unwrap()
+            .unwrap();
+        wait_for(&mut client, |e| matches!(e, Event::Subscribed { .. }));
+        clients.push((client, live, joining));
+    }
+    // The server answered every SUBSCRIBE and joining FETCH on its own thread; now groups 1
+    // and 2 go in by value, with no round trip.
+    feed.send(group(1)).unwrap();
+    feed.send(group(2)).unwrap();
+    for (client, live, joining) in &mut clients {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if let (_, Event::Object { request, object }) =
+                wait_for(client, |e| matches!(e, Event::Object { .. }))
+            {
+                assert!(request == *live || request == *joining);
+                assert_eq!(object.payload.len(), 50_000);
+                got.push(object.group.0);
+            }
+        }
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+    }
+    // The end of the input: every subscription gets PUBLISH_DONE.
+    feed.send(Work::End).unwrap();
+    for (client, live, _) in &mut clients {
+        let (_, done) = wait_for(client, |e| matches!(e, Event::SubscriptionDone { .. }));
+        assert!(matches!(done, Event::SubscriptionDone { request, .. } if request == *live));
+    }
+    outlet.shutdown();
 }

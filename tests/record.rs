@@ -45,7 +45,7 @@ fn records_atsc_like_mpeg2_ac3_to_a_playable_event_playlist() {
     let chunks = media::chunk_with(
         &std::fs::read(&input).unwrap(),
         1 << 16,
-        ec_node::capture::wall_clock(),
+        ec_node::time::UnixMillis::now(),
     );
     let chunk_hashes: Vec<_> = chunks.iter().map(|c| blake3::hash(&c.bytes)).collect();
     for (name, ..) in &playlist.segments {

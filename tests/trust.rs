@@ -9,11 +9,10 @@ use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{
     ChunkFlags, ChunkIndex, NetworkSecret, NodeKey, StreamId, StreamKey, StreamKeys,
 };
-use ec_node::manifest::{
-    Entry, Event, Manifest, ManifestChain, Policy, Proof, Reason, UnixTime, Verifier,
-};
+use ec_node::manifest::{Entry, Event, Manifest, ManifestChain, Policy, Proof, Reason, Verifier};
+use ec_node::time::UnixMillis;
 
-const NOW: UnixTime = UnixTime(1_750_000_000_000);
+const NOW: UnixMillis = UnixMillis(1_750_000_000_000);
 const SECRET: &str = "000102030405060708090a0b0c0d0e0f";
 const STREAM: &str = "ec/stream/v1/broadcast/atsc/test/7.1";
 

@@ -435,10 +435,10 @@ fn connections_past_the_cap_get_803_until_others_close() {
 
 #[test]
 fn the_simulator_also_runs_in_process() {
-    use ec_node::cli::stop::StopFlag;
     use ec_node::hdhr::sim::server::Server;
     use ec_node::hdhr::sim::{Channel, SimConfig, Simulator};
     use ec_node::hdhr::GuideNumber;
+    use ec_node::stop::StopFlag;
 
     let sim = Simulator::new(SimConfig {
         channels: vec![Channel {

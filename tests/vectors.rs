@@ -3,7 +3,8 @@
 
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{ChunkFlags, ChunkIndex, NetworkSecret, NodeKey, StreamId, StreamKey};
-use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof, UnixTime};
+use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof};
+use ec_node::time::UnixMillis;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -40,7 +41,7 @@ fn compute() -> Vectors {
     let node_id = key.node_id().to_string();
     let mut chain = ManifestChain::new(key, keys.locator(), 1, 180_000);
     let signed = chain
-        .sign_epoch(5, vec![entry], UnixTime(1_700_000_000_000))
+        .sign_epoch(5, vec![entry], UnixMillis(1_700_000_000_000))
         .unwrap();
     let manifest = Manifest::decode(&signed).unwrap();
     let proof = Proof::build(manifest.id, &[entry], 0).unwrap().encode();

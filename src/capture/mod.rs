@@ -12,15 +12,14 @@ mod live;
 mod pace;
 pub mod ring;
 
-use crate::cli::stop::StopFlag;
 use crate::hdhr::{self, GuideNumber};
-use crate::ts::clock::UnixMillis;
+use crate::stop::StopFlag;
 use ring::Producer;
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Bytes handed on per step.
 const READ_SIZE: usize = 256 * 1024;
@@ -229,15 +228,6 @@ impl std::fmt::Display for CaptureError {
 }
 
 impl std::error::Error for CaptureError {}
-
-/// The system clock as Unix milliseconds (read here, at the I/O edge, and passed to the
-/// chunker with each read).
-pub fn wall_clock() -> UnixMillis {
-    let since_epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    UnixMillis(since_epoch.as_millis() as u64)
-}
 
 /// Captures `source` into the ring until it ends, fails or `stop` is set. Runs on the capture
 /// thread; dropping `producer` at the end tells the consumer the input is over.

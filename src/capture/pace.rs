@@ -1,7 +1,7 @@
 //! Stream time from PCRs: paces a file at its real-time rate and ends a capture after a duration
 //! of stream. Reads the system clock (it is an I/O edge) but parses only packet headers.
 
-use crate::cli::stop::StopFlag;
+use crate::stop::StopFlag;
 use crate::ts::clock::{Pts, TICKS_PER_SECOND};
 use crate::ts::packet::{Packet, Pid};
 use crate::ts::sync::{Framed, Framer};

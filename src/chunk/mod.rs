@@ -18,7 +18,8 @@ mod cutter;
 mod prefix;
 pub mod timeline;
 
-use crate::ts::clock::{Pts, UnixMillis, TICKS_PER_MS};
+use crate::time::UnixMillis;
+use crate::ts::clock::{Pts, TICKS_PER_MS};
 use crate::ts::sync::{Framed, Framer};
 use cutter::Cutter;
 

@@ -8,7 +8,8 @@
 //! broadcaster's clock (ATSC STT, DVB TDT/TOT) when one arrives within [`ANCHOR_WAIT`] of stream
 //! time, otherwise the caller's system clock. No clock is read here: times are arguments.
 
-use crate::ts::clock::{Pts, UnixMillis, TICKS_PER_MS, WRAP};
+use crate::time::UnixMillis;
+use crate::ts::clock::{Pts, TICKS_PER_MS, WRAP};
 
 /// How much video time to wait for a broadcaster clock before anchoring on the system clock
 /// (ATSC sends its STT every second).

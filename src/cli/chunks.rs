@@ -2,10 +2,10 @@
 //! chunk — the tool for checking that two nodes agree.
 
 use super::Failure;
-use crate::capture::{self, Source};
-use crate::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
-use crate::ts::clock::UnixMillis;
 use argh::FromArgs;
+use ec_node::capture::{self, Source};
+use ec_node::chunk::{Chunk, Chunker, ChunkerConfig, ChunkerStats};
+use ec_node::time::UnixMillis;
 use std::io::Write;
 use std::ops::ControlFlow;
 
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let now = || {
         args.clock
-            .map_or_else(capture::wall_clock, |s| UnixMillis(s.saturating_mul(1000)))
+            .map_or_else(UnixMillis::now, |s| UnixMillis(s.saturating_mul(1000)))
     };
     let mut chunker = Chunker::new(ChunkerConfig {
         chunk_ms: args.chunk_ms,

@@ -1,13 +1,13 @@
 //! `ec-node demo`: the split-source mesh on loopback with no hardware, the README's main job.
 //!
-//! Clears a previous demo's output, runs [`crate::node::demo`] until `--seconds` pass or Ctrl-C,
+//! Clears a previous demo's output, runs [`ec_node::node::demo`] until `--seconds` pass or Ctrl-C,
 //! and tells the user who ran where, what was verified, and how to play the result.
 
 use super::moq_subscribe::{subscribe_failure, with_progress};
-use super::stop::StopFlag;
 use super::{Exit, Failure};
-use crate::node::demo::{demo, DemoConfig, DemoError, DemoNodes, STREAM_ID};
 use argh::FromArgs;
+use ec_node::node::demo::{demo, DemoConfig, DemoError, DemoNodes, STREAM_ID};
+use ec_node::stop::StopFlag;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     })
     .map_err(demo_failure)?;
     let s = &summary.subscriber;
-    let published = |p: &Option<crate::node::publish::PublishSummary>| {
+    let published = |p: &Option<ec_node::node::publish::PublishSummary>| {
         p.as_ref().map_or("stopped early".to_string(), |p| {
             format!("{} chunks, {} manifests", p.chunks, p.manifests)
         })
@@ -136,7 +136,7 @@ fn clear_previous_output(dir: &Path) -> Result<(), Failure> {
 
 fn demo_failure(e: DemoError) -> Failure {
     match e {
-        DemoError::Net(e) => super::peer::net_failure(e),
+        DemoError::Serve(e) => super::peer::serve_failure(e),
         e => Failure::other(e.to_string()),
     }
 }

@@ -1,8 +1,8 @@
 //! `ec-node hdhr-lineup`: prints a tuner's device description and channel lineup.
 
 use super::{Exit, Failure};
-use crate::hdhr::client::{self, ClientError};
 use argh::FromArgs;
+use ec_node::hdhr::client::{self, ClientError};
 
 /// Print an HDHomeRun device (discover.json) and its lineup (lineup.json).
 #[derive(FromArgs)]

@@ -1,7 +1,7 @@
 //! `ec-node id`.
 use super::Failure;
-use crate::crypto::NodeKey;
 use argh::FromArgs;
+use ec_node::crypto::NodeKey;
 use std::path::PathBuf;
 
 /// Print the node id of a key file.

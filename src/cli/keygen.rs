@@ -1,7 +1,7 @@
 //! `ec-node keygen`.
 use super::Failure;
-use crate::crypto::{KeyError, NodeKey};
 use argh::FromArgs;
+use ec_node::crypto::{KeyError, NodeKey};
 use std::path::PathBuf;
 
 /// Generate a node key (Ed25519), write it with mode 0600 and print the node id.

@@ -6,10 +6,7 @@
 //! subcommand; nothing here parses media or speaks a protocol.
 
 mod bench;
-mod bench_fanout;
-mod bench_mesh;
-mod bench_proc;
-mod bench_trust;
+
 mod chunks;
 mod demo;
 mod hdhr_lineup;
@@ -22,7 +19,6 @@ mod moq_serve;
 mod moq_subscribe;
 mod peer;
 mod record;
-pub mod stop;
 mod tuner_sim;
 
 use argh::FromArgs;

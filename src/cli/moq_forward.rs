@@ -2,20 +2,19 @@
 //! node without a tuner), optionally as a deliberately hostile node for tests (`--tamper`).
 //!
 //! Flags become a [`ForwardConfig`]; the endpoint listens, the ready line names it and the
-//! tracks, and [`crate::node::forward`] runs the loop. Exit codes as every command.
+//! tracks, and [`ec_node::node::forward`] runs the loop. Exit codes as every command.
 
 use super::peer::{
-    advertised, net_failure, parse_target, peer_check, ready_line, serve_failure, stream_keys,
+    advertised, parse_target, peer_check, ready_line, serve_failure, stream_keys, upstream_failure,
 };
-use super::stop::StopFlag;
-use super::{Exit, Failure};
-use crate::crypto::NodeKey;
-use crate::moq::track::{BroadcastTrack, TrackKind};
-use crate::net::{Endpoint, NetError, Settings};
-use crate::node::forward::tamper::{Mode, Tamper};
-use crate::node::forward::{forward, ForwardConfig, ForwardError};
-use crate::node::subscribe::PeerSpec;
+use super::Failure;
 use argh::FromArgs;
+use ec_node::crypto::NodeKey;
+use ec_node::moq::track::{BroadcastTrack, TrackKind};
+use ec_node::node::forward::tamper::{Mode, Tamper};
+use ec_node::node::forward::{forward, ForwardConfig, ForwardError};
+use ec_node::node::tracks::{Outlet, PeerSpec, TrackServer};
+use ec_node::stop::StopFlag;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -88,8 +87,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             args.tamper
         );
     }
-    let mut ep = Endpoint::listen(args.listen, &key, Settings::default()).map_err(net_failure)?;
-    let endpoint = format!("{}@{}", key.node_id(), advertised(ep.local_addr()));
+    let server = TrackServer::live(&tracks, args.cache_mb.saturating_mul(1 << 20));
+    let mut outlet = Outlet::listen(args.listen, &key, server).map_err(serve_failure)?;
+    let endpoint = format!("{}@{}", key.node_id(), advertised(outlet.local_addr()));
     println!("{}", ready_line(Some(endpoint), &tracks));
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
@@ -99,11 +99,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             target,
         },
         tracks,
-        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
         tamper: Tamper::new(args.tamper, args.tamper_every),
     };
-    let outcome = forward(&mut ep, config, &stop);
-    ep.shutdown();
+    let outcome = forward(&mut outlet, config, &stop);
+    outlet.shutdown();
     match outcome {
         Ok(summary) => {
             eprintln!(
@@ -112,13 +111,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Err(e @ ForwardError::Connect(_, NetError::Config { .. } | NetError::Address { .. })) => {
-            Err(Failure::usage(e.to_string()))
-        }
-        Err(e @ (ForwardError::Connect(..) | ForwardError::Refused(_))) => {
-            Err(Failure::new(Exit::Connect, e.to_string()))
-        }
-        Err(e @ ForwardError::Left(_)) => Err(Failure::new(Exit::Idle, e.to_string())),
+        Err(ForwardError::Upstream(e)) => Err(upstream_failure(e, "the upstream peer")),
         Err(ForwardError::Serve(e)) => Err(serve_failure(e)),
     }
 }

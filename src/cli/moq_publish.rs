@@ -2,22 +2,20 @@
 //!
 //! Flags become a [`PublishConfig`]; the endpoint listens and/or dials a relay and announces the
 //! tracks' namespaces, the ready line names the endpoint (when listening) and the tracks, and
-//! [`crate::node::publish`] runs the pipeline. Exit codes as every command.
+//! [`ec_node::node::publish`] runs the pipeline. Exit codes as every command.
 
-use super::peer::{
-    advertised, net_failure, parse_target, peer_check, ready_line, serve_failure, stream_keys,
-};
+use super::peer::{advertised, parse_target, peer_check, ready_line, serve_failure, stream_keys};
 use super::record::capture_failure;
-use super::stop::StopFlag;
 use super::Failure;
-use crate::capture::{CaptureOptions, Source};
-use crate::chunk::ChunkerConfig;
-use crate::crypto::NodeKey;
-use crate::net::{Endpoint, Settings, Target};
-use crate::node::ingest::IngestError;
-use crate::node::publish::{publish, Outlet, PublishConfig, PublishError, PublishSummary};
-use crate::node::serve;
 use argh::FromArgs;
+use ec_node::capture::{CaptureOptions, Source};
+use ec_node::chunk::ChunkerConfig;
+use ec_node::crypto::NodeKey;
+use ec_node::net::Target;
+use ec_node::node::ingest::IngestError;
+use ec_node::node::publish::{publish, PublishConfig, PublishError, PublishSummary};
+use ec_node::node::tracks::Outlet;
+use ec_node::stop::StopFlag;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,11 +115,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::usage("--relay takes a moqt:// URL"));
     }
     let node_id = key.node_id();
-    let listening = args
-        .listen
-        .map(|addr| Endpoint::listen(addr, &key, Settings::default()))
-        .transpose()
-        .map_err(net_failure)?;
     let config = PublishConfig {
         source: source.clone(),
         capture: CaptureOptions {
@@ -135,7 +128,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             ..ChunkerConfig::default()
         },
         keys,
-        leader: args.publish_manifests.then_some((key, args.epoch_chunks)),
+        leader: args
+            .publish_manifests
+            .then(|| (key.clone(), args.epoch_chunks)),
         publish_chunks: args.publish_chunks,
         cache_bytes: args.cache_mb.saturating_mul(1 << 20),
         linger: Duration::from_secs(args.linger),
@@ -143,20 +138,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
     };
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
-    let endpoint = listening
-        .as_ref()
-        .map(|ep| format!("{node_id}@{}", advertised(ep.local_addr())));
-    let mut outlets: Vec<Outlet> = listening
-        .map(|ep| Outlet::listening(ep, &config))
-        .into_iter()
-        .collect();
+    let mut outlets = Vec::new();
+    if let Some(addr) = args.listen {
+        let server = config.server();
+        outlets.push(Outlet::listen(addr, &key, server).map_err(serve_failure)?);
+    }
+    let endpoint = outlets
+        .first()
+        .map(|o| format!("{node_id}@{}", advertised(o.local_addr())));
     if let Some(target) = relay {
         let check = peer_check(&target, args.relay_ca.clone(), args.insecure);
-        let (mut ep, conn) =
-            Endpoint::dial(&target, check, Settings::default()).map_err(net_failure)?;
-        let namespaces: Vec<_> = config.tracks().into_iter().map(|t| t.namespace).collect();
-        let deferred = serve::announce(&mut ep, conn, &namespaces, &stop).map_err(serve_failure)?;
-        outlets.push(Outlet::relay(ep, conn, deferred, &config));
+        match Outlet::relay(&target, check, config.server(), &stop).map_err(serve_failure)? {
+            Some(outlet) => outlets.push(outlet),
+            None => return Ok(()),
+        }
     }
     println!("{}", ready_line(endpoint, &config.tracks()));
     log::info!("publishing {source}");

@@ -1,22 +1,23 @@
 //! `ec-node moq-subscribe`: subscribe to a stream's objects (and manifests, possibly from another
 //! peer), verify and decrypt them, and write HLS exactly as `record` does.
 //!
-//! Flags become a [`SubscribeConfig`]; [`crate::node::subscribe`] runs the pipeline; its outcome
+//! Flags become a [`SubscribeConfig`]; [`ec_node::node::subscribe`] runs the pipeline; its outcome
 //! becomes the exit code: 0 done, 2 usage, 3 cannot connect or identity mismatch, 4 verification
 //! failed, 5 idle or the publisher left, 1 anything else.
 
 use super::peer::{parse_target, peer_check, stream_keys};
-use super::stop::StopFlag;
 use super::{Exit, Failure};
-use crate::chunk::ChunkerConfig;
-use crate::crypto::NodeId;
-use crate::hls;
-use crate::manifest::Policy;
-use crate::net::{NetError, Target};
-use crate::node::subscribe::{
-    subscribe, Latency, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary,
-};
 use argh::FromArgs;
+use ec_node::chunk::ChunkerConfig;
+use ec_node::crypto::NodeId;
+use ec_node::hls;
+use ec_node::manifest::Policy;
+use ec_node::net::{NetError, Target};
+use ec_node::node::subscribe::{
+    subscribe, Latency, SubscribeConfig, SubscribeError, SubscribeSummary,
+};
+use ec_node::node::tracks::PeerSpec;
+use ec_node::stop::StopFlag;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -170,7 +171,7 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
         | SubscribeError::TooManyInvalid(_)
         | SubscribeError::NothingVerified(..) => Exit::Verify,
         SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
-        SubscribeError::Hls(crate::hls::HlsError::NotEmpty(_)) => Exit::Usage,
+        SubscribeError::Hls(ec_node::hls::HlsError::NotEmpty(_)) => Exit::Usage,
         SubscribeError::Net(_)
         | SubscribeError::Hls(_)
         | SubscribeError::Start(_)

@@ -1,15 +1,15 @@
-//! What `moq-cat` and `moq-serve` share: track names from flags, the peer check chosen from an
+//! What the MoQ commands share: track names from flags, the peer check chosen from an
 //! address and `--relay-ca`/`--insecure`, the ready line, and the exit code of a network error.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use super::{Exit, Failure};
-use crate::capture::Source;
-use crate::crypto::{NetworkSecret, StreamId, StreamKey, StreamKeys};
-use crate::moq::{FullTrackName, TrackNamespace};
-use crate::net::{NetError, PeerCheck, Target};
-use crate::node::serve::ServeError;
+use ec_node::capture::Source;
+use ec_node::crypto::{NetworkSecret, StreamId, StreamKey, StreamKeys};
+use ec_node::moq::{FullTrackName, TrackNamespace};
+use ec_node::net::{NetError, PeerCheck, Target};
+use ec_node::node::tracks::{ServeError, UpstreamError};
 
 /// The track named by `--namespace a/b/c` and `--track NAME`.
 pub fn track_name(namespace: &str, track: &str) -> Result<FullTrackName, Failure> {
@@ -106,7 +106,31 @@ pub fn serve_failure(e: ServeError) -> Failure {
         ServeError::Net(e) => net_failure(e),
         ServeError::Refused(_) => Failure::new(Exit::Connect, e.to_string()),
         ServeError::RelayLeft(_) => Failure::new(Exit::Idle, e.to_string()),
-        ServeError::Group(_) => Failure::other(e.to_string()),
+    }
+}
+
+/// The exit code and cause for a failure of the peer we take tracks from (`who`, for the
+/// cause: "the upstream peer", "the peer").
+pub fn upstream_failure(e: UpstreamError, who: &str) -> Failure {
+    match e {
+        UpstreamError::Connect { peer, why } => {
+            let exit = net_failure(why.clone()).exit;
+            let exit = if exit == Exit::Usage {
+                Exit::Usage
+            } else {
+                Exit::Connect
+            };
+            Failure::new(exit, format!("cannot connect to {peer}: {why}"))
+        }
+        UpstreamError::Refused { peer, reason, .. } => Failure::new(
+            Exit::Connect,
+            format!("{who} refused a track: {peer}: {reason}"),
+        ),
+        UpstreamError::Left { peer, why } => {
+            Failure::new(Exit::Idle, format!("{who} left: {peer}: {why}"))
+        }
+        UpstreamError::Request(e) => Failure::new(Exit::Idle, format!("{who} left: {e}")),
+        UpstreamError::Net(e) => net_failure(e),
     }
 }
 
@@ -120,7 +144,7 @@ pub fn stream_keys(
     let id = match (stream_id, source) {
         (Some(id), _) => id.to_string(),
         (None, Some(Source::Hdhr { host, port, guide })) => {
-            let (_, lineup) = crate::hdhr::client::fetch(&format!("{host}:{port}"))
+            let (_, lineup) = ec_node::hdhr::client::fetch(&format!("{host}:{port}"))
                 .map_err(|e| Failure::new(Exit::Connect, e.to_string()))?;
             let channel = lineup
                 .iter()
@@ -131,7 +155,7 @@ pub fn stream_keys(
                         format!("channel {guide} is not in the lineup"),
                     )
                 })?;
-            crate::hdhr::broadcast_stream_id(guide, &channel.guide_name)
+            ec_node::hdhr::broadcast_stream_id(guide, &channel.guide_name)
         }
         (None, _) => {
             return Err(Failure::usage(

@@ -1,12 +1,12 @@
 //! `ec-node record`: capture → chunk → HLS on disk.
 
-use super::stop::StopFlag;
 use super::{Exit, Failure};
-use crate::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
-use crate::chunk::ChunkerConfig;
-use crate::node::record::{record, RecordConfig, RecordError, RecordSummary};
-use crate::node::tuner::LocalTuner;
 use argh::FromArgs;
+use ec_node::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
+use ec_node::chunk::ChunkerConfig;
+use ec_node::node::record::{record, RecordConfig, RecordError, RecordSummary};
+use ec_node::node::tuner::LocalTuner;
+use ec_node::stop::StopFlag;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,7 +94,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Err(capture_failure(e))
         }
         Err(RecordError::Hls(e)) => Err(match e {
-            crate::hls::HlsError::NotEmpty(_) => Failure::usage(e.to_string()),
+            ec_node::hls::HlsError::NotEmpty(_) => Failure::usage(e.to_string()),
             _ => Failure::other(e.to_string()),
         }),
         Err(e @ RecordError::Start(_)) => Err(Failure::other(e.to_string())),

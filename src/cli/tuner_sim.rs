@@ -1,14 +1,14 @@
 //! `ec-node tuner-sim`: an HDHomeRun double on one port, for tests and demos without hardware.
 //! Turns flags into a [`SimConfig`], binds, prints one ready line and serves until stopped.
 
-use super::stop::StopFlag;
 use super::{Exit, Failure};
-use crate::clip::BUILTIN_TS;
-use crate::hdhr::sim::broadcast::{Broadcast, MAX_CLIP_BYTES};
-use crate::hdhr::sim::server::Server;
-use crate::hdhr::sim::{Channel, Fault, SimConfig, Simulator};
-use crate::hdhr::GuideNumber;
 use argh::FromArgs;
+use ec_node::clip::BUILTIN_TS;
+use ec_node::hdhr::sim::broadcast::{Broadcast, MAX_CLIP_BYTES};
+use ec_node::hdhr::sim::server::Server;
+use ec_node::hdhr::sim::{Channel, Fault, SimConfig, Simulator};
+use ec_node::hdhr::GuideNumber;
+use ec_node::stop::StopFlag;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;

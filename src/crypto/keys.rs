@@ -87,7 +87,9 @@ impl fmt::Debug for NodeId {
     }
 }
 
-/// A node's Ed25519 secret key. Its `Debug` form shows only the node id.
+/// A node's Ed25519 secret key. Its `Debug` form shows only the node id. A clone (the TLS
+/// identity and the manifest signer each hold one) is wiped on drop like the original.
+#[derive(Clone)]
 pub struct NodeKey(SigningKey);
 
 impl NodeKey {

@@ -9,7 +9,8 @@ pub mod playlist;
 pub mod writer;
 
 use crate::chunk::ChunkerConfig;
-use crate::ts::clock::{UnixMillis, TICKS_PER_MS};
+use crate::time::UnixMillis;
+use crate::ts::clock::TICKS_PER_MS;
 use std::path::{Path, PathBuf};
 
 /// The `EXT-X-TARGETDURATION` for a chunk grid: a chunk lasts at most 3·D plus one frame, which

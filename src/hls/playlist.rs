@@ -1,7 +1,8 @@
 //! The media playlist (RFC 8216) as data: segments in, text out. No files here.
 
 use crate::chunk::{Chunk, ChunkIndex};
-use crate::ts::clock::{UnixMillis, TICKS_PER_SECOND};
+use crate::time::UnixMillis;
+use crate::ts::clock::TICKS_PER_SECOND;
 use std::collections::VecDeque;
 use std::fmt::Write;
 

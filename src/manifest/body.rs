@@ -7,18 +7,15 @@
 //! re-encoding a decoded manifest always gives back the input. Trust decisions (which signers,
 //! which streams) belong to the `Verifier`.
 
+pub use super::entry::{Entry, ManifestId, ENTRY_LEN, MAX_EPOCH_CHUNKS};
 use super::merkle;
 use super::wire::Reader;
-use crate::crypto::object::{MAX_OBJECT_BYTES, OVERHEAD};
-use crate::crypto::{ChunkFlags, ChunkIndex, NodeId, NodeKey, Object, ObjectId, StreamLocator};
+use crate::crypto::{ChunkIndex, NodeId, NodeKey, StreamLocator};
+use crate::time::UnixMillis;
 use std::fmt;
 
 /// The only manifest format version.
 pub const MANIFEST_VERSION: u8 = 1;
-/// Most chunks per epoch, and so most entries per manifest.
-pub const MAX_EPOCH_CHUNKS: u32 = 4096;
-/// Bytes of one encoded entry: index, object id, size, duration, flags.
-pub const ENTRY_LEN: usize = 8 + 32 + 4 + 4 + 1;
 /// Bytes of a body without entries: fixed header, entry count and root.
 const BODY_FIXED_LEN: usize = 1 + 32 + 8 + 4 + 4 + 8 + 8 + 32 + 32 + 4 + 32;
 /// Ed25519 signature length.
@@ -29,105 +26,6 @@ pub const MAX_MANIFEST_BYTES: usize =
 /// Prefix of the signed message, so a manifest signature can never be taken for any other
 /// signature a node key makes (the endpoint layer signs TLS handshakes with the same key).
 pub const SIGNATURE_CONTEXT: &[u8] = b"every.channel manifest signature v1";
-
-/// Wall time as milliseconds since the Unix epoch; passed in, never read by the library.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct UnixTime(pub u64);
-
-impl UnixTime {
-    /// This time plus `ms` milliseconds, saturating.
-    pub fn plus_ms(self, ms: u64) -> UnixTime {
-        UnixTime(self.0.saturating_add(ms))
-    }
-}
-
-/// A manifest's id: BLAKE3 of its encoded body. Names the manifest in the signer's hash chain
-/// and in proofs.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ManifestId(pub [u8; 32]);
-
-impl fmt::Debug for ManifestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ManifestId({})",
-            blake3::Hash::from_bytes(self.0).to_hex()
-        )
-    }
-}
-
-impl fmt::Display for ManifestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&blake3::Hash::from_bytes(self.0).to_hex()[..16])
-    }
-}
-
-/// What a manifest says about one chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// The chunk index.
-    pub index: ChunkIndex,
-    /// BLAKE3 of the object bytes.
-    pub object: ObjectId,
-    /// Object length in bytes.
-    pub size: u32,
-    /// Chunk duration in 90 kHz ticks.
-    pub duration: u32,
-    /// The chunk's flags.
-    pub flags: ChunkFlags,
-}
-
-impl Entry {
-    /// The entry describing an object (as produced by `crypto::object::seal`).
-    pub fn for_object(object: &Object<'_>, duration: u32) -> Entry {
-        Entry {
-            index: object.index,
-            object: object.id(),
-            size: object.bytes().len() as u32,
-            duration,
-            flags: object.flags,
-        }
-    }
-
-    /// Whether this entry vouches for `object`, whose id the caller computed once. The id
-    /// covers every byte, so a match fixes index and flags too; they are compared anyway so an
-    /// entry whose own fields disagree with the object never vouches for it.
-    pub fn vouches_for(&self, object: &Object<'_>, id: &ObjectId) -> bool {
-        self.object == *id
-            && self.index == object.index
-            && self.flags == object.flags
-            && self.size as usize == object.bytes().len()
-    }
-
-    /// The canonical encoding.
-    pub fn to_bytes(&self) -> [u8; ENTRY_LEN] {
-        let mut out = [0u8; ENTRY_LEN];
-        out[..8].copy_from_slice(&self.index.0.to_be_bytes());
-        out[8..40].copy_from_slice(&self.object.0);
-        out[40..44].copy_from_slice(&self.size.to_be_bytes());
-        out[44..48].copy_from_slice(&self.duration.to_be_bytes());
-        out[48] = self.flags.bits();
-        out
-    }
-
-    /// Decodes an entry; `None` when the flags or size are not valid.
-    pub fn from_bytes(bytes: &[u8; ENTRY_LEN]) -> Option<Entry> {
-        let mut r = Reader::new(bytes);
-        let entry = Entry {
-            index: ChunkIndex(r.u64()?),
-            object: ObjectId(r.array()?),
-            size: r.u32()?,
-            duration: r.u32()?,
-            flags: ChunkFlags::from_bits(r.u8()?)?,
-        };
-        entry.valid().then_some(entry)
-    }
-
-    /// Whether the size is possible for an object (flags are valid by construction).
-    fn valid(&self) -> bool {
-        (OVERHEAD..=MAX_OBJECT_BYTES).contains(&(self.size as usize))
-    }
-}
 
 /// A manifest body: what the signer vouches for in one epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,7 +39,7 @@ pub struct ManifestBody {
     /// Nominal chunk duration in 90 kHz ticks.
     pub chunk_duration: u32,
     /// When the signer made the manifest.
-    pub created: UnixTime,
+    pub created: UnixMillis,
     /// Position in the signer's hash chain, from 0.
     pub sequence: u64,
     /// Id of the signer's previous manifest; `None` exactly when `sequence` is 0.
@@ -323,7 +221,7 @@ impl Manifest {
         let epoch = r.u64().ok_or_else(short)?;
         let epoch_chunks = r.u32().ok_or_else(short)?;
         let chunk_duration = r.u32().ok_or_else(short)?;
-        let created = UnixTime(r.u64().ok_or_else(short)?);
+        let created = UnixMillis(r.u64().ok_or_else(short)?);
         let sequence = r.u64().ok_or_else(short)?;
         let previous = r.array().ok_or_else(short)?;
         let signer =
@@ -429,7 +327,7 @@ impl ManifestChain {
         &mut self,
         epoch: u64,
         entries: Vec<Entry>,
-        created: UnixTime,
+        created: UnixMillis,
     ) -> Result<Vec<u8>, ManifestError> {
         let body = ManifestBody {
             locator: self.locator,
@@ -454,7 +352,7 @@ impl ManifestChain {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::crypto::{StreamId, StreamKey};
+    use crate::crypto::{ChunkFlags, ObjectId, StreamId, StreamKey};
 
     pub(crate) fn sample_body(key: &NodeKey, n: u64) -> ManifestBody {
         let locator = StreamKey::derive(None, &StreamId::new("t").unwrap())
@@ -465,7 +363,7 @@ pub(crate) mod tests {
             epoch: 3,
             epoch_chunks: n as u32,
             chunk_duration: 180_000,
-            created: UnixTime(1_700_000_000_000),
+            created: UnixMillis(1_700_000_000_000),
             sequence: 0,
             previous: None,
             signer: key.node_id(),
@@ -546,18 +444,18 @@ pub(crate) mod tests {
         let mut chain = ManifestChain::new(NodeKey::from_seed([3; 32]), body.locator, 1, 180_000);
         let first = Manifest::decode(
             &chain
-                .sign_epoch(3, body.entries.clone(), UnixTime(1))
+                .sign_epoch(3, body.entries.clone(), UnixMillis(1))
                 .unwrap(),
         )
         .unwrap();
         assert_eq!(
-            chain.sign_epoch(5, body.entries.clone(), UnixTime(2)),
+            chain.sign_epoch(5, body.entries.clone(), UnixMillis(2)),
             Err(ManifestError::EntryIndex(ChunkIndex(3)))
         );
         let mut later = body.entries[0];
         later.index = ChunkIndex(4);
         let second =
-            Manifest::decode(&chain.sign_epoch(4, vec![later], UnixTime(2)).unwrap()).unwrap();
+            Manifest::decode(&chain.sign_epoch(4, vec![later], UnixMillis(2)).unwrap()).unwrap();
         assert_eq!((first.body.sequence, first.body.previous), (0, None));
         assert_eq!(
             (second.body.sequence, second.body.previous),

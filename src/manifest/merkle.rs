@@ -5,7 +5,7 @@
 //! proof byte layout. It never looks at signatures or policy: a proof only says "this entry is leaf
 //! `i` of `n` under this root"; the `Verifier` decides whether that root is trusted.
 
-use super::body::{Entry, ManifestId, ENTRY_LEN, MAX_EPOCH_CHUNKS};
+use super::entry::{Entry, ManifestId, ENTRY_LEN, MAX_EPOCH_CHUNKS};
 use super::wire::Reader;
 use std::fmt;
 

@@ -5,11 +5,12 @@
 //! with the stream key — only to learn the object ids its manifests vouch for. Pure: the caller
 //! passes the wall time a manifest is created at; no I/O, no clock.
 
-use super::body::{Entry, ManifestChain, ManifestError, UnixTime};
+use super::body::{Entry, ManifestChain, ManifestError};
 use super::epochs::EpochCollector;
 use crate::chunk::Chunk;
 use crate::crypto::object::{self, Object, ObjectError};
 use crate::crypto::{NodeKey, StreamKeys};
+use crate::time::UnixMillis;
 use std::sync::Arc;
 
 /// A signed manifest ready to publish: group = epoch on the manifests track.
@@ -68,7 +69,7 @@ impl Sealer {
     pub fn seal(
         &mut self,
         chunk: &Chunk,
-        now: UnixTime,
+        now: UnixMillis,
     ) -> Result<(Arc<[u8]>, Vec<SignedManifest>), SealError> {
         let object = object::seal_shared(&self.keys, chunk.index, chunk.flags, &chunk.bytes)
             .map_err(SealError::Object)?;
@@ -87,7 +88,7 @@ impl Sealer {
     }
 
     /// At the end of the stream: the manifest of the epoch still open, if any.
-    pub fn finish(&mut self, now: UnixTime) -> Result<Option<SignedManifest>, SealError> {
+    pub fn finish(&mut self, now: UnixMillis) -> Result<Option<SignedManifest>, SealError> {
         let Some((chain, epochs)) = &mut self.signer else {
             return Ok(None);
         };
@@ -130,7 +131,7 @@ mod tests {
         let mut leader = Sealer::new(keys(), Some((leader_key, 2)), 2000);
         let mut availability = Sealer::new(keys(), None, 2000);
         let mut verifier = Verifier::new(keys(), trusted);
-        let now = UnixTime(1_764_072_000_000);
+        let now = UnixMillis(1_764_072_000_000);
         let mut signed = 0;
         for index in [10, 11, 12, 14] {
             let (from_leader, manifests) = leader.seal(&chunk(index), now).unwrap();

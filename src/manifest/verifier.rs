@@ -11,10 +11,11 @@
 //! Memory is bounded by the policy (held manifests, waiting bytes) plus the event queue, which the
 //! caller drains with [`Verifier::poll_event`] after every push.
 
-use super::body::{Manifest, ManifestId, UnixTime};
+use super::body::{Manifest, ManifestId};
 use super::merkle::Proof;
 use crate::crypto::object::{self, Object, Plaintext};
 use crate::crypto::{ChunkFlags, ChunkIndex, NodeId, StreamKeys};
+use crate::time::UnixMillis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
@@ -183,7 +184,7 @@ pub enum Event {
         /// Its place in the signer's chain.
         sequence: u64,
         /// When the signer says it created it.
-        created: UnixTime,
+        created: UnixMillis,
     },
     /// A signer's chain skipped sequence numbers (they may still arrive out of order).
     ChainGap {
@@ -208,7 +209,7 @@ struct Pending {
     index: ChunkIndex,
     bytes: Vec<u8>,
     proof: Option<Vec<u8>>,
-    expires: UnixTime,
+    expires: UnixMillis,
 }
 
 /// The acceptance policy for one stream. See the module documentation.
@@ -257,7 +258,7 @@ impl Verifier {
     }
 
     /// Feeds a signed manifest from any peer.
-    pub fn push_manifest(&mut self, bytes: &[u8], now: UnixTime) {
+    pub fn push_manifest(&mut self, bytes: &[u8], now: UnixMillis) {
         self.expire(now);
         let manifest = match Manifest::decode(bytes) {
             Ok(m) => m,
@@ -270,7 +271,7 @@ impl Verifier {
             return self.reject(Reason::OtherStream, Some(first), Some(signer), detail);
         }
         if !self.policy.trusted.contains(&signer) {
-            let detail = "signer is not in --trust".to_string();
+            let detail = "the signer is not among the trusted signers".to_string();
             return self.reject(Reason::UnknownSigner, Some(first), Some(signer), detail);
         }
         if !manifest.signature_valid() {
@@ -316,7 +317,7 @@ impl Verifier {
         bytes: Vec<u8>,
         proof: Option<&[u8]>,
         placed: Option<ChunkIndex>,
-        now: UnixTime,
+        now: UnixMillis,
     ) {
         self.expire(now);
         let verdict = match Object::parse(&bytes) {
@@ -342,12 +343,12 @@ impl Verifier {
     }
 
     /// Drops waiting objects whose time is up; call when [`Verifier::poll_timeout`] passes.
-    pub fn handle_timeout(&mut self, now: UnixTime) {
+    pub fn handle_timeout(&mut self, now: UnixMillis) {
         self.expire(now);
     }
 
     /// When the next waiting object times out, if any waits.
-    pub fn poll_timeout(&self) -> Option<UnixTime> {
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
         self.pending.iter().map(|p| p.expires).min()
     }
 
@@ -541,7 +542,7 @@ impl Verifier {
     }
 
     /// Parks an object until a manifest covers it, making room by dropping the oldest.
-    fn wait(&mut self, bytes: Vec<u8>, index: ChunkIndex, proof: Option<&[u8]>, now: UnixTime) {
+    fn wait(&mut self, bytes: Vec<u8>, index: ChunkIndex, proof: Option<&[u8]>, now: UnixMillis) {
         if bytes.len() > self.policy.max_pending_bytes {
             let detail = "object is larger than the waiting buffer".to_string();
             return self.reject(Reason::Uncovered, Some(index), None, detail);
@@ -579,7 +580,7 @@ impl Verifier {
         );
     }
 
-    fn expire(&mut self, now: UnixTime) {
+    fn expire(&mut self, now: UnixMillis) {
         let (expired, kept): (VecDeque<Pending>, VecDeque<Pending>) =
             std::mem::take(&mut self.pending)
                 .into_iter()
@@ -623,7 +624,7 @@ mod tests {
     use crate::crypto::{NodeKey, StreamId, StreamKey};
     use crate::manifest::{Entry, ManifestChain};
 
-    const T0: UnixTime = UnixTime(1_700_000_000_000);
+    const T0: UnixMillis = UnixMillis(1_700_000_000_000);
 
     fn keys(id: &str) -> StreamKeys {
         StreamKey::derive(None, &StreamId::new(id).unwrap()).subkeys()

@@ -2,24 +2,34 @@
 //! sessions, and the handle the rest of the node uses to talk to it.
 //!
 //! The thread is the only code that touches the socket, a `quiche::Connection` or a `Session`;
-//! it reads the clock for quiche and passes `now` into the sessions. The handle never touches
-//! them: it sends closures through a bounded channel (each run on one connection's session, see
-//! [`Endpoint::call`]) and reads [`NetEvent`]s from another bounded channel. After queueing a
-//! command the handle sends a one-byte "poke" datagram from a loopback socket to the endpoint's
-//! own port, so the loop wakes at once instead of at its read timeout.
+//! it reads the clock for quiche and passes `now` into the sessions. Application logic reaches
+//! the sessions in two ways:
+//!
+//! - A [`Handler`] runs on the endpoint thread itself, beside the sessions it serves: it sees each
+//!   session event first and answers it at once, takes work handed over by value through the
+//!   endpoint's bounded [`Feed`] channel (a new group to serve, say), and has a timer. No round
+//!   trip and no closure per item: this is how a node serves tracks to any number of sessions.
+//! - The handle sends a closure to run on one session ([`Endpoint::call`], for the occasional
+//!   request such as a SUBSCRIBE) and reads the [`NetEvent`]s the handler passes on from another
+//!   bounded channel.
+//!
+//! After queueing a command or work the sender sends a one-byte "poke" datagram from a loopback
+//! socket to the endpoint's own port, so the loop wakes at once instead of at its read timeout.
 //!
 //! # The loop
 //!
-//! 1. Run queued commands. 2. For every connection: once established (and, for a pinned dial,
+//! 1. Run queued commands, then hand the handler its queued work and due timer. 2. For every
+//!    connection: once established (and, for a pinned dial,
 //!    once the peer's certificate carries the pinned node key) start its MoQ session; feed it
 //!    readable stream bytes, resets, STOP_SENDING and datagrams; drain its outputs; write its
 //!    bytes, buffered writes first (control stream first), then new writes while less than
 //!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`, batched for UDP
-//!    GSO (see `net::udp`). 3. Drop closed connections, reporting why. 4. Block in `recv_from`
-//!    until the earliest of quiche's and the sessions' deadlines (at least 1 ms, at most 1 s),
-//!    then handle the packet or the timers.
+//!    GSO (see `net::udp`). Session events go to the handler between reading and writing, so its
+//!    answers leave in the same pass. 3. Drop closed connections, reporting why. 4. Block in
+//!    `recv_from` until the earliest of quiche's, the sessions' and the handler's deadlines (at
+//!    least 1 ms, at most 1 s), then handle the packet or the timers.
 //!
-//! Memory is bounded: events and commands go through bounded channels (a full event channel
+//! Memory is bounded: events, commands and work go through bounded channels (a full event channel
 //! stalls the loop, and QUIC flow control then pushes back on the peer), and at most
 //! [`PENDING_LIMIT`] bytes per connection are pulled from a session before QUIC accepts them;
 //! what the session still holds it may drop under its own slow-subscriber policy.
@@ -128,15 +138,108 @@ impl Default for Settings {
     }
 }
 
-type SessionOp = Box<dyn FnOnce(&mut Session) + Send>;
+/// Application logic that runs on the endpoint thread, beside the sessions it serves.
+///
+/// The loop hands it every session event before the application thread sees any (it returns
+/// the ones that thread should see too), the work queued on the endpoint's [`Feed`], and its
+/// timer; its session commands leave in the same pass. It must not block: it runs between
+/// packets.
+pub trait Handler: Send + 'static {
+    /// What the application hands over by value through the endpoint's [`Feed`].
+    type Work: Send + 'static;
 
-type SessionsOp = Box<dyn for<'a> FnOnce(Vec<(ConnId, &'a mut Session)>) + Send>;
+    /// A session started on `conn` (its `Connected` event follows on the channel).
+    fn on_connected(&mut self, _conn: ConnId, _sessions: &mut Sessions<'_>) {}
+
+    /// An event of the session on `conn`; returns it if the application thread should see it.
+    fn on_event(
+        &mut self,
+        conn: ConnId,
+        event: Event,
+        sessions: &mut Sessions<'_>,
+    ) -> Option<Event>;
+
+    /// The connection `conn` ended (its `Disconnected` event follows on the channel).
+    fn on_disconnected(&mut self, _conn: ConnId) {}
+
+    /// Work taken from the feed.
+    fn on_work(&mut self, work: Self::Work, sessions: &mut Sessions<'_>);
+
+    /// When [`Handler::on_timeout`] next wants to run.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs what is due at `now`.
+    fn on_timeout(&mut self, _now: Instant, _sessions: &mut Sessions<'_>) {}
+}
+
+/// The handler of an endpoint whose application does everything on its own thread: every
+/// event is passed on, and there is no work to take.
+pub struct PassOn;
+
+impl Handler for PassOn {
+    type Work = std::convert::Infallible;
+
+    fn on_event(&mut self, _: ConnId, event: Event, _: &mut Sessions<'_>) -> Option<Event> {
+        Some(event)
+    }
+
+    fn on_work(&mut self, work: Self::Work, _: &mut Sessions<'_>) {
+        match work {}
+    }
+}
+
+/// The sessions of an endpoint, as its [`Handler`] sees them: only those that have started.
+pub struct Sessions<'a> {
+    conns: &'a mut BTreeMap<ConnId, Conn>,
+}
+
+impl Sessions<'_> {
+    /// The session on `conn`, if it has one.
+    pub fn get(&mut self, conn: ConnId) -> Option<&mut Session> {
+        self.conns.get_mut(&conn).and_then(|c| c.session.as_mut())
+    }
+
+    /// Every started session, in connection id order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Session)> {
+        self.conns
+            .iter_mut()
+            .filter_map(|(id, c)| c.session.as_mut().map(|s| (*id, s)))
+    }
+}
+
+/// Hands work to an endpoint's [`Handler`] by value: a bounded channel plus a wake-up, so the
+/// sender never waits for the endpoint thread to run it. Cheap to clone.
+pub struct Feed<W> {
+    work: Sender<W>,
+    waker: Arc<Waker>,
+}
+
+impl<W> Clone for Feed<W> {
+    fn clone(&self) -> Self {
+        Feed {
+            work: self.work.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<W> Feed<W> {
+    /// Queues `work` for the handler, waiting while the channel is full (the endpoint thread
+    /// is behind); `Err(Stopped)` once the endpoint has ended.
+    pub fn send(&self, work: W) -> Result<(), NetError> {
+        self.work.send(work).map_err(|_| NetError::Stopped)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+type SessionOp = Box<dyn FnOnce(&mut Session) + Send>;
 
 enum Command {
     /// Run a closure on a connection's session.
     Session { conn: ConnId, op: SessionOp },
-    /// Run a closure on the sessions of several connections (those that have one).
-    Sessions { conns: Vec<ConnId>, op: SessionsOp },
     /// Close one connection (MoQ code and reason).
     Close {
         conn: ConnId,
@@ -171,22 +274,44 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Listens on `addr` with the node's identity; every accepted connection gets a server
-    /// session.
+    /// session, and every event reaches the handle.
     pub fn listen(addr: SocketAddr, key: &NodeKey, settings: Settings) -> Result<Self, NetError> {
+        Endpoint::listen_with(addr, key, settings, PassOn).map(|(ep, _)| ep)
+    }
+
+    /// Listens as [`Endpoint::listen`] does, with `handler` on the endpoint thread; returns the
+    /// handle and the handler's feed.
+    pub fn listen_with<H: Handler>(
+        addr: SocketAddr,
+        key: &NodeKey,
+        settings: Settings,
+        handler: H,
+    ) -> Result<(Self, Feed<H::Work>), NetError> {
         let ctx = identity::server_context(key)?;
         // A listener on a loopback address only ever has loopback peers.
         let quic = quic_config(ctx, &settings, addr.ip().is_loopback())?;
         let socket = bind(addr)?;
-        Endpoint::start(socket, quic, settings, Mode::Server, None)
+        Endpoint::start(socket, quic, settings, Mode::Server, None, handler)
     }
 
     /// Dials `target` from an ephemeral port; the peer is checked as `check` says. Returns the
-    /// handle and the id of the (single) connection.
+    /// handle and the id of the (single) connection; every event reaches the handle.
     pub fn dial(
         target: &Target,
         check: PeerCheck,
-        mut settings: Settings,
+        settings: Settings,
     ) -> Result<(Self, ConnId), NetError> {
+        Endpoint::dial_with(target, check, settings, PassOn).map(|(ep, conn, _)| (ep, conn))
+    }
+
+    /// Dials as [`Endpoint::dial`] does, with `handler` on the endpoint thread; returns the
+    /// handle, the connection and the handler's feed.
+    pub fn dial_with<H: Handler>(
+        target: &Target,
+        check: PeerCheck,
+        mut settings: Settings,
+        handler: H,
+    ) -> Result<(Self, ConnId, Feed<H::Work>), NetError> {
         let peer = target.resolve()?;
         if let Target::Relay(url) = target {
             settings.session.path = (!url.path.is_empty()).then(|| url.path.as_bytes().to_vec());
@@ -214,17 +339,19 @@ impl Endpoint {
                 _ => None,
             },
         };
-        let ep = Endpoint::start(socket, quic, settings, Mode::Client, Some(dial))?;
-        Ok((ep, ConnId(0)))
+        let (ep, feed) =
+            Endpoint::start(socket, quic, settings, Mode::Client, Some(dial), handler)?;
+        Ok((ep, ConnId(0), feed))
     }
 
-    fn start(
+    fn start<H: Handler>(
         socket: UdpSocket,
         quic: quiche::Config,
         settings: Settings,
         mode: Mode,
         dial: Option<Dial>,
-    ) -> Result<Self, NetError> {
+        handler: H,
+    ) -> Result<(Self, Feed<H::Work>), NetError> {
         let local = socket.local_addr().map_err(NetError::io("local address"))?;
         let poke_to = SocketAddr::new(
             match local.ip() {
@@ -250,6 +377,7 @@ impl Endpoint {
             .map_err(NetError::io("waker address"))?;
         let (cmd_tx, cmd_rx) = bounded(CHANNEL_CAPACITY);
         let (ev_tx, ev_rx) = bounded(CHANNEL_CAPACITY);
+        let (work_tx, work_rx) = bounded(CHANNEL_CAPACITY);
         let mut lp = Loop {
             socket,
             tx: Transmit::new(),
@@ -263,6 +391,8 @@ impl Endpoint {
             next_conn: 0,
             commands: cmd_rx,
             events: ev_tx,
+            handler,
+            work: work_rx,
             shutdown_at: None,
         };
         if let Some(dial) = dial {
@@ -272,16 +402,22 @@ impl Endpoint {
             .name(format!("quic {local}"))
             .spawn(move || lp.run())
             .map_err(NetError::io("spawn endpoint thread"))?;
-        Ok(Endpoint {
+        let waker = Arc::new(Waker {
+            socket: waker_socket,
+        });
+        let feed = Feed {
+            work: work_tx,
+            waker: waker.clone(),
+        };
+        let ep = Endpoint {
             commands: cmd_tx,
             events: ev_rx,
             backlog: VecDeque::new(),
-            waker: Arc::new(Waker {
-                socket: waker_socket,
-            }),
+            waker,
             local,
             thread: Some(thread),
-        })
+        };
+        Ok((ep, feed))
     }
 
     /// The bound address (for a listener on port 0, the port actually picked).
@@ -305,42 +441,6 @@ impl Endpoint {
         loop {
             select! {
                 recv(rx) -> r => return r.map_err(|_| NetError::NoConnection(conn)),
-                recv(self.events) -> ev => match ev {
-                    Ok(ev) => self.backlog.push_back(ev),
-                    Err(_) => return Err(NetError::Stopped),
-                },
-            }
-        }
-    }
-
-    /// Runs `f` on the session of each connection of `conns` (in id order) inside the endpoint
-    /// thread, as one command: one wake-up and one wait for all of them, where a [`call`] per
-    /// connection would cost one each. Returns each result with its connection; connections
-    /// without a session (ended, or not yet started) are skipped.
-    ///
-    /// [`call`]: Endpoint::call
-    pub fn call_each<R, F>(
-        &mut self,
-        conns: &[ConnId],
-        mut f: F,
-    ) -> Result<Vec<(ConnId, R)>, NetError>
-    where
-        R: Send + 'static,
-        F: FnMut(ConnId, &mut Session) -> R + Send + 'static,
-    {
-        let (tx, rx) = bounded(1);
-        let op: SessionsOp = Box::new(move |sessions| {
-            let results = sessions.into_iter().map(|(c, s)| (c, f(c, s))).collect();
-            // The caller waits on `rx`; if it gave up, the results are simply dropped.
-            let _ = tx.send(results);
-        });
-        self.send(Command::Sessions {
-            conns: conns.to_vec(),
-            op,
-        })?;
-        loop {
-            select! {
-                recv(rx) -> r => return r.map_err(|_| NetError::Stopped),
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.backlog.push_back(ev),
                     Err(_) => return Err(NetError::Stopped),
@@ -457,7 +557,7 @@ struct Conn {
     end: Option<NetError>,
 }
 
-struct Loop {
+struct Loop<H: Handler> {
     socket: UdpSocket,
     tx: Transmit,
     local: SocketAddr,
@@ -470,7 +570,19 @@ struct Loop {
     next_conn: u64,
     commands: Receiver<Command>,
     events: Sender<NetEvent>,
+    handler: H,
+    work: Receiver<H::Work>,
     shutdown_at: Option<Instant>,
+}
+
+/// What a pass over the connections found, in order, for the handler and the channel.
+enum Found {
+    Connected {
+        conn: ConnId,
+        peer: SocketAddr,
+        node: Option<NodeId>,
+    },
+    Event(ConnId, Event),
 }
 
 fn bind(addr: SocketAddr) -> Result<UdpSocket, NetError> {
@@ -531,7 +643,7 @@ fn random_cid() -> Result<[u8; quiche::MAX_CONN_ID_LEN], NetError> {
     Ok(cid)
 }
 
-impl Loop {
+impl<H: Handler> Loop<H> {
     fn connect(&mut self, dial: Dial) -> Result<(), NetError> {
         let scid = random_cid()?;
         let quic = quiche::connect(
@@ -583,25 +695,35 @@ impl Loop {
             if !self.run_commands() {
                 return;
             }
+            self.feed_handler();
             let now = Instant::now();
+            let mut found = Vec::new();
+            for (id, conn) in self.conns.iter_mut() {
+                conn.pump_in(*id, now, &self.settings, self.mode, &mut found);
+            }
+            // The handler answers before anything is written, so its answers leave in this pass.
+            if self.dispatch(&mut found).is_err() {
+                return; // the application dropped the event receiver
+            }
             let mut ended = Vec::new();
             for (id, conn) in self.conns.iter_mut() {
-                if conn
-                    .process(*id, now, &self.settings, self.mode, &self.events)
-                    .is_err()
-                {
-                    return; // the application dropped the event receiver
-                }
+                conn.pump_out(*id, &mut found);
                 conn.flush(&self.socket, &mut self.tx);
                 if conn.quic.is_closed() {
                     ended.push(*id);
                 }
             }
+            // Events that writing produced: their answers leave in the next pass, at once.
+            let again = match self.dispatch(&mut found) {
+                Ok(dispatched) => dispatched,
+                Err(()) => return,
+            };
             for id in ended {
                 if let Some(conn) = self.conns.remove(&id) {
                     for cid in &conn.cids {
                         self.routes.remove(cid);
                     }
+                    self.handler.on_disconnected(id);
                     let why = conn.end_reason();
                     if self
                         .events
@@ -629,8 +751,53 @@ impl Loop {
                 // A dialing endpoint has one connection; once it is gone, wait for the handle.
                 self.shutdown_at = Some(Instant::now());
             }
-            self.wait_and_receive(&mut buf);
+            if !again {
+                self.wait_and_receive(&mut buf);
+            }
         }
+    }
+
+    /// Hands the handler its queued work (at most one channel's worth, so I/O interleaves) and
+    /// runs its timer if due.
+    fn feed_handler(&mut self) {
+        let mut sessions = Sessions {
+            conns: &mut self.conns,
+        };
+        for _ in 0..CHANNEL_CAPACITY {
+            let Ok(work) = self.work.try_recv() else {
+                break;
+            };
+            self.handler.on_work(work, &mut sessions);
+        }
+        let now = Instant::now();
+        if self.handler.poll_timeout().is_some_and(|t| t <= now) {
+            self.handler.on_timeout(now, &mut sessions);
+        }
+    }
+
+    /// Gives what a pass found to the handler, and what it passes on to the application.
+    /// Returns whether there was anything; `Err` when the application dropped the receiver.
+    fn dispatch(&mut self, found: &mut Vec<Found>) -> Result<bool, ()> {
+        let any = !found.is_empty();
+        let mut sessions = Sessions {
+            conns: &mut self.conns,
+        };
+        for item in found.drain(..) {
+            let passed = match item {
+                Found::Connected { conn, peer, node } => {
+                    self.handler.on_connected(conn, &mut sessions);
+                    Some(NetEvent::Connected { conn, peer, node })
+                }
+                Found::Event(conn, event) => self
+                    .handler
+                    .on_event(conn, event, &mut sessions)
+                    .map(|event| NetEvent::Session { conn, event }),
+            };
+            if let Some(ev) = passed {
+                self.events.send(ev).map_err(|_| ())?;
+            }
+        }
+        Ok(any)
     }
 
     /// Runs queued commands; false when the handle is gone.
@@ -641,16 +808,6 @@ impl Loop {
                     if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
                         op(s);
                     }
-                }
-                Ok(Command::Sessions { conns, op }) => {
-                    let wanted: HashSet<ConnId> = conns.into_iter().collect();
-                    let sessions = self
-                        .conns
-                        .iter_mut()
-                        .filter(|(id, _)| wanted.contains(id))
-                        .filter_map(|(id, c)| c.session.as_mut().map(|s| (*id, s)))
-                        .collect();
-                    op(sessions);
                 }
                 Ok(Command::Close { conn, code, reason }) => {
                     if let Some(c) = self.conns.get_mut(&conn) {
@@ -694,7 +851,10 @@ impl Loop {
             .conns
             .values()
             .filter_map(|c| c.session.as_ref().and_then(Session::poll_timeout));
-        quic.chain(sessions).chain(self.shutdown_at).min()
+        quic.chain(sessions)
+            .chain(self.handler.poll_timeout())
+            .chain(self.shutdown_at)
+            .min()
     }
 
     fn wait_and_receive(&mut self, buf: &mut [u8]) {
@@ -703,7 +863,7 @@ impl Loop {
             .next_deadline()
             .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
             .clamp(Duration::from_millis(1), Duration::from_secs(1));
-        if !self.commands.is_empty() {
+        if !self.commands.is_empty() || !self.work.is_empty() {
             return;
         }
         // Setting a non-zero timeout cannot fail.
@@ -811,19 +971,19 @@ impl Loop {
 }
 
 impl Conn {
-    /// Moves everything it can between QUIC and the session. Err only when the event receiver
-    /// is gone.
-    fn process(
+    /// Starts the session once the handshake allows, feeds it what QUIC received and takes
+    /// its outputs; what it found (a started session, events) goes to `found`.
+    fn pump_in(
         &mut self,
         id: ConnId,
         now: Instant,
         settings: &Settings,
         mode: Mode,
-        events: &Sender<NetEvent>,
-    ) -> Result<(), ()> {
+        found: &mut Vec<Found>,
+    ) {
         if self.session.is_none() {
             if !self.quic.is_established() || self.quic.is_closed() || self.end.is_some() {
-                return Ok(());
+                return;
             }
             let node = self
                 .quic
@@ -839,7 +999,7 @@ impl Conn {
                         expected,
                         got: node,
                     });
-                    return Ok(());
+                    return;
                 }
             }
             let role = match mode {
@@ -852,22 +1012,24 @@ impl Conn {
                 settings.session.clone(),
                 now,
             ));
-            events
-                .send(NetEvent::Connected {
-                    conn: id,
-                    peer: self.peer,
-                    node,
-                })
-                .map_err(|_| ())?;
+            found.push(Found::Connected {
+                conn: id,
+                peer: self.peer,
+                node,
+            });
         }
         self.read(now);
-        // Outputs, then buffered writes, then new writes; writes can produce outputs again.
+        self.drain_outputs(id, found);
+    }
+
+    /// Writes what the session has for QUIC: buffered writes, then new ones; writing can
+    /// produce outputs again.
+    fn pump_out(&mut self, id: ConnId, found: &mut Vec<Found>) {
         for _ in 0..2 {
-            self.drain_outputs(id, events)?;
             self.write_pending();
             self.write_new();
+            self.drain_outputs(id, found);
         }
-        self.drain_outputs(id, events)
     }
 
     fn read(&mut self, now: Instant) {
@@ -928,9 +1090,9 @@ impl Conn {
         self.open.remove(&s);
     }
 
-    fn drain_outputs(&mut self, id: ConnId, events: &Sender<NetEvent>) -> Result<(), ()> {
+    fn drain_outputs(&mut self, id: ConnId, found: &mut Vec<Found>) {
         let Some(session) = self.session.as_mut() else {
-            return Ok(());
+            return;
         };
         let mut forget = Vec::new();
         while let Some(out) = session.poll_output() {
@@ -938,9 +1100,7 @@ impl Conn {
                 Output::Event(Event::Closed(e)) => {
                     self.end.get_or_insert(NetError::Session(e));
                 }
-                Output::Event(event) => events
-                    .send(NetEvent::Session { conn: id, event })
-                    .map_err(|_| ())?,
+                Output::Event(event) => found.push(Found::Event(id, event)),
                 Output::ResetStream { stream, code } => {
                     let _ = self
                         .quic
@@ -960,7 +1120,6 @@ impl Conn {
         for s in forget {
             self.forget_stream(s);
         }
-        Ok(())
     }
 
     /// Retries buffered writes, lowest stream id (the control stream) first.

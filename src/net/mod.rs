@@ -4,7 +4,8 @@
 //! This module owns the UDP socket, the quiche connections and their TLS identities, and moves
 //! bytes between QUIC streams and the sans-I/O [`crate::moq::session::Session`]s. It never
 //! interprets MoQ messages (that is `moq`'s job), never decides what to publish or subscribe (the
-//! application sends it closures to run on a session) and never uses an async runtime: one
+//! application's [`Handler`] runs beside the sessions, or the application sends a closure to
+//! run on one) and never uses an async runtime: one
 //! thread per endpoint, bounded crossbeam channels, and a waker datagram so commands never wait
 //! for the read timeout. See [`endpoint`] for the loop, [`identity`] for the certificate and
 //! `udp` for batched sending (UDP GSO).
@@ -15,7 +16,7 @@ pub mod identity;
 mod udp;
 
 pub use addr::{EndpointAddr, RelayUrl, Target};
-pub use endpoint::{ConnId, Endpoint, NetEvent, Settings};
+pub use endpoint::{ConnId, Endpoint, Feed, Handler, NetEvent, PassOn, Sessions, Settings};
 pub use identity::{PeerCheck, ALPN};
 
 use std::fmt;

@@ -5,17 +5,18 @@
 //! writes HLS. Every node is the real pipeline on real loopback sockets; this module only starts
 //! them, one thread per publisher, the subscriber on the caller's thread, and stops them in order.
 
-use super::publish::{publish, Outlet, PublishConfig, PublishError, PublishSummary};
-use super::subscribe::{subscribe, PeerSpec, SubscribeConfig, SubscribeError, SubscribeSummary};
+use super::publish::{publish, PublishConfig, PublishError, PublishSummary};
+use super::subscribe::{subscribe, SubscribeConfig, SubscribeError, SubscribeSummary};
+use super::tracks::{Outlet, PeerSpec, ServeError};
 use super::tuner::LocalTuner;
 use crate::capture::CaptureOptions;
 use crate::chunk::ChunkerConfig;
-use crate::cli::stop::StopFlag;
 use crate::crypto::{KeyError, NodeKey, StreamId, StreamKey};
-use crate::hdhr::sim::server::ServeError as TunerError;
+use crate::hdhr::sim::server::BindError;
 use crate::hls;
 use crate::manifest::Policy;
-use crate::net::{Endpoint, EndpointAddr, NetError, PeerCheck, Settings, Target};
+use crate::net::{EndpointAddr, PeerCheck, Target};
+use crate::stop::StopFlag;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -54,9 +55,9 @@ pub struct DemoSummary {
 #[derive(Debug)]
 pub enum DemoError {
     /// The tuner simulator did not start.
-    Tuner(TunerError),
+    Tuner(BindError),
     /// A node's endpoint did not start.
-    Net(NetError),
+    Serve(ServeError),
     /// A publisher thread did not start.
     Start(std::io::Error),
     /// No node key could be made.
@@ -67,9 +68,20 @@ impl std::fmt::Display for DemoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DemoError::Tuner(e) => write!(f, "the tuner simulator did not start: {e}"),
-            DemoError::Net(e) => write!(f, "a node did not start: {e}"),
+            DemoError::Serve(e) => write!(f, "a node did not start: {e}"),
             DemoError::Start(e) => write!(f, "cannot start a publisher thread: {e}"),
             DemoError::Key(e) => write!(f, "cannot make a node key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DemoError::Tuner(e) => Some(e),
+            DemoError::Serve(e) => Some(e),
+            DemoError::Start(e) => Some(e),
+            DemoError::Key(e) => Some(e),
         }
     }
 }
@@ -160,19 +172,19 @@ fn start(
     stop: &StopFlag,
 ) -> Result<Running, DemoError> {
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let ep = Endpoint::listen(listen, &key, Settings::default()).map_err(DemoError::Net)?;
-    let local = ep.local_addr();
+    let config = config(leader.then(|| key.clone()));
+    let outlet = Outlet::listen(listen, &key, config.server()).map_err(DemoError::Serve)?;
+    let local = outlet.local_addr();
     let addr = EndpointAddr {
         node: Some(key.node_id()),
         host: local.ip().to_string(),
         port: local.port(),
     };
-    let config = config(leader.then_some(key));
     let stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("publisher".into())
         .spawn(move || {
-            let mut outlets = [Outlet::listening(ep, &config)];
+            let mut outlets = [outlet];
             let outcome = publish(&mut outlets, config, &stop);
             let [outlet] = outlets;
             outlet.shutdown();

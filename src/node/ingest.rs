@@ -14,12 +14,10 @@
 
 use super::timing::{self, Stage};
 use crate::capture::ring::{self, Consumer, Next};
-use crate::capture::{
-    self, wall_clock, CaptureEnd, CaptureError, CaptureOptions, InPlace, Mapped, Source,
-};
+use crate::capture::{self, CaptureEnd, CaptureError, CaptureOptions, InPlace, Mapped, Source};
 use crate::chunk::{Body, Chunk, Chunker, ChunkerConfig, ChunkerStats, Spans};
-use crate::cli::stop::StopFlag;
-use crate::ts::clock::UnixMillis;
+use crate::stop::StopFlag;
+use crate::time::UnixMillis;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,6 +46,15 @@ impl std::fmt::Display for IngestError {
         match self {
             IngestError::Capture(e) => e.fmt(f),
             IngestError::Start(e) => write!(f, "cannot start the capture pipeline: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IngestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IngestError::Capture(e) => Some(e),
+            IngestError::Start(e) => Some(e),
         }
     }
 }
@@ -205,7 +212,7 @@ impl<B: Body> Feed<B> for InPlace {
     fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> bool {
         match self.next(LEASE_BYTES, stop) {
             Some(bytes) => {
-                chunker.push(bytes, wall_clock());
+                chunker.push(bytes, UnixMillis::now());
                 !stop.is_set()
             }
             None => false,
@@ -218,7 +225,7 @@ impl Feed<Vec<u8>> for Consumer {
     fn step(&mut self, chunker: &mut Chunker, stop: &StopFlag) -> bool {
         match self.next(LEASE_BYTES, Duration::from_millis(100)) {
             Next::Data(lease) => {
-                chunker.push(&lease, wall_clock());
+                chunker.push(&lease, UnixMillis::now());
                 true
             }
             Next::Gap => {
@@ -250,11 +257,11 @@ fn chunk_stage<B: Body>(
         }
         open = feed.step(&mut chunker, stop);
         if !open {
-            chunker.finish(wall_clock());
+            chunker.finish(UnixMillis::now());
         }
         while let Some(chunk) = chunker.poll_chunk() {
             timing::mark(Stage::Cut, chunk.index);
-            if out.send((chunk, wall_clock())).is_err() {
+            if out.send((chunk, UnixMillis::now())).is_err() {
                 open = false;
                 break;
             }

@@ -1,38 +1,39 @@
-//! The publishing pipeline: capture → chunk ([`super::ingest`]) → seal thread → publish on the
-//! caller's thread.
+//! The publishing pipeline: capture → chunk ([`super::ingest`]) → seal thread → the outlets'
+//! endpoint threads.
 //!
 //! ```text
-//!  capture ─► chunk ─(bounded)─► seal thread ─(bounded: SEALED_QUEUE)─► publish loop (caller)
-//!                                 Sealer: encrypt,                        TrackServer: caches,
-//!                                 sign epochs (leader)                    sessions, endpoint
+//!  capture ─► chunk ─(bounded)─► seal thread ─(each outlet's feed: bounded)─► endpoint thread
+//!                                 Sealer: encrypt,                           TrackServer: caches,
+//!                                 sign epochs (leader)                       every session
 //! ```
 //!
 //! The seal thread encrypts each chunk (and on a leader signs one manifest per epoch); a
 //! manifests-only leader seals too, to learn the object ids its manifests vouch for, but hands
-//! out no objects. The publish loop serves sessions on every [`Outlet`] (a listening endpoint,
-//! a relay session, or both) and puts each new group into its track's cache and on every
-//! subscription. Capture never waits for the network: the ring overwrites, and
-//! a slow subscriber's session drops its oldest queued groups (counted). Nothing here speaks the
-//! protocol or knows a format: it only wires the stages.
+//! out no objects. Each sealed group goes by value to the [`TrackServer`] of every [`Outlet`]
+//! (a listening endpoint, a relay session, or both), which caches it and puts it on every
+//! subscription on its own thread. The caller's thread only watches the outlets (a relay
+//! leaving ends the run), ends the tracks when the input ends and lingers. Capture never waits
+//! for the network: the ring overwrites, and a slow subscriber's session drops its oldest queued
+//! groups (counted). Nothing here speaks the protocol or knows a format: it only wires the
+//! stages.
 
 use super::ingest::{Ingest, IngestError, IngestReport};
-use super::serve::{ServeError, TrackServer};
+use super::tracks::{Outlet, ServeError, TrackServer, Work};
 use crate::capture::{CaptureOptions, Source};
 use crate::chunk::{ChunkIndex, ChunkerConfig};
-use crate::cli::stop::StopFlag;
 use crate::crypto::{NodeKey, StreamKeys};
-use crate::manifest::{SealError, Sealer, UnixTime};
+use crate::manifest::{SealError, Sealer};
 use crate::moq::track::{BroadcastTrack, TrackKind};
 use crate::moq::{FullTrackName, GroupId};
-use crate::net::{ConnId, Endpoint, NetEvent};
+use crate::net::Feed;
 use crate::node::timing::{self, Stage};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crate::stop::StopFlag;
+use crate::time::UnixMillis;
+use crossbeam_channel::{bounded, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Sealed groups in flight between the seal thread and the publish loop.
-const SEALED_QUEUE: usize = 8;
-/// Longest the publish loop sleeps when nothing is ready, so a stop request is seen.
+/// Longest the caller's thread sleeps when nothing is ready, so a stop request is seen.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// What to publish and how.
@@ -61,6 +62,20 @@ impl PublishConfig {
     /// The tracks this configuration publishes: chunks unless disabled, manifests on a leader.
     pub fn tracks(&self) -> Vec<FullTrackName> {
         let locator = self.keys.locator().to_string();
+        self.kinds()
+            .into_iter()
+            .filter_map(|k| BroadcastTrack::new(&locator, k).ok())
+            .map(|t| t.full_name())
+            .collect()
+    }
+
+    /// A server of these tracks with its caches, for one outlet. The caches of several
+    /// outlets hold the same payloads (shared `Arc`s), not copies.
+    pub fn server(&self) -> TrackServer {
+        TrackServer::live(&self.tracks(), self.cache_bytes)
+    }
+
+    fn kinds(&self) -> Vec<TrackKind> {
         let mut kinds = Vec::new();
         if self.publish_chunks {
             kinds.push(TrackKind::Chunks);
@@ -69,16 +84,6 @@ impl PublishConfig {
             kinds.push(TrackKind::Manifests);
         }
         kinds
-            .into_iter()
-            .filter_map(|k| BroadcastTrack::new(&locator, k).ok())
-            .map(|t| t.full_name())
-            .collect()
-    }
-
-    /// A server of these tracks with their caches. The caches of several outlets hold the same
-    /// payloads (shared `Arc`s), not copies.
-    fn server(&self) -> TrackServer {
-        TrackServer::new(&self.tracks(), self.cache_bytes)
     }
 }
 
@@ -121,95 +126,51 @@ impl std::fmt::Display for PublishError {
     }
 }
 
-/// A group sealed for one of the tracks.
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PublishError::Ingest(e) => Some(e),
+            PublishError::Seal(e) => Some(e),
+            PublishError::Serve(e) => Some(e),
+            PublishError::Start(e) => Some(e),
+        }
+    }
+}
+
+/// Where the seal thread hands its groups: each outlet's feed, and the tracks' positions in the
+/// servers' lists.
+struct Destinations {
+    feeds: Vec<Feed<Work>>,
+    chunks: Option<usize>,
+    manifests: Option<usize>,
+}
+
+impl Destinations {
+    /// Hands a group of `kind` to every outlet; false once an outlet has stopped.
+    fn send(&self, kind: TrackKind, group: u64, payload: Arc<[u8]>) -> bool {
+        let at = match kind {
+            TrackKind::Chunks => self.chunks,
+            TrackKind::Manifests => self.manifests,
+        };
+        let Some(track) = at else {
+            return true;
+        };
+        self.feeds.iter().all(|feed| {
+            feed.send(Work::Group {
+                track,
+                group: GroupId(group),
+                payload: payload.clone(),
+            })
+            .is_ok()
+        })
+    }
+}
+
+/// What the seal thread did.
 struct Sealed {
-    kind: TrackKind,
-    group: GroupId,
-    payload: Arc<[u8]>,
-}
-
-/// One endpoint the pipeline serves from: listening for subscribers, or a session with a relay
-/// that already accepted our namespaces.
-pub struct Outlet {
-    ep: Endpoint,
-    relay: Option<ConnId>,
-    deferred: Vec<NetEvent>,
-    server: TrackServer,
-}
-
-impl Outlet {
-    /// A listening endpoint serving the tracks of `config`.
-    pub fn listening(ep: Endpoint, config: &PublishConfig) -> Outlet {
-        Outlet {
-            ep,
-            relay: None,
-            deferred: Vec::new(),
-            server: config.server(),
-        }
-    }
-
-    /// A relay session on `conn` serving the tracks of `config`, with the events that arrived
-    /// while it was announced to ([`super::serve::announce`]).
-    pub fn relay(
-        ep: Endpoint,
-        conn: ConnId,
-        deferred: Vec<NetEvent>,
-        config: &PublishConfig,
-    ) -> Outlet {
-        Outlet {
-            ep,
-            relay: Some(conn),
-            deferred,
-            server: config.server(),
-        }
-    }
-
-    /// Closes the endpoint (GOAWAY, CONNECTION_CLOSE) and joins its thread.
-    pub fn shutdown(self) {
-        self.ep.shutdown();
-    }
-
-    /// Handles one network event; the relay leaving is an error.
-    fn on_net_event(&mut self, ev: NetEvent) -> Result<(), ServeError> {
-        let server = &mut self.server;
-        match ev {
-            NetEvent::Connected { conn, peer, .. } => {
-                log::info!("session {conn:?} with {peer}");
-                server.connected(conn);
-            }
-            NetEvent::Disconnected { conn, why } if Some(conn) == self.relay => {
-                return Err(ServeError::RelayLeft(why));
-            }
-            NetEvent::Disconnected { conn, why } => {
-                log::info!("session {conn:?} ended: {why}");
-                server.disconnected(conn);
-            }
-            NetEvent::Session { conn, event } => server.on_event(&mut self.ep, conn, event)?,
-        }
-        Ok(())
-    }
-
-    /// Handles the network events that are ready without waiting; true if there were any.
-    fn poll(&mut self) -> Result<bool, ServeError> {
-        let mut handled = false;
-        for ev in std::mem::take(&mut self.deferred) {
-            self.on_net_event(ev)?;
-            handled = true;
-        }
-        while let Some(ev) = self
-            .ep
-            .next_event(Duration::ZERO)
-            .map_err(ServeError::Net)?
-        {
-            self.on_net_event(ev)?;
-            handled = true;
-        }
-        Ok(handled)
-    }
-
-    fn server(&mut self) -> (&mut TrackServer, &mut Endpoint) {
-        (&mut self.server, &mut self.ep)
-    }
+    chunks: u64,
+    manifests: u64,
+    ingest: Option<IngestReport>,
 }
 
 /// Publishes from `outlets` until the input ends and `linger` passes, or `stop` is set. A
@@ -219,130 +180,106 @@ pub fn publish(
     config: PublishConfig,
     stop: &StopFlag,
 ) -> Result<PublishSummary, PublishError> {
-    let tracks = config.tracks();
-    let name_of = |kind: TrackKind| {
-        tracks
-            .iter()
-            .find(|t| BroadcastTrack::from_full_name(t).is_some_and(|b| b.kind() == kind))
-            .cloned()
+    let kinds = config.kinds();
+    let at = |kind| kinds.iter().position(|k| *k == kind);
+    let destinations = Destinations {
+        feeds: outlets.iter().map(Outlet::feed).collect(),
+        chunks: at(TrackKind::Chunks),
+        manifests: at(TrackKind::Manifests),
     };
-    let (chunks_track, manifests_track) =
-        (name_of(TrackKind::Chunks), name_of(TrackKind::Manifests));
     let linger = config.linger;
-    let (tx, rx) = bounded(SEALED_QUEUE);
+    let (done_tx, done) = bounded::<()>(1);
     let seal = {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("seal".into())
-            .spawn(move || seal_stage(config, tx, &stop))
+            .spawn(move || {
+                let _done = done_tx; // dropped when sealing ends: wakes the caller
+                seal_stage(config, &destinations, &stop)
+            })
             .map_err(PublishError::Start)?
     };
-    let mut summary = PublishSummary::default();
-    let served = serve_loop(outlets, &rx, stop, linger, &mut |outlet, sealed| {
-        let track = match sealed.kind {
-            TrackKind::Chunks => &chunks_track,
-            TrackKind::Manifests => &manifests_track,
-        };
-        let (server, ep) = outlet.server();
-        match track {
-            Some(track) => server.publish(ep, track, sealed.group, sealed.payload.clone()),
-            None => Ok(()),
+    let served = watch(
+        outlets,
+        stop,
+        || !matches!(done.try_recv(), Err(TryRecvError::Disconnected)),
+        &done,
+    )
+    .and_then(|()| {
+        if stop.is_set() {
+            return Ok(());
         }
+        log::info!(
+            "input ended; serving the cache for {} s",
+            linger.as_secs_f32()
+        );
+        for outlet in outlets.iter() {
+            // An outlet that stopped already has nothing left to end.
+            let _ = outlet.feed().send(Work::End);
+        }
+        let until = Instant::now() + linger;
+        watch(outlets, stop, || Instant::now() < until, &done)
     });
     stop.set();
-    drop(rx);
-    let sealed = seal.join().unwrap_or(Ok(None));
-    for outlet in outlets.iter() {
-        summary.evicted = summary.evicted.max(outlet.server.evicted_groups());
-        summary.dropped += outlet.server.dropped_groups();
-    }
-    let (chunks, manifests) = served.map_err(PublishError::Serve)?;
-    summary.chunks = chunks;
-    summary.manifests = manifests;
-    summary.ingest = sealed?;
-    Ok(summary)
+    let sealed = seal.join().unwrap_or(Ok(Sealed {
+        chunks: 0,
+        manifests: 0,
+        ingest: None,
+    }));
+    served.map_err(PublishError::Serve)?;
+    let sealed = sealed?;
+    Ok(PublishSummary {
+        chunks: sealed.chunks,
+        manifests: sealed.manifests,
+        evicted: outlets
+            .iter()
+            .map(|o| o.stats().evicted_groups())
+            .max()
+            .unwrap_or(0),
+        dropped: outlets.iter().map(|o| o.stats().dropped_groups()).sum(),
+        ingest: sealed.ingest,
+    })
 }
 
-/// The publish loop: network events and sealed groups, until the input ends and `linger`
-/// passes. Returns the chunk and manifest groups published.
-fn serve_loop(
+/// Watches the outlets while `going` holds and no stop was requested; the relay leaving is an
+/// error.
+fn watch(
     outlets: &mut [Outlet],
-    rx: &Receiver<Sealed>,
     stop: &StopFlag,
-    linger: Duration,
-    on_sealed: &mut dyn FnMut(&mut Outlet, &Sealed) -> Result<(), ServeError>,
-) -> Result<(u64, u64), ServeError> {
-    let mut published = (0, 0);
-    let mut ended: Option<Instant> = None;
-    while !stop.is_set() {
-        let mut busy = false;
-        if ended.is_none() {
-            match rx.try_recv() {
-                Ok(sealed) => {
-                    for outlet in outlets.iter_mut() {
-                        on_sealed(outlet, &sealed)?;
-                    }
-                    if sealed.kind == TrackKind::Chunks {
-                        timing::mark(Stage::Sent, ChunkIndex(sealed.group.0));
-                        published.0 += 1;
-                    } else {
-                        published.1 += 1;
-                    }
-                    busy = true;
-                }
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => {
-                    log::info!(
-                        "input ended; serving the cache for {} s",
-                        linger.as_secs_f32()
-                    );
-                    for outlet in outlets.iter_mut() {
-                        let (server, ep) = outlet.server();
-                        server.end(ep)?;
-                    }
-                    ended = Some(Instant::now());
-                }
-            }
-        }
-        if ended.is_some_and(|t| t.elapsed() >= linger) {
-            break;
-        }
+    mut going: impl FnMut() -> bool,
+    wake: &crossbeam_channel::Receiver<()>,
+) -> Result<(), ServeError> {
+    while !stop.is_set() && going() {
         for outlet in outlets.iter_mut() {
-            busy |= outlet.poll()?;
+            outlet.poll()?;
         }
-        if !busy {
-            let endpoints: Vec<&Endpoint> = outlets.iter().map(|o| &o.ep).collect();
-            Endpoint::wait_any(&endpoints, ended.is_none().then_some(rx), IDLE_WAIT);
-        }
+        super::tracks::wait_any(&[], outlets, Some(wake), IDLE_WAIT);
     }
-    Ok(published)
+    Ok(())
 }
 
-/// The seal thread: starts ingest after the startup delay, seals every chunk and sends the
-/// groups to publish; returns how ingest ended.
+/// The seal thread: starts ingest after the startup delay, seals every chunk and hands the
+/// groups to every outlet; returns what it published and how ingest ended.
 fn seal_stage(
     config: PublishConfig,
-    out: Sender<Sealed>,
+    out: &Destinations,
     stop: &StopFlag,
-) -> Result<Option<IngestReport>, PublishError> {
+) -> Result<Sealed, PublishError> {
+    let mut sealed = Sealed {
+        chunks: 0,
+        manifests: 0,
+        ingest: None,
+    };
     let deadline = Instant::now() + config.startup_delay;
     while Instant::now() < deadline {
         if stop.is_set() {
-            return Ok(None);
+            return Ok(sealed);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let ingest = Ingest::start(&config.source, &config.capture, config.chunker, stop)
         .map_err(PublishError::Ingest)?;
     let mut sealer = Sealer::new(config.keys, config.leader, config.chunker.chunk_ms);
-    let send = |kind, group, payload: Arc<[u8]>| {
-        let sealed = Sealed {
-            kind,
-            group: GroupId(group),
-            payload,
-        };
-        out.send(sealed).is_ok()
-    };
     let mut result = Ok(());
     loop {
         let (chunk, _) = match ingest.chunks().recv_timeout(Duration::from_millis(100)) {
@@ -351,7 +288,7 @@ fn seal_stage(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let (object, manifests) = match sealer.seal(&chunk, now()) {
+        let (object, manifests) = match sealer.seal(&chunk, UnixMillis::now()) {
             Ok(sealed) => sealed,
             Err(e) => {
                 result = Err(PublishError::Seal(e));
@@ -359,20 +296,27 @@ fn seal_stage(
             }
         };
         timing::mark(Stage::Sealed, chunk.index);
-        let index = chunk.index.0;
+        let index = chunk.index;
         ingest.recycle(chunk.bytes);
-        let open = (!config.publish_chunks || send(TrackKind::Chunks, index, object))
-            && manifests
-                .into_iter()
-                .all(|m| send(TrackKind::Manifests, m.epoch, m.bytes.into()));
+        let mut open = true;
+        if config.publish_chunks {
+            open = out.send(TrackKind::Chunks, index.0, object);
+            timing::mark(Stage::Sent, ChunkIndex(index.0));
+            sealed.chunks += 1;
+        }
+        for m in manifests {
+            open = open && out.send(TrackKind::Manifests, m.epoch, m.bytes.into());
+            sealed.manifests += 1;
+        }
         if !open {
             break;
         }
     }
     if result.is_ok() {
-        match sealer.finish(now()) {
+        match sealer.finish(UnixMillis::now()) {
             Ok(Some(m)) => {
-                send(TrackKind::Manifests, m.epoch, m.bytes.into());
+                out.send(TrackKind::Manifests, m.epoch, m.bytes.into());
+                sealed.manifests += 1;
             }
             Ok(None) => {}
             Err(e) => result = Err(PublishError::Seal(e)),
@@ -381,10 +325,6 @@ fn seal_stage(
     if result.is_err() {
         stop.set();
     }
-    let report = ingest.finish();
-    result.map(|()| Some(report))
-}
-
-fn now() -> UnixTime {
-    UnixTime(crate::capture::wall_clock().0)
+    sealed.ingest = Some(ingest.finish());
+    result.map(|()| sealed)
 }

@@ -8,10 +8,10 @@
 use super::ingest::{Ingest, IngestError};
 use crate::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
 use crate::chunk::{Body, ChunkerConfig, ChunkerStats};
-use crate::cli::stop::StopFlag;
 use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
 use crate::hls::{self, HlsError, ProgramClock};
+use crate::stop::StopFlag;
 use std::path::PathBuf;
 use std::time::Duration;
 

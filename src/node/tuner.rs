@@ -2,10 +2,10 @@
 //! clip, for commands that run with no hardware (`record` without `--input`, the demo).
 
 use crate::capture::Source;
-use crate::cli::stop::StopFlag;
-use crate::hdhr::sim::server::{ServeError, Server};
+use crate::hdhr::sim::server::{BindError, Server};
 use crate::hdhr::sim::Simulator;
 use crate::hdhr::GuideNumber;
+use crate::stop::StopFlag;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread::JoinHandle;
 
@@ -18,7 +18,7 @@ pub struct LocalTuner {
 
 impl LocalTuner {
     /// Starts the built-in broadcast on `127.0.0.1` and a free port.
-    pub fn start() -> Result<LocalTuner, ServeError> {
+    pub fn start() -> Result<LocalTuner, BindError> {
         let server = Server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         let addr = server.local_addr();
         let stop = StopFlag::default();
@@ -28,7 +28,7 @@ impl LocalTuner {
                 let stop = stop.clone();
                 move || server.run(&Simulator::builtin(), &stop)
             })
-            .map_err(ServeError::Listener)?;
+            .map_err(BindError::Listener)?;
         Ok(LocalTuner {
             addr,
             stop,

@@ -63,17 +63,6 @@ impl Pcr {
     }
 }
 
-/// Wall-clock time: milliseconds since 1970-01-01 00:00:00 UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UnixMillis(pub u64);
-
-impl UnixMillis {
-    /// The same instant in 90 kHz ticks since 1970.
-    pub const fn ticks(self) -> u64 {
-        self.0 * TICKS_PER_MS
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

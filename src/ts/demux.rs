@@ -6,13 +6,14 @@
 //! the latest tables, one PES head of at most [`super::es::MAX_HEAD`] bytes and per-PID
 //! counters, so its memory is bounded whatever the input. No I/O, no clock reads.
 
-use super::clock::{Pcr, UnixMillis};
+use super::clock::Pcr;
 use super::es::{self, Access, MAX_HEAD};
 use super::packet::{Packet, Pid};
 use super::pes::PesHeader;
 use super::psi::{EsInfo, Pat, Pmt, SectionAssembler};
 use super::si;
 use super::TsError;
+use crate::time::UnixMillis;
 
 /// What the continuity counter says about a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

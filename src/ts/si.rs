@@ -4,9 +4,9 @@
 //! They tell the chunker what time the broadcaster says it is, so independent nodes resolve the
 //! 33-bit timestamp wrap from the same clock. Pure parsing: no I/O, no clock reads.
 
-use super::clock::UnixMillis;
 use super::psi::{crc32, long_section, MAX_SECTION};
 use super::TsError;
+use crate::time::UnixMillis;
 
 /// 1980-01-06 00:00:00 UTC (the GPS epoch) in Unix seconds.
 const GPS_EPOCH_UNIX: u64 = 315_964_800;

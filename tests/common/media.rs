@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use ec_node::chunk::{Chunk, Chunker, ChunkerConfig};
-use ec_node::ts::clock::UnixMillis;
+use ec_node::time::UnixMillis;
 use ec_node::ts::packet::{write_header, Packet, Pid, PACKET_SIZE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

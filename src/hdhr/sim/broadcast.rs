@@ -484,7 +484,7 @@ mod tests {
     use super::*;
     use crate::chunk::{Chunker, ChunkerConfig};
     use crate::clip::BUILTIN_TS;
-    use crate::ts::clock::UnixMillis;
+    use crate::time::UnixMillis;
     use crate::ts::demux::Continuity;
 
     fn builtin() -> Broadcast {

@@ -7,8 +7,8 @@
 //! notice the stop flag within about 100 ms. One request per connection (`Connection: close`).
 
 use super::{Route, Simulator, Tuned};
-use crate::cli::stop::StopFlag;
 use crate::hdhr::DeviceError;
+use crate::stop::StopFlag;
 use crate::ts::packet::PACKET_SIZE;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -49,23 +49,23 @@ const GARBAGE: [u8; GARBAGE_BYTES] = {
 /// Why the server could not run. Every variant is the environment's fault.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum ServeError {
+pub enum BindError {
     /// The listening socket could not be bound (address in use, not local, no permission).
     Bind(SocketAddr, std::io::Error),
     /// The bound socket could not be set up.
     Listener(std::io::Error),
 }
 
-impl std::fmt::Display for ServeError {
+impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
-            ServeError::Listener(e) => write!(f, "cannot set up the listening socket: {e}"),
+            BindError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            BindError::Listener(e) => write!(f, "cannot set up the listening socket: {e}"),
         }
     }
 }
 
-impl std::error::Error for ServeError {}
+impl std::error::Error for BindError {}
 
 /// A bound server. The broadcast clock of every channel starts when it is bound.
 pub struct Server {
@@ -76,12 +76,12 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket (port 0 picks a free port; see [`Server::local_addr`]).
-    pub fn bind(addr: SocketAddr) -> Result<Server, ServeError> {
-        let listener = TcpListener::bind(addr).map_err(|e| ServeError::Bind(addr, e))?;
-        let addr = listener.local_addr().map_err(ServeError::Listener)?;
+    pub fn bind(addr: SocketAddr) -> Result<Server, BindError> {
+        let listener = TcpListener::bind(addr).map_err(|e| BindError::Bind(addr, e))?;
+        let addr = listener.local_addr().map_err(BindError::Listener)?;
         listener
             .set_nonblocking(true)
-            .map_err(ServeError::Listener)?;
+            .map_err(BindError::Listener)?;
         Ok(Server {
             listener,
             addr,

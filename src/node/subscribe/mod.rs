@@ -6,10 +6,11 @@
 //!  manifests peer ─(endpoint thread)──┘   place) → Reorder ─(bounded)─► HLS thread: HlsWriter
 //! ```
 //!
-//! Objects come from one peer and manifests from the same or another one; each endpoint runs its
-//! own network thread and hands events over its bounded channel. Each track is subscribed from
-//! the next group with a joining FETCH for the current group and `backfill` earlier ones, so a
-//! late joiner starts at once; `order::Reorder` keeps the segments in index order meanwhile.
+//! Objects come from one peer and manifests from the same or another one, each an
+//! [`Upstream`] with its own network thread. Each track is asked for as a late join
+//! ([`Ask::Join`]: from the next group, with a joining FETCH of the current group and `backfill`
+//! earlier ones), so a late joiner starts at once; `order::Reorder` keeps the segments in index
+//! order meanwhile.
 //! The verifier decides what is accepted ("no manifests, no data" under
 //! [`Policy::require_manifest`]); this module only wires the peers, the verifier and the writer,
 //! keeps the clocks (start-up, manifest and idle timeouts) and always finishes the playlist with
@@ -21,24 +22,21 @@ mod output;
 
 pub use latency::Latency;
 
-use crate::capture::wall_clock;
 use crate::chunk::ChunkIndex;
-use crate::cli::stop::StopFlag;
 use crate::crypto::StreamKeys;
 use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
 use crate::hls::{HlsError, ProgramClock};
-use crate::manifest::{
-    AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, UnixTime, Verifier,
-};
-use crate::moq::session::Event;
+use crate::manifest::{AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, Verifier};
 use crate::moq::track::{BroadcastTrack, TrackKind};
-use crate::moq::{ObjectStatus, RequestId, SessionCode};
-use crate::net::{ConnId, Endpoint, NetError, NetEvent, PeerCheck, Settings, Target};
+use crate::net::NetError;
 use crate::node::timing::{self, Stage};
+use crate::node::tracks::{Ask, Delivery, PeerSpec, Upstream, UpstreamError};
+use crate::stop::StopFlag;
+use crate::time::UnixMillis;
 use order::Reorder;
 use output::{Output, Segment};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -52,14 +50,6 @@ const MANIFEST_TIMES: usize = 1024;
 const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two progress reports.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// A peer to subscribe from.
-pub struct PeerSpec {
-    /// Where it is.
-    pub target: Target,
-    /// How its identity is checked.
-    pub check: PeerCheck,
-}
 
 /// What to subscribe to and how.
 pub struct SubscribeConfig {
@@ -186,6 +176,17 @@ impl std::fmt::Display for SubscribeError {
     }
 }
 
+impl std::error::Error for SubscribeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SubscribeError::Connect(_, e) | SubscribeError::Net(e) => Some(e),
+            SubscribeError::Hls(e) => Some(e),
+            SubscribeError::Start(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 fn kind_name(kind: TrackKind) -> &'static str {
     match kind {
         TrackKind::Chunks => "chunks",
@@ -193,31 +194,10 @@ fn kind_name(kind: TrackKind) -> &'static str {
     }
 }
 
-/// What one of our requests is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Request {
-    /// The live subscription of a track.
-    Live(TrackKind),
-    /// The joining FETCH of a track: its current group and the backfill.
-    Backfill(TrackKind),
-}
-
-impl Request {
-    fn kind(self) -> TrackKind {
-        match self {
-            Request::Live(kind) | Request::Backfill(kind) => kind,
-        }
-    }
-}
-
-/// One dialed peer and the tracks it is asked for.
+/// One upstream peer and the kinds of the tracks asked of it, in order.
 struct Peer {
-    name: String,
-    ep: Endpoint,
-    conn: ConnId,
+    upstream: Upstream,
     kinds: Vec<TrackKind>,
-    requests: HashMap<RequestId, Request>,
-    connected: bool,
 }
 
 /// Runs the pipeline until `stop_after` chunks, a failure, or `stop`; calls `progress` with the
@@ -262,9 +242,7 @@ pub fn subscribe(
             let result = run.receive(&mut peers, stop);
             let flushed = run.release();
             for peer in peers {
-                let mut ep = peer.ep;
-                let _ = ep.close(peer.conn, SessionCode::NoError, "done");
-                ep.shutdown();
+                peer.upstream.close();
             }
             result.and(flushed)
         }
@@ -301,22 +279,38 @@ fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
         _ if manifests => specs[0].1.push(TrackKind::Manifests),
         _ => {}
     }
+    let locator = config.keys.locator().to_string();
+    let ask = Ask::Join {
+        backfill: config.backfill,
+    };
     specs
         .into_iter()
         .map(|(spec, kinds)| {
-            let name = spec.target.to_string();
-            let (ep, conn) = Endpoint::dial(&spec.target, spec.check.clone(), Settings::default())
-                .map_err(|e| SubscribeError::Connect(name.clone(), e))?;
-            Ok(Peer {
-                name,
-                ep,
-                conn,
-                kinds,
-                requests: HashMap::new(),
-                connected: false,
-            })
+            let asks = kinds
+                .iter()
+                .filter_map(|&kind| BroadcastTrack::new(&locator, kind).ok())
+                .map(|track| (track.full_name(), ask))
+                .collect();
+            let upstream = Upstream::dial(spec, asks).map_err(upstream_failure(&kinds))?;
+            Ok(Peer { upstream, kinds })
         })
         .collect()
+}
+
+/// The run's error for an upstream failure, with the refused track named by its kind.
+fn upstream_failure(kinds: &[TrackKind]) -> impl Fn(UpstreamError) -> SubscribeError + '_ {
+    move |e| match e {
+        UpstreamError::Connect { peer, why } => SubscribeError::Connect(peer, why),
+        UpstreamError::Refused {
+            peer,
+            track,
+            reason,
+            ..
+        } => SubscribeError::Refused(kinds[track], format!("{peer}: {reason}")),
+        UpstreamError::Left { peer, why } => SubscribeError::Left(format!("{peer}: {why}")),
+        UpstreamError::Request(e) => SubscribeError::Left(e.to_string()),
+        UpstreamError::Net(e) => SubscribeError::Net(e),
+    }
 }
 
 /// The receive loop's state.
@@ -340,7 +334,7 @@ struct Run<'a> {
     /// Chunk indices that came by joining FETCH.
     backfill_indices: Vec<ChunkIndex>,
     /// Creation times of recent trusted manifests, oldest first.
-    manifest_times: VecDeque<(ManifestId, UnixTime)>,
+    manifest_times: VecDeque<(ManifestId, UnixMillis)>,
     reported: Instant,
     progress: &'a mut dyn FnMut(&SubscribeSummary),
 }
@@ -350,19 +344,19 @@ impl Run<'_> {
         while !stop.is_set() {
             let mut busy = false;
             for peer in peers.iter_mut() {
-                while let Some(ev) = peer
-                    .ep
-                    .next_event(Duration::ZERO)
-                    .map_err(SubscribeError::Net)?
+                while let Some(delivery) = peer
+                    .upstream
+                    .next(Duration::ZERO)
+                    .map_err(upstream_failure(&peer.kinds))?
                 {
-                    self.on_net_event(peer, ev)?;
+                    self.on_delivery(peer, delivery)?;
                     busy = true;
                 }
             }
             if self.done() {
                 return Ok(());
             }
-            let now = now();
+            let now = UnixMillis::now();
             if self.verifier.poll_timeout().is_some_and(|t| t <= now) {
                 self.verifier.handle_timeout(now);
                 self.drain()?;
@@ -384,8 +378,8 @@ impl Run<'_> {
                 (self.progress)(self.summary);
             }
             if !busy {
-                let endpoints: Vec<&Endpoint> = peers.iter().map(|p| &p.ep).collect();
-                Endpoint::wait_any::<()>(&endpoints, None, TICK);
+                let upstreams: Vec<&Upstream> = peers.iter().map(|p| &p.upstream).collect();
+                crate::node::tracks::wait_any::<()>(&upstreams, &[], None, TICK);
             }
         }
         Ok(())
@@ -410,8 +404,10 @@ impl Run<'_> {
             if self.started.elapsed() < idle.max(manifest_timeout) {
                 return Ok(());
             }
-            return Err(match peers.iter().find(|p| !p.connected) {
-                Some(p) => SubscribeError::Connect(p.name.clone(), NetError::IdleTimeout),
+            return Err(match peers.iter().find(|p| !p.upstream.is_connected()) {
+                Some(p) => {
+                    SubscribeError::Connect(p.upstream.name().to_string(), NetError::IdleTimeout)
+                }
                 None => SubscribeError::Idle(idle.max(manifest_timeout)),
             });
         };
@@ -425,38 +421,21 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn on_net_event(&mut self, peer: &mut Peer, ev: NetEvent) -> Result<(), SubscribeError> {
-        let event = match ev {
-            NetEvent::Connected { node, .. } => {
-                peer.connected = true;
-                log::info!("connected to {} (node {node:?})", peer.name);
-                return Ok(());
-            }
-            NetEvent::Disconnected { why, .. } if peer.connected => {
-                return Err(SubscribeError::Left(format!("{}: {why}", peer.name)))
-            }
-            NetEvent::Disconnected { why, .. } => {
-                return Err(SubscribeError::Connect(peer.name.clone(), why))
-            }
-            NetEvent::Session { event, .. } => event,
-        };
-        match event {
-            Event::SetupComplete { .. } => self.request_tracks(peer)?,
-            Event::Object { request, object } => {
-                if object.status != ObjectStatus::Normal {
-                    return Ok(());
-                }
-                let Some(asked) = peer.requests.get(&request).copied() else {
-                    return Ok(());
-                };
-                let now = now();
-                match asked.kind() {
+    fn on_delivery(&mut self, peer: &Peer, delivery: Delivery) -> Result<(), SubscribeError> {
+        match delivery {
+            Delivery::Object {
+                track,
+                object,
+                fetched,
+            } => {
+                let now = UnixMillis::now();
+                match peer.kinds[track] {
                     TrackKind::Chunks => {
                         let placed = ChunkIndex(object.group.0);
                         timing::mark(Stage::Received, placed);
                         self.first_object.get_or_insert_with(Instant::now);
                         self.last_object = Instant::now();
-                        if let Request::Backfill(_) = asked {
+                        if fetched {
                             self.backfill_indices.push(placed);
                         }
                         self.verifier
@@ -464,65 +443,20 @@ impl Run<'_> {
                     }
                     TrackKind::Manifests => self.verifier.push_manifest(&object.payload, now),
                 }
-                self.drain()?;
+                self.drain()
             }
-            Event::FetchComplete { request } | Event::StreamReset { request, .. }
-                if matches!(peer.requests.get(&request), Some(Request::Backfill(_))) =>
-            {
-                peer.requests.remove(&request);
+            Delivery::FetchDone { .. } => {
                 self.backfills = self.backfills.saturating_sub(1);
+                Ok(())
             }
-            Event::RequestFailed {
-                request, reason, ..
-            } => match peer.requests.remove(&request) {
-                Some(Request::Live(kind)) => {
-                    return Err(SubscribeError::Refused(
-                        kind,
-                        format!("{}: {reason}", peer.name),
-                    ));
-                }
-                Some(Request::Backfill(kind)) => {
-                    log::info!(
-                        "{} has no earlier {} to fetch: {reason}",
-                        peer.name,
-                        kind_name(kind)
-                    );
-                    self.backfills = self.backfills.saturating_sub(1);
-                }
-                None => {}
-            },
-            Event::SubscriptionDone {
-                request, reason, ..
-            } if peer.requests.get(&request) == Some(&Request::Live(TrackKind::Chunks)) => {
-                return Err(SubscribeError::Left(format!(
+            Delivery::Ended { track, reason } if peer.kinds[track] == TrackKind::Chunks => {
+                Err(SubscribeError::Left(format!(
                     "{} ended the stream: {reason}",
-                    peer.name
-                )));
+                    peer.upstream.name()
+                )))
             }
-            _ => {}
+            Delivery::Ended { .. } | Delivery::Connected(_) => Ok(()),
         }
-        Ok(())
-    }
-
-    /// Subscribes to the peer's tracks from the next group, each with a joining FETCH of the
-    /// current group and the backfill before it (sent at once: no round trip before data).
-    fn request_tracks(&mut self, peer: &mut Peer) -> Result<(), SubscribeError> {
-        let locator = self.config.keys.locator().to_string();
-        let backfill = self.config.backfill;
-        for &kind in &peer.kinds {
-            let Ok(track) = BroadcastTrack::new(&locator, kind) else {
-                continue;
-            };
-            let track = track.full_name();
-            let (live, joining) = peer
-                .ep
-                .call(peer.conn, move |s| s.subscribe_joining(track, backfill))
-                .map_err(SubscribeError::Net)?
-                .map_err(|e| SubscribeError::Left(e.to_string()))?;
-            peer.requests.insert(live, Request::Live(kind));
-            peer.requests.insert(joining, Request::Backfill(kind));
-        }
-        Ok(())
     }
 
     /// Takes the verifier's events: orders and writes accepted chunks, counts manifests, logs
@@ -588,7 +522,7 @@ impl Run<'_> {
                 index,
                 duration,
                 discontinuity,
-                date_time: self.clock.next(duration, discontinuity, wall_clock()),
+                date_time: self.clock.next(duration, discontinuity, UnixMillis::now()),
             };
             let fetched = self.backfill_indices.contains(&index);
             if fetched {
@@ -609,7 +543,7 @@ impl Run<'_> {
     }
 
     /// When the manifest that vouched for a chunk was created, if it is remembered.
-    fn created(&self, vouched: Option<(ManifestId, u32)>) -> Option<UnixTime> {
+    fn created(&self, vouched: Option<(ManifestId, u32)>) -> Option<UnixMillis> {
         let (id, _) = vouched?;
         self.manifest_times
             .iter()
@@ -617,8 +551,4 @@ impl Run<'_> {
             .find(|(m, _)| *m == id)
             .map(|(_, t)| *t)
     }
-}
-
-fn now() -> UnixTime {
-    UnixTime(wall_clock().0)
 }

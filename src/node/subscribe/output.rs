@@ -4,14 +4,13 @@
 //! for the progress line. It verifies nothing: only chunks the verifier accepted are sent here.
 
 use super::Latency;
-use crate::capture::wall_clock;
 use crate::chunk::ChunkIndex;
 use crate::crypto::object::Plaintext;
 use crate::hls::playlist::SegmentEntry;
 use crate::hls::writer::HlsWriter;
 use crate::hls::HlsError;
-use crate::manifest::UnixTime;
 use crate::node::timing::{self, Stage};
+use crate::time::UnixMillis;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -28,7 +27,7 @@ pub struct Segment {
     pub bytes: Plaintext,
     /// When the manifest that vouched for it was created, for the latency figure (`None`: not
     /// a live chunk, or no manifest known).
-    pub created: Option<UnixTime>,
+    pub created: Option<UnixMillis>,
 }
 
 /// What reached the disk.
@@ -109,7 +108,8 @@ fn write_all(
         w.bytes += bytes.len() as u64;
         w.newest = Some(index);
         if let Some(created) = segment.created {
-            w.latency.record(wall_clock().0.saturating_sub(created.0));
+            w.latency
+                .record(UnixMillis::now().0.saturating_sub(created.0));
         }
     }
     result.and(writer.finish())

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::bench_proc::{cpu_seconds, peak_rss_kib, Kid};
-use super::Failure;
-use crate::moq::session::{Event, SubscribeOptions};
-use crate::moq::{FullTrackName, Location, SubscriptionFilter, TrackNamespace};
-use crate::net::{Endpoint, NetEvent, PeerCheck, Settings, Target};
+use super::proc::{cpu_seconds, peak_rss_kib, Kid};
+use crate::cli::Failure;
 use argh::FromArgs;
+use ec_node::moq::session::{Event, SubscribeOptions};
+use ec_node::moq::{FullTrackName, Location, SubscriptionFilter, TrackNamespace};
+use ec_node::net::{Endpoint, NetEvent, PeerCheck, Settings, Target};
 
 /// Fan-out goodput of moq-serve to many subscribers, next to a third-party relay.
 #[derive(FromArgs)]

@@ -9,10 +9,10 @@
 //! (% of one core) and RSS of publisher and subscriber, and as the reference measured in the
 //! same run, the simulator's CPU for moving the same bytes over HTTP.
 
-use super::bench_proc::{cpu_seconds, peak_rss_kib, rss_kib, thread_cpu_seconds, Kid};
-use super::Failure;
-use crate::node::timing::{Stage, TARGET};
+use super::proc::{cpu_seconds, peak_rss_kib, rss_kib, thread_cpu_seconds, Kid};
+use crate::cli::Failure;
 use argh::FromArgs;
+use ec_node::node::timing::{Stage, TARGET};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,10 +40,10 @@ const STREAM: &str = "ec/bench/v1/mesh";
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<(), Failure> {
-    super::check_chunk_ms(args.chunk_ms)?;
+    crate::cli::check_chunk_ms(args.chunk_ms)?;
     let input = match args.input.clone() {
         Some(path) => path,
-        None => super::bench::generate_broadcast()?,
+        None => super::broadcast::generate_broadcast()?,
     };
     let work = std::env::temp_dir().join(format!("ec-node-bench-mesh-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);

@@ -2,7 +2,7 @@
 //! spawning with a guard that kills on drop, reading a ready line, and the CPU time and memory
 //! the kernel accounts to a process (`/proc`, Linux).
 
-use super::Failure;
+use crate::cli::Failure;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 

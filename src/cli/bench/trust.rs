@@ -1,13 +1,14 @@
 //! `ec-node bench trust`: throughput of the trust layer next to raw BLAKE3 and raw AEAD speed,
 //! measured in the same run on one core. A benchmark to read, not a test: nothing here fails on a
 //! slow machine.
-use super::Failure;
-use crate::crypto::object::{self, Object};
-use crate::crypto::{ChunkFlags, ChunkIndex, NodeKey, StreamId, StreamKey};
-use crate::manifest::{Entry, Event, Manifest, ManifestChain, Policy, UnixTime, Verifier};
+use crate::cli::Failure;
 use argh::FromArgs;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ec_node::crypto::object::{self, Object};
+use ec_node::crypto::{ChunkFlags, ChunkIndex, NodeKey, StreamId, StreamKey};
+use ec_node::manifest::{Entry, Event, Manifest, ManifestChain, Policy, Verifier};
+use ec_node::time::UnixMillis;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -86,14 +87,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .collect();
     let locator = keys.locator();
     let manifest = ManifestChain::new(NodeKey::from_seed([1; 32]), locator, 16, 180_000)
-        .sign_epoch(0, entries.clone(), UnixTime(0))
+        .sign_epoch(0, entries.clone(), UnixMillis(0))
         .map_err(|e| Failure::other(e.to_string()))?;
     // Manifests of one entry each (`--epoch-chunks 1`, the default), signed on a fresh chain.
     let mut signer = ManifestChain::new(NodeKey::from_seed([1; 32]), locator, 1, 180_000);
     let mut first = entries[0];
     first.index = ChunkIndex(0);
     let single = signer
-        .sign_epoch(0, vec![first], UnixTime(0))
+        .sign_epoch(0, vec![first], UnixMillis(0))
         .map_err(|e| Failure::other(e.to_string()))?;
 
     let cipher = XChaCha20Poly1305::new(&[7u8; 32].into());
@@ -110,11 +111,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut sign_failures = 0u64;
     let verify_step = || {
         let mut verifier = Verifier::new(keys.clone(), Policy::new(vec![leader.node_id()]));
-        verifier.push_manifest(&manifest, UnixTime(0));
+        verifier.push_manifest(&manifest, UnixMillis(0));
         for (mut buffer, object) in buffers.drain(..).zip(&objects) {
             buffer.clear();
             buffer.extend_from_slice(object);
-            verifier.push_object(buffer, None, None, UnixTime(0));
+            verifier.push_object(buffer, None, None, UnixMillis(0));
         }
         while let Some(event) = verifier.poll_event() {
             if let Event::Chunk(chunk) = event {
@@ -128,7 +129,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let sign_step = || {
         let mut entry = first;
         entry.index = ChunkIndex(epoch);
-        match signer.sign_epoch(epoch, vec![entry], UnixTime(epoch)) {
+        match signer.sign_epoch(epoch, vec![entry], UnixMillis(epoch)) {
             Ok(bytes) => drop(black_box(bytes)),
             Err(_) => sign_failures += 1,
         }

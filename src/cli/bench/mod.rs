@@ -1,0 +1,54 @@
+//! `ec-node bench`: benchmarks that print figures next to a reference measured in the same run.
+//!
+//! - `bench chunker`: file → chunks (with BLAKE3 of each chunk) on one core, next to a memory
+//!   copy and raw BLAKE3 of the same bytes.
+//! - `bench record`: `ec-node record` of a file to HLS as a process, next to `cp` of the same file
+//!   and `ffmpeg -c copy -f hls`, alternated.
+//! - `bench trust`: verify + decrypt and manifest sign/verify (`trust.rs`).
+//! - `bench fanout`: MoQ fan-out of moq-serve to many subscribers next to a third-party relay
+//!   (`fanout.rs`).
+//! - `bench mesh`: latency, CPU and RSS of a publisher and a subscriber on loopback
+//!   (`mesh.rs`).
+//!
+//! One file per benchmark; `proc` measures child processes and `broadcast` makes the shared
+//! input. Nothing here is imported by the library.
+
+mod broadcast;
+mod chunker;
+mod fanout;
+mod mesh;
+mod proc;
+mod record;
+mod trust;
+
+use crate::cli::Failure;
+use argh::FromArgs;
+
+/// Benchmarks: figures next to references measured in the same run.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+pub struct Args {
+    #[argh(subcommand)]
+    what: What,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum What {
+    Chunker(chunker::Args),
+    Fanout(fanout::Args),
+    Mesh(mesh::Args),
+    Record(record::Args),
+    Trust(trust::Args),
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    match args.what {
+        What::Chunker(args) => chunker::run(args),
+        What::Fanout(args) => fanout::run(args),
+        What::Mesh(args) => mesh::run(args),
+        What::Record(args) => record::run(args),
+        What::Trust(args) => trust::run(args),
+    }
+}
