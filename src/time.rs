@@ -1,7 +1,8 @@
 //! Wall-clock time, the one type every layer uses for it: the TS clock's anchor, a manifest's
 //! creation time, the latency figures.
 //!
-//! Format and protocol logic never reads the clock: [`UnixMillis::now`] is called at the I/O
+//! It depends on nothing else in the crate, so every layer may use it. Format and protocol
+//! logic never reads the clock: [`UnixMillis::now`] is called at the I/O
 //! edges (capture, the pipelines) and the reading is passed in as data.
 
 use std::time::SystemTime;
@@ -17,11 +18,6 @@ impl UnixMillis {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         UnixMillis(since_epoch.as_millis() as u64)
-    }
-
-    /// The same instant in 90 kHz ticks since 1970.
-    pub const fn ticks(self) -> u64 {
-        self.0 * crate::ts::clock::TICKS_PER_MS
     }
 
     /// This time plus `ms` milliseconds, saturating.

@@ -17,7 +17,7 @@ pub const ANCHOR_WAIT: u64 = 1500 * TICKS_PER_MS;
 
 /// The 64-bit extended time for `pts` nearest to the wall clock `reference`.
 pub fn resolve(pts: Pts, reference: UnixMillis) -> u64 {
-    let u = reference.ticks();
+    let u = reference.0 * TICKS_PER_MS;
     let phase = pts.ticks().wrapping_sub(u) & (WRAP - 1);
     if phase >= WRAP / 2 {
         u - (WRAP - phase)
@@ -91,7 +91,7 @@ mod tests {
         for pts in [0, 1, WRAP / 2 - 1, WRAP / 2, WRAP - 1, 123_456_789] {
             let e = resolve(Pts::new(pts), NOW);
             assert_eq!(e % WRAP, pts);
-            assert!(e.abs_diff(NOW.ticks()) <= WRAP / 2);
+            assert!(e.abs_diff(NOW.0 * TICKS_PER_MS) <= WRAP / 2);
         }
     }
 

@@ -5,11 +5,11 @@
 //! tracks, and [`ec_node::node::forward`] runs the loop. Exit codes as every command.
 
 use super::peer::{
-    advertised, parse_target, peer_check, ready_line, serve_failure, stream_keys, upstream_failure,
+    advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
+    upstream_failure,
 };
 use super::Failure;
 use argh::FromArgs;
-use ec_node::crypto::NodeKey;
 use ec_node::moq::track::{BroadcastTrack, TrackKind};
 use ec_node::node::forward::tamper::{Mode, Tamper};
 use ec_node::node::forward::{forward, ForwardConfig, ForwardError};
@@ -67,10 +67,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
     let target = parse_target(&args.remote)?;
-    let key = match &args.key {
-        Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
-        None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
-    };
+    let key = node_key(args.key.as_deref())?;
     let locator = keys.locator().to_string();
     let mut kinds = vec![TrackKind::Chunks];
     if args.manifests {

@@ -4,13 +4,14 @@
 //! tracks' namespaces, the ready line names the endpoint (when listening) and the tracks, and
 //! [`ec_node::node::publish`] runs the pipeline. Exit codes as every command.
 
-use super::peer::{advertised, parse_target, peer_check, ready_line, serve_failure, stream_keys};
+use super::peer::{
+    advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
+};
 use super::record::capture_failure;
 use super::Failure;
 use argh::FromArgs;
 use ec_node::capture::{CaptureOptions, Source};
 use ec_node::chunk::ChunkerConfig;
-use ec_node::crypto::NodeKey;
 use ec_node::net::Target;
 use ec_node::node::ingest::IngestError;
 use ec_node::node::publish::{publish, PublishConfig, PublishError, PublishSummary};
@@ -100,10 +101,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         args.network_secret.as_deref(),
         Some(&source),
     )?;
-    let key = match &args.key {
-        Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
-        None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
-    };
+    let key = node_key(args.key.as_deref())?;
     if args.listen.is_none() && args.relay.is_none() {
         return Err(Failure::usage("give --listen, --relay or both"));
     }

@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::peer::{advertised, parse_target, peer_check, ready_line, serve_failure, track_name};
+use super::peer::{
+    advertised, node_key, parse_target, peer_check, ready_line, serve_failure, track_name,
+};
 use super::Failure;
 use argh::FromArgs;
-use ec_node::crypto::NodeKey;
 use ec_node::net::Target;
 use ec_node::node::folder;
 use ec_node::node::tracks::{Outlet, TrackServer};
@@ -65,10 +66,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let tracks = std::slice::from_ref(&track);
     let mut outlet = match (args.listen, &args.relay) {
         (Some(addr), None) => {
-            let key = match &args.key {
-                Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string()))?,
-                None => NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?,
-            };
+            let key = node_key(args.key.as_deref())?;
             let outlet = Outlet::listen(addr, &key, server).map_err(serve_failure)?;
             let endpoint = format!("{}@{}", key.node_id(), advertised(outlet.local_addr()));
             println!("{}", ready_line(Some(endpoint), tracks));

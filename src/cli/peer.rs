@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{Exit, Failure};
 use ec_node::capture::Source;
-use ec_node::crypto::{NetworkSecret, StreamId, StreamKey, StreamKeys};
+use ec_node::crypto::{NetworkSecret, NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::moq::{FullTrackName, TrackNamespace};
 use ec_node::net::{NetError, PeerCheck, Target};
 use ec_node::node::tracks::{ServeError, UpstreamError};
@@ -46,6 +46,14 @@ pub fn peer_check(target: &Target, relay_ca: Option<PathBuf>, insecure: bool) ->
             ca_file: relay_ca,
             host: url.host.clone(),
         },
+    }
+}
+
+/// The node key of `--key` (unreadable: exit 2), or a fresh one for this run.
+pub fn node_key(path: Option<&std::path::Path>) -> Result<NodeKey, Failure> {
+    match path {
+        Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string())),
+        None => NodeKey::generate().map_err(|e| Failure::other(e.to_string())),
     }
 }
 

@@ -4,9 +4,17 @@ use crate::cli::Failure;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The input a benchmark was given, else the generated broadcast.
+pub fn input_or_generated(input: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    match input {
+        Some(path) => Ok(path),
+        None => generate_broadcast(),
+    }
+}
+
 /// The benchmarks' broadcast-like input (20 s, MPEG-2 720p + AC-3, CBR 19.39 Mb/s), generated
 /// with ffmpeg into the system temp folder on first use.
-pub fn generate_broadcast() -> Result<PathBuf, Failure> {
+fn generate_broadcast() -> Result<PathBuf, Failure> {
     let path = std::env::temp_dir().join("ec-node-bench-atsc-20s.ts");
     if path.exists() {
         return Ok(path);

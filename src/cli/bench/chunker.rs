@@ -1,7 +1,7 @@
 //! `bench chunker`: file → chunks (with BLAKE3 of each chunk) on one core, next to a memory copy
 //! and raw BLAKE3 of the same bytes.
 
-use super::broadcast::generate_broadcast;
+use super::broadcast::input_or_generated;
 use crate::cli::Failure;
 use argh::FromArgs;
 use ec_node::chunk::{Chunker, ChunkerConfig};
@@ -24,10 +24,7 @@ pub struct Args {
 
 /// Runs `bench chunker`.
 pub fn run(args: Args) -> Result<(), Failure> {
-    let path = match args.input {
-        Some(path) => path,
-        None => generate_broadcast()?,
-    };
+    let path = input_or_generated(args.input)?;
     let bytes = std::fs::read(&path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     let rounds = args.rounds.max(1);

@@ -41,10 +41,7 @@ const STREAM: &str = "ec/bench/v1/mesh";
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<(), Failure> {
     crate::cli::check_chunk_ms(args.chunk_ms)?;
-    let input = match args.input.clone() {
-        Some(path) => path,
-        None => super::broadcast::generate_broadcast()?,
-    };
+    let input = super::broadcast::input_or_generated(args.input.clone())?;
     let work = std::env::temp_dir().join(format!("ec-node-bench-mesh-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| Failure::other(e.to_string()))?;

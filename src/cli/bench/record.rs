@@ -1,7 +1,7 @@
 //! `bench record`: `ec-node record` of a file to HLS as a process, next to `cp` of the same file
 //! and `ffmpeg -c copy -f hls`, alternated.
 
-use super::broadcast::generate_broadcast;
+use super::broadcast::input_or_generated;
 use crate::cli::Failure;
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -22,10 +22,7 @@ pub struct Args {
 
 /// Runs `bench record`.
 pub fn run(args: Args) -> Result<(), Failure> {
-    let input = match args.input {
-        Some(path) => path,
-        None => generate_broadcast()?,
-    };
+    let input = input_or_generated(args.input)?;
     let size = std::fs::metadata(&input)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", input.display())))?
         .len();

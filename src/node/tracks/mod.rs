@@ -23,8 +23,17 @@ pub use outlet::{Outlet, ServeError};
 pub use serve::{ServeStats, TrackServer, Work};
 pub use upstream::{Ask, Delivery, PeerSpec, Upstream, UpstreamError};
 
-use crate::net::Endpoint;
+use crate::moq::MoqError;
+use crate::net::{ConnId, Endpoint};
 use std::time::Duration;
+
+/// A session command's failure is the session's own (closed, or a request it no longer has),
+/// never the server's: it is only logged.
+fn logged(conn: ConnId, result: Result<(), MoqError>) {
+    if let Err(e) = result {
+        log::info!("session {conn:?}: {e}");
+    }
+}
 
 /// Blocks until one of `upstreams` or `outlets` has an event, `also` is ready, or `timeout`
 /// passes, without taking anything: a loop over several peers sleeps on all of them at once.

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::serve::logged;
+use super::logged;
 use crate::moq::cache::TrackCache;
 use crate::moq::{FullTrackName, GroupId, SubscriptionFilter};
 use crate::net::{ConnId, Sessions};

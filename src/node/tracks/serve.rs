@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::logged;
 use super::playout::Playouts;
 use crate::moq::cache::TrackCache;
 use crate::moq::error::request_error;
@@ -322,12 +323,4 @@ fn reject(conn: ConnId, request: RequestId, session: &mut Session) {
         conn,
         session.reject_request(request, request_error::DOES_NOT_EXIST, "no such track"),
     );
-}
-
-/// A session command's failure is the session's own (closed, or a request it no longer has),
-/// never the server's: it is only logged.
-pub(super) fn logged(conn: ConnId, result: Result<(), MoqError>) {
-    if let Err(e) = result {
-        log::info!("session {conn:?}: {e}");
-    }
 }
