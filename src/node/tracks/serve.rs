@@ -24,7 +24,7 @@ use super::playout::Playouts;
 use crate::moq::cache::TrackCache;
 use crate::moq::error::request_error;
 use crate::moq::session::{Event, Session};
-use crate::moq::{FullTrackName, GroupId, MoqError, RequestId, SubscriptionFilter, TrackNamespace};
+use crate::moq::{FullTrackName, GroupId, RequestId, SubscriptionFilter, TrackNamespace};
 use crate::net::{ConnId, Handler, Sessions};
 
 /// What a pipeline hands the server.
