@@ -1,6 +1,7 @@
 //! `ec-node chunks`: cuts a transport stream into deterministic chunks and prints one line per
 //! chunk — the tool for checking that two nodes agree.
 
+use super::summary::Summary;
 use super::Failure;
 use argh::FromArgs;
 use ec_node::capture::{self, Source};
@@ -72,7 +73,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     }
-    eprintln!("{}", summary(&source, chunker.stats()));
+    summary(&source, chunker.stats()).print(args.json);
     Ok(())
 }
 
@@ -119,20 +120,24 @@ fn json_line(chunk: &Chunk) -> String {
     )
 }
 
-fn summary(source: &Source, s: &ChunkerStats) -> String {
-    format!(
-        "chunks: {} from {source} ({} packets, {} null stripped); dropped {} unfinished or cut short; \
-         damage: {} packets lost, {} with transport errors, {} malformed, {} bytes skipped; \
-         {} discontinuities, {} cuts without random access",
-        s.chunks,
-        s.packets,
-        s.null_packets,
-        s.dropped_chunks,
-        s.lost_packets,
-        s.error_packets,
-        s.malformed,
-        s.skipped_bytes,
-        s.discontinuities,
-        s.forced_cuts
+fn summary(source: &Source, s: &ChunkerStats) -> Summary {
+    Summary::new(
+        "chunks",
+        format!(
+            "{} from {source} ({} packets, {} null stripped)",
+            s.chunks, s.packets, s.null_packets
+        ),
     )
+    .part(format!(
+        "dropped {} unfinished or cut short",
+        s.dropped_chunks
+    ))
+    .part(format!(
+        "damage: {} packets lost, {} with transport errors, {} malformed, {} bytes skipped",
+        s.lost_packets, s.error_packets, s.malformed, s.skipped_bytes
+    ))
+    .part(format!(
+        "{} discontinuities, {} cuts without random access",
+        s.discontinuities, s.forced_cuts
+    ))
 }

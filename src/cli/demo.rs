@@ -4,6 +4,7 @@
 //! and tells the user who ran where, what was verified, and how to play the result.
 
 use super::moq_subscribe::{subscribe_failure, with_progress};
+use super::summary::Summary;
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::node::demo::{demo, DemoConfig, DemoError, DemoNodes, STREAM_ID};
@@ -76,19 +77,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
             format!("{} chunks, {} manifests", p.chunks, p.manifests)
         })
     };
-    eprintln!(
-        "demo: leader published {}; availability node published {}",
-        published(&summary.leader),
+    Summary::new(
+        "demo",
+        format!("leader published {}", published(&summary.leader)),
+    )
+    .part(format!(
+        "availability node published {}",
         published(&summary.availability)
-    );
-    eprintln!(
-        "{}",
-        super::moq_subscribe::summary_line(s, &args.out).replacen(
-            "moq-subscribe",
-            "demo: subscriber",
-            1
-        )
-    );
+    ))
+    .print(false);
+    super::moq_subscribe::summary_of("demo: subscriber", s, &args.out).print(false);
     outcome.map_err(|e| subscribe_failure(e, s))?;
     if s.accepted == 0 {
         return Err(Failure::new(

@@ -19,6 +19,7 @@ mod moq_serve;
 mod moq_subscribe;
 mod peer;
 mod record;
+mod summary;
 mod tuner_sim;
 
 use argh::FromArgs;

@@ -8,6 +8,7 @@ use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
     upstream_failure,
 };
+use super::summary::Summary;
 use super::Failure;
 use argh::FromArgs;
 use ec_node::moq::track::{BroadcastTrack, TrackKind};
@@ -102,10 +103,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
     outlet.shutdown();
     match outcome {
         Ok(summary) => {
-            eprintln!(
-                "moq-forward: {} groups forwarded, {} tampered with",
-                summary.forwarded, summary.tampered
-            );
+            Summary::new(
+                "moq-forward",
+                format!(
+                    "{} groups forwarded, {} tampered with",
+                    summary.forwarded, summary.tampered
+                ),
+            )
+            .print(false);
             Ok(())
         }
         Err(ForwardError::Upstream(e)) => Err(upstream_failure(e, "the upstream peer")),

@@ -8,6 +8,7 @@ use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
 };
 use super::record::capture_failure;
+use super::summary::Summary;
 use super::Failure;
 use argh::FromArgs;
 use ec_node::capture::{CaptureOptions, Source};
@@ -159,7 +160,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     match outcome {
         Ok(summary) => {
-            eprintln!("{}", summary_line(&summary));
+            summary_of(&summary).print(false);
             match summary.ingest.and_then(|r| r.capture) {
                 Some(Err(e)) => Err(capture_failure(e)),
                 _ => Ok(()),
@@ -171,7 +172,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-fn summary_line(s: &PublishSummary) -> String {
+fn summary_of(s: &PublishSummary) -> Summary {
     let (lost, overrun, discontinuities) = s.ingest.as_ref().map_or((0, 0, 0), |r| {
         (
             r.chunker.lost_packets,
@@ -179,15 +180,15 @@ fn summary_line(s: &PublishSummary) -> String {
             r.chunker.discontinuities,
         )
     });
-    format!(
-        "moq-publish: {} chunk groups, {} manifests; cache evicted {} groups, {} groups dropped for \
-         slow subscribers; capture: {} packets lost, {} bytes overrun, {} discontinuities",
-        s.chunks,
-        s.manifests,
-        s.evicted,
-        s.dropped,
-        lost,
-        overrun,
-        discontinuities
+    Summary::new(
+        "moq-publish",
+        format!("{} chunk groups, {} manifests", s.chunks, s.manifests),
     )
+    .part(format!(
+        "cache evicted {} groups, {} groups dropped for slow subscribers",
+        s.evicted, s.dropped
+    ))
+    .part(format!(
+        "capture: {lost} packets lost, {overrun} bytes overrun, {discontinuities} discontinuities"
+    ))
 }

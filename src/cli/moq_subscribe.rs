@@ -6,6 +6,7 @@
 //! failed, 5 idle or the publisher left, 1 anything else.
 
 use super::peer::{parse_target, peer_check, stream_keys};
+use super::summary::Summary;
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::chunk::ChunkerConfig;
@@ -140,7 +141,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
     let (summary, outcome) = with_progress(|progress| subscribe(config, &stop, progress));
-    eprintln!("{}", summary_line(&summary, &args.out));
+    summary_of("moq-subscribe", &summary, &args.out).print(false);
     outcome.map_err(|e| subscribe_failure(e, &summary))
 }
 
@@ -190,7 +191,9 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
     Failure::new(exit, cause)
 }
 
-pub(super) fn summary_line(s: &SubscribeSummary, out: &std::path::Path) -> String {
+/// The summary of a subscribing run (`command` names who ran it: `moq-subscribe`, or the
+/// demo's subscriber).
+pub(super) fn summary_of(command: &str, s: &SubscribeSummary, out: &std::path::Path) -> Summary {
     let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
     let reasons = s
         .rejected
@@ -198,21 +201,24 @@ pub(super) fn summary_line(s: &SubscribeSummary, out: &std::path::Path) -> Strin
         .map(|(r, n)| format!("{r}: {n}"))
         .collect::<Vec<_>>()
         .join("; ");
-    format!(
-        "moq-subscribe: {} chunks accepted ({} fetched from before the join, {} bytes) into {}, \
-         {} manifests, {} rejected{}{}, {} late; latency {}; in {:.1} s",
-        s.accepted,
-        s.backfilled,
-        s.bytes,
-        out.display(),
-        s.manifests,
-        rejected,
-        if reasons.is_empty() { "" } else { " — " },
-        reasons,
-        s.late,
-        latency(&s.latency),
-        s.elapsed.as_secs_f64()
+    Summary::new(
+        command,
+        format!(
+            "{} chunks accepted ({} fetched from before the join, {} bytes) into {}, \
+             {} manifests, {} rejected{}{}, {} late",
+            s.accepted,
+            s.backfilled,
+            s.bytes,
+            out.display(),
+            s.manifests,
+            rejected,
+            if reasons.is_empty() { "" } else { " — " },
+            reasons,
+            s.late,
+        ),
     )
+    .part(format!("latency {}", latency(&s.latency)))
+    .part(format!("in {:.1} s", s.elapsed.as_secs_f64()))
 }
 
 /// The terminal's progress line: where the stream is and what was refused so far.

@@ -1,5 +1,6 @@
 //! `ec-node record`: capture → chunk → HLS on disk.
 
+use super::summary::Summary;
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
@@ -86,11 +87,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     log::info!("recording {source} to {}", args.out.display());
     match record(config, stop) {
         Ok(summary) => {
-            eprintln!("{}", summary_line(&summary, &args.out));
+            summary_of(&summary, &args.out).print(false);
             Ok(())
         }
         Err(RecordError::Capture(e, summary)) => {
-            eprintln!("{}", summary_line(&summary, &args.out));
+            summary_of(&summary, &args.out).print(false);
             Err(capture_failure(e))
         }
         Err(RecordError::Hls(e)) => Err(match e {
@@ -114,22 +115,23 @@ pub fn capture_failure(e: CaptureError) -> Failure {
     Failure::new(exit, e.to_string())
 }
 
-fn summary_line(s: &RecordSummary, out: &std::path::Path) -> String {
+fn summary_of(s: &RecordSummary, out: &std::path::Path) -> Summary {
     let how = match s.capture_end {
         Some(CaptureEnd::Finished) => "source ended",
         Some(CaptureEnd::Stopped) | None => "stopped",
     };
     let c = &s.chunker;
-    format!(
-        "record: {} segments in {} ({how}); dropped {} unfinished or cut short; damage: {} packets lost, \
-         {} malformed, {} bytes skipped, {} bytes overrun; {} discontinuities",
-        s.segments,
-        out.display(),
-        c.dropped_chunks,
-        c.lost_packets,
-        c.malformed,
-        c.skipped_bytes,
-        s.overrun_bytes,
-        c.discontinuities
+    Summary::new(
+        "record",
+        format!("{} segments in {} ({how})", s.segments, out.display()),
     )
+    .part(format!(
+        "dropped {} unfinished or cut short",
+        c.dropped_chunks
+    ))
+    .part(format!(
+        "damage: {} packets lost, {} malformed, {} bytes skipped, {} bytes overrun",
+        c.lost_packets, c.malformed, c.skipped_bytes, s.overrun_bytes
+    ))
+    .part(format!("{} discontinuities", c.discontinuities))
 }
