@@ -2,7 +2,7 @@
 //! 19.39 Mb/s track to 1, 10 and 50 subscribers over loopback, and the same fan-out done by a
 //! third-party relay (`moq-relay-ietf`, fed by `moq-serve --relay`) in the same run.
 //!
-//! Subscribers are `net::Endpoint`s in this process; the figures are the serving process's:
+//! Subscribers are `node::tracks::Upstream`s in this process, each subscribing from group 0; the figures are the serving process's:
 //! aggregate goodput, CPU seconds per GB delivered and peak RSS, read from /proc. A subscriber
 //! "fell behind" when it did not receive every group, or received one more than a second after
 //! its real-time due time.
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use super::proc::{cpu_seconds, peak_rss_kib, Kid};
 use crate::cli::Failure;
 use argh::FromArgs;
-use ec_node::moq::session::{Event, SubscribeOptions};
-use ec_node::moq::{FullTrackName, Location, SubscriptionFilter, TrackNamespace};
-use ec_node::net::{Endpoint, NetEvent, PeerCheck, Settings, Target};
+use ec_node::moq::{FullTrackName, GroupId, TrackNamespace};
+use ec_node::net::{PeerCheck, Target};
+use ec_node::node::tracks::{Ask, Delivery, PeerSpec, Upstream};
 
 /// Fan-out goodput of moq-serve to many subscribers, next to a third-party relay.
 #[derive(FromArgs)]
@@ -225,30 +225,14 @@ struct Got {
     late: bool,
 }
 
-/// One subscriber on its own thread: subscribes from group 0 and receives until it has every
-/// group, its connection ends, or `deadline`.
-fn subscriber(ep: &mut Endpoint, groups: usize, deadline: Instant) -> Got {
+/// One subscriber on its own thread: receives until it has every group, its connection ends,
+/// or `deadline`.
+fn subscriber(upstream: &mut Upstream, groups: usize, deadline: Instant) -> Got {
     let mut got = Got::default();
     let mut first: Option<Instant> = None;
     while got.groups < groups && Instant::now() < deadline {
-        let Ok(Some(ev)) = ep.next_event(Duration::from_millis(100)) else {
-            continue;
-        };
-        match ev {
-            NetEvent::Session {
-                conn,
-                event: Event::SetupComplete { .. },
-            } => {
-                let opts = SubscribeOptions {
-                    filter: SubscriptionFilter::AbsoluteStart(Location::new(0, 0)),
-                    ..SubscribeOptions::default()
-                };
-                let _ = ep.call(conn, move |s| s.subscribe(track(), opts));
-            }
-            NetEvent::Session {
-                event: Event::Object { object, .. },
-                ..
-            } => {
+        match upstream.next(Duration::from_millis(100)) {
+            Ok(Some(Delivery::Object { object, .. })) => {
                 let now = Instant::now();
                 let first = *first.get_or_insert(now);
                 let due = first + Duration::from_millis(INTERVAL_MS * object.group.0);
@@ -256,8 +240,8 @@ fn subscriber(ep: &mut Endpoint, groups: usize, deadline: Instant) -> Got {
                 got.bytes += object.payload.len() as u64;
                 got.groups += 1;
             }
-            NetEvent::Disconnected { .. } => break,
-            _ => {}
+            Ok(_) => {}
+            Err(_) => break,
         }
     }
     got
@@ -278,11 +262,15 @@ fn measure(
         start + Duration::from_millis(INTERVAL_MS * groups as u64) + Duration::from_secs(10);
     let mut threads = Vec::with_capacity(n);
     for _ in 0..n {
-        let (mut ep, _) = Endpoint::dial(target, check.clone(), Settings::default())
+        let peer = PeerSpec {
+            target: target.clone(),
+            check: check.clone(),
+        };
+        let mut upstream = Upstream::dial(&peer, vec![(track(), Ask::From(GroupId(0)))])
             .map_err(|e| Failure::other(e.to_string()))?;
         threads.push(std::thread::spawn(move || {
-            let got = subscriber(&mut ep, groups, deadline);
-            ep.shutdown();
+            let got = subscriber(&mut upstream, groups, deadline);
+            upstream.close();
             got
         }));
     }
