@@ -46,6 +46,8 @@ impl std::fmt::Display for HttpError {
     }
 }
 
+impl std::error::Error for HttpError {}
+
 /// An `http://` URL split for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {

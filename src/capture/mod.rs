@@ -227,7 +227,14 @@ impl std::fmt::Display for CaptureError {
     }
 }
 
-impl std::error::Error for CaptureError {}
+impl std::error::Error for CaptureError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CaptureError::Open(_, e) | CaptureError::Read(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Captures `source` into the ring until it ends, fails or `stop` is set. Runs on the capture
 /// thread; dropping `producer` at the end tells the consumer the input is over.

@@ -258,7 +258,15 @@ impl fmt::Display for KeyError {
     }
 }
 
-impl std::error::Error for KeyError {}
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::Io(_, e) => Some(e),
+            KeyError::Corrupt(_, e) => Some(e),
+            KeyError::Random(_) | KeyError::Exists(_) => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

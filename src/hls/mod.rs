@@ -64,4 +64,11 @@ impl std::fmt::Display for HlsError {
     }
 }
 
-impl std::error::Error for HlsError {}
+impl std::error::Error for HlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HlsError::Io(_, e) => Some(e),
+            HlsError::NotEmpty(_) => None,
+        }
+    }
+}

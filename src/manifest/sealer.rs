@@ -40,7 +40,14 @@ impl std::fmt::Display for SealError {
     }
 }
 
-impl std::error::Error for SealError {}
+impl std::error::Error for SealError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SealError::Object(e) => Some(e),
+            SealError::Manifest(e) => Some(e),
+        }
+    }
+}
 
 /// Seals chunks, and signs manifests when given a leader key.
 pub struct Sealer {

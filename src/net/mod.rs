@@ -131,7 +131,14 @@ impl fmt::Display for NetError {
     }
 }
 
-impl std::error::Error for NetError {}
+impl std::error::Error for NetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NetError::Session(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl NetError {
     fn io(what: &'static str) -> impl Fn(std::io::Error) -> NetError {

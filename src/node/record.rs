@@ -66,6 +66,16 @@ impl std::fmt::Display for RecordError {
     }
 }
 
+impl std::error::Error for RecordError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecordError::Capture(e, _) => Some(e),
+            RecordError::Hls(e) => Some(e),
+            RecordError::Start(e) => Some(e),
+        }
+    }
+}
+
 /// Runs the pipeline until the source ends, `stop_after` segments are written, the capture
 /// fails, or `stop` is set.
 pub fn record(config: RecordConfig, stop: StopFlag) -> Result<RecordSummary, RecordError> {

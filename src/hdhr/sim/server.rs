@@ -65,7 +65,13 @@ impl std::fmt::Display for BindError {
     }
 }
 
-impl std::error::Error for BindError {}
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BindError::Bind(_, e) | BindError::Listener(e) => Some(e),
+        }
+    }
+}
 
 /// A bound server. The broadcast clock of every channel starts when it is bound.
 pub struct Server {
