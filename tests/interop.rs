@@ -5,13 +5,16 @@
 
 #[path = "common/moq.rs"]
 mod moq;
+#[path = "common/sim.rs"]
+mod sim;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use moq::{
-    cat, make_groups, object_lines, openssl_cert, relay, run_bounded, serve_listen, temp_dir, tool,
-    Proc, STEP,
+    arrival_groups, cat, make_groups, object_lines, openssl_cert, ready_tracks, relay, run_bounded,
+    serve_listen, temp_dir, tool, Proc, STEP,
 };
 
 const NS: &str = "ec/test/objects";
@@ -86,6 +89,112 @@ fn a_third_party_client_subscribes_to_and_fetches_from_moq_serve() {
         STEP,
     );
     assert_eq!(peer_lines(&out), expected[2..=6].to_vec());
+}
+
+/// Chunk duration of the live publisher below: one group per track every this many ms.
+const LIVE_CHUNK_MS: u64 = 500;
+/// Objects each live subscriber waits for: the group current when it subscribed, then two new.
+const LIVE_COUNT: usize = 3;
+/// When the live subscribers subscribe, in ms after a new group: right after it, early,
+/// mid-period and late in the period.
+const LIVE_PHASES_MS: [u64; 4] = [
+    0,
+    LIVE_CHUNK_MS / 4,
+    LIVE_CHUNK_MS / 2,
+    LIVE_CHUNK_MS * 4 / 5,
+];
+
+/// A third-party subscriber (an unfiltered SUBSCRIBE, i.e. AbsoluteStart {0,0}) joining a live
+/// `moq-publish` at several moments of the group period, on both of its tracks: it gets at most
+/// the current group from the cache and then the new ones, always in increasing group order
+/// (earlier groups are FETCH's job), and its run succeeds. Before the fix the cached groups went
+/// out newest first and that stack gave up on the subscription.
+#[test]
+fn a_third_party_client_joining_live_moq_publish_gets_groups_only_in_increasing_order() {
+    let _serial = one_at_a_time();
+    let dir = temp_dir("interop-live");
+    let sim = sim::Sim::start(&["--tuners", "2"]);
+    let publisher = Proc::spawn(
+        "moq-publish",
+        moq::ec_node()
+            .args([
+                "moq-publish",
+                "--input",
+                &format!("hdhr://{}/5.1", sim.addr),
+            ])
+            .args(["--listen", "127.0.0.1:0", "--publish-manifests"])
+            .args(["--chunk-ms", &LIVE_CHUNK_MS.to_string()])
+            .args(["--stream-id", "ec/stream/v1/test/interop-live"]),
+    );
+    let (endpoint, tracks) = ready_tracks(&publisher.wait_line(|l| l.starts_with('{')));
+    let endpoint = endpoint.expect("a listening node prints its endpoint");
+    let url = format!("moqt://{}", endpoint.split_once('@').unwrap().1);
+    let names: Vec<&str> = tracks.iter().map(|(_, name)| name.as_str()).collect();
+    assert_eq!(names, ["chunks", "manifests"]);
+
+    // A clock: ec-node's own client follows the chunks track and prints each group on arrival
+    // (loopback: within milliseconds of its publication).
+    let (chunks_ns, _) = &tracks[0];
+    let clock = Proc::spawn(
+        "moq-cat (clock)",
+        moq::ec_node()
+            .args(["moq-cat", "--remote", &endpoint, "--namespace", chunks_ns])
+            .args(["--track", "chunks", "--timeout-s", "120", "--out"])
+            .arg(dir.join("clock")),
+    );
+    let mut newest = None;
+    let mut next_group = || loop {
+        let line = clock.wait_line(|l| l.split(' ').count() == 4);
+        let g: u64 = line.split(' ').next().unwrap().parse().unwrap();
+        if newest.is_none_or(|n| g > n) {
+            newest = Some(g);
+            return g;
+        }
+    };
+    next_group();
+
+    for offset_ms in LIVE_PHASES_MS {
+        let g = next_group();
+        std::thread::sleep(Duration::from_millis(offset_ms));
+        let runs: Vec<_> = tracks
+            .iter()
+            .map(|(ns, name)| {
+                let (url, ns, name) = (url.clone(), ns.clone(), name.clone());
+                std::thread::spawn(move || {
+                    let out = run_bounded(
+                        "moq-peer sub (live)",
+                        peer()
+                            .args(["sub", "--url", &url, "--namespace", &ns, "--track", &name])
+                            .args(["--count", &LIVE_COUNT.to_string()]),
+                        STEP,
+                    );
+                    (name, out)
+                })
+            })
+            .collect();
+        for run in runs {
+            let (name, out) = run.join().unwrap();
+            let when = format!("{name}, {offset_ms} ms after chunk group {g}");
+            let got = arrival_groups(&out.stdout);
+            assert!(
+                out.status.success(),
+                "moq-peer failed ({when}) after groups {got:?}: {}",
+                stderr(&out)
+            );
+            assert_eq!(got.len(), LIVE_COUNT, "{when}: {got:?}");
+            if name == "chunks" {
+                // Group g was already out when it subscribed: nothing older may come.
+                assert!(
+                    got[0] >= g,
+                    "{when}: a group older than the current {got:?}"
+                );
+            }
+            assert!(
+                got.windows(2).all(|w| w[0] < w[1]),
+                "{when}: groups out of order {got:?}"
+            );
+        }
+    }
 }
 
 /// Starts `moq-peer pub --listen` (one session); returns it and its address.

@@ -316,3 +316,34 @@ pub fn relay(dir: &Path) -> (Proc, String, PathBuf) {
         .to_string();
     (p, format!("moqt://{addr}"), cert)
 }
+
+/// Parses the ready line: the endpoint (if any) and every track as `(namespace joined by '/',
+/// name)`, in the order listed.
+pub fn ready_tracks(line: &str) -> (Option<String>, Vec<(String, String)>) {
+    let v: serde_json::Value = serde_json::from_str(line).expect("ready line is JSON");
+    let endpoint = v["endpoint"].as_str().map(str::to_string);
+    let tracks = v["tracks"]
+        .as_array()
+        .expect("tracks")
+        .iter()
+        .map(|t| {
+            let ns: Vec<&str> = t["namespace"]
+                .as_array()
+                .expect("namespace")
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            (ns.join("/"), t["name"].as_str().unwrap().to_string())
+        })
+        .collect();
+    (endpoint, tracks)
+}
+
+/// The groups of a listing (`group object size hash` lines), in the order they were printed.
+pub fn arrival_groups(stdout: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| l.split(' ').count() == 4)
+        .map(|l| l.split(' ').next().unwrap().parse().expect("a group id"))
+        .collect()
+}

@@ -704,7 +704,8 @@ impl Session {
     }
 
     /// Up to `max` bytes for one stream, most urgent first: the control stream, then replies,
-    /// then data streams by subscriber priority, publisher priority and group (newest first).
+    /// then data streams by subscriber priority, publisher priority and group (in the
+    /// subscription's group order: ascending unless the subscriber asked for descending).
     pub fn poll_write(&mut self, max: usize) -> Option<StreamWrite> {
         if max == 0 || self.is_closed() {
             return None;
@@ -977,7 +978,9 @@ impl Session {
     // ----- application commands: serving the peer -----
 
     /// Accepts a SUBSCRIBE for a track served from `cache`: SUBSCRIBE_OK (with LARGEST_OBJECT)
-    /// goes out and cached groups at or after the filter's start are queued at once.
+    /// goes out and the newest cached group is queued at once if the filter's start is at or
+    /// before it. Older cached groups are never sent on a subscription (they are FETCH's), and
+    /// later only groups newer than every group already queued on it are sent.
     pub fn accept_subscribe(
         &mut self,
         request: RequestId,
@@ -1021,7 +1024,8 @@ impl Session {
 
     /// Publishes a new group (object 0 = `payload`) of `track` to every subscription of it that
     /// wants it, each on its own subgroup stream ended with FIN. Push it into the track's cache
-    /// first so later subscribers and fetches find it.
+    /// first so later subscribers and fetches find it. A subscription that already queued this
+    /// group or a newer one skips it (no stream), so groups on a subscription only go up.
     pub fn send_group(
         &mut self,
         track: &FullTrackName,

@@ -6,6 +6,23 @@
 //! object 0, sent on its own subgroup stream (type 0x18: subgroup 0, end of group, priority byte)
 //! ended with FIN; no status objects. It never reads a cache on its own: the application passes
 //! the track's `TrackCache` when it answers a request.
+//!
+//! # What a subscription delivers
+//!
+//! A SUBSCRIBE asks for newly published objects; objects from the past are FETCH's (draft-16,
+//! SUBSCRIBE). So on every subscription the groups only go up:
+//!
+//! * When it is accepted, at most one group comes from the cache: the newest (the largest
+//!   location's group), if the filter's start is at or before it. Earlier cached groups are
+//!   never queued on a subscription, whatever its filter; a subscriber that wants them sends a
+//!   FETCH (or a joining FETCH).
+//! * After that, a group is queued only if it is newer than every group already queued on the
+//!   subscription; an older or repeated group handed to [`Session::send_group`] is skipped (it
+//!   opens no stream and is not counted in PUBLISH_DONE's `stream_count`).
+//! * Queued groups are scheduled in the subscription's group order, which is ascending (the
+//!   draft's default publisher preference, which SUBSCRIBE_OK leaves implicit) unless the
+//!   subscriber asked for GROUP_ORDER descending: only then may a newer group that is waiting
+//!   overtake an older one that has not started.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +69,10 @@ struct ServedSub {
     end: Option<GroupId>,
     forward: bool,
     priority: u8,
+    /// The subscriber asked for GROUP_ORDER descending (otherwise ascending, our default).
     descending: bool,
+    /// The newest group queued on this subscription: only newer ones are queued after it.
+    newest: Option<GroupId>,
     /// The largest location when SUBSCRIBE_OK went out: the end of joining fetches.
     largest_at_ok: Option<Location>,
     streams_opened: u64,
@@ -62,12 +82,18 @@ struct ServedSub {
 }
 
 impl ServedSub {
+    /// `group` passes the filter.
     fn wants(&self, group: GroupId) -> bool {
         Location {
             group,
             object: ObjectId(0),
         } >= self.start
             && self.end.is_none_or(|e| group <= e)
+    }
+
+    /// `group` passes the filter and is newer than every group already queued.
+    fn takes(&self, group: GroupId) -> bool {
+        self.wants(group) && self.newest.is_none_or(|n| group > n)
     }
 }
 
@@ -405,23 +431,20 @@ impl Session {
             end,
             forward,
             priority,
-            descending: order != Some(GroupOrder::Ascending),
+            descending: order == Some(GroupOrder::Descending),
+            newest: None,
             largest_at_ok: largest,
             streams_opened: 0,
             ending: None,
         };
-        let last = end.unwrap_or(GroupId(MAX_VARINT));
-        let backlog: Vec<(GroupId, Arc<[u8]>)> = if forward {
-            cache
-                .range(start.group, last)
-                .filter(|(g, _)| sub.wants(*g))
-                .map(|(g, p)| (g, p.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Only the newest cached group, if the filter wants it: earlier ones are FETCH's, and
+        // sending them would take the subscription's groups backwards.
+        let current = largest
+            .map(|l| l.group)
+            .filter(|g| forward && sub.wants(*g))
+            .and_then(|g| cache.get(g).map(|p| (g, p.clone())));
         self.served.subs.insert(request, sub);
-        for (g, p) in backlog {
+        if let Some((g, p)) = current {
             self.queue_group(request, g, p);
         }
         if end.is_some_and(|e| largest.is_some_and(|l| l.group >= e)) {
@@ -576,7 +599,7 @@ impl Session {
             .served
             .subs
             .iter()
-            .filter(|(_, s)| &s.track == track && s.ending.is_none() && s.wants(group))
+            .filter(|(_, s)| &s.track == track && s.ending.is_none() && s.takes(group))
             .map(|(id, _)| *id)
             .collect();
         ids.sort();
@@ -643,11 +666,14 @@ impl Session {
     }
 
     /// Queues one group on its own subgroup stream, dropping the subscription's oldest queued
-    /// groups first if the backlog would exceed `max_subscriber_backlog`.
+    /// groups first if the backlog would exceed `max_subscriber_backlog`. The caller checked
+    /// that the group is newer than any queued on the subscription before.
     fn queue_group(&mut self, request: RequestId, group: GroupId, payload: Arc<[u8]>) {
-        let Some(sub) = self.served.subs.get(&request) else {
+        let Some(sub) = self.served.subs.get_mut(&request) else {
             return;
         };
+        sub.newest = Some(group);
+        let sub = &*sub;
         let pp = self.config.publisher_priority;
         let header = SubgroupHeader {
             alias: sub.alias,

@@ -517,11 +517,12 @@ fn subscribe_largest_object_starts_after_the_current_object() {
 }
 
 #[test]
-fn subscribe_absolute_start_gets_cached_groups_at_once_newest_first() {
+fn subscribe_absolute_start_gets_the_current_group_at_once_then_new_ones() {
     let mut p = Pair::connected();
     let from_3 = SubscriptionFilter::AbsoluteStart(Location::new(3, 0));
     let req = p.subscribe(from_3, &cache_with(0..6));
-    assert_eq!(p.groups(Side::Client, req), vec![5, 4, 3]);
+    // Groups 3 and 4 are cached too, but they are older than the current one: FETCH's.
+    assert_eq!(p.groups(Side::Client, req), vec![5]);
     p.send_groups([6]);
     assert_eq!(p.groups(Side::Client, req), vec![6]);
 }
@@ -531,10 +532,10 @@ fn subscribe_absolute_range_ends_with_publish_done_after_its_streams() {
     let mut p = Pair::connected();
     let range = SubscriptionFilter::AbsoluteRange(Location::new(2, 0), GroupId(5));
     let req = p.subscribe(range, &cache_with(0..4));
-    assert_eq!(p.groups(Side::Client, req), vec![3, 2]);
+    assert_eq!(p.groups(Side::Client, req), vec![3]);
     p.send_groups(4..7);
     let ev = p.events(Side::Client);
-    assert_eq!(groups_of(&ev, req), vec![5, 4], "newest first");
+    assert_eq!(groups_of(&ev, req), vec![4, 5], "ascending");
     assert_eq!(
         ev.last(),
         Some(&Event::SubscriptionDone {
@@ -543,7 +544,7 @@ fn subscribe_absolute_range_ends_with_publish_done_after_its_streams() {
             reason: "end of range".into()
         })
     );
-    assert_eq!(p.publish_done_stream_count(), Some(4));
+    assert_eq!(p.publish_done_stream_count(), Some(3));
 }
 
 #[test]
@@ -554,7 +555,7 @@ fn end_track_sends_publish_done_with_stream_count() {
     p.server.end_track(&track()).unwrap();
     p.drive();
     let ev = p.events(Side::Client);
-    assert_eq!(groups_of(&ev, req), vec![3, 2, 1]);
+    assert_eq!(groups_of(&ev, req), vec![1, 2, 3], "ascending by default");
     assert!(matches!(
         ev.last(),
         Some(Event::SubscriptionDone {
@@ -893,7 +894,7 @@ fn slow_subscriber_drops_oldest_groups_and_resets_started_streams() {
             }
         })
         .collect();
-    assert_eq!(got, vec![5, 4], "newest groups survive, newest first");
+    assert_eq!(got, vec![4, 5], "the newest groups survive, in order");
     assert!(ev.contains(&Event::StreamReset {
         request: req,
         code: crate::moq::error::reset::DELIVERY_TIMEOUT
@@ -992,7 +993,12 @@ fn server_can_subscribe_to_a_publishing_client() {
     assert_eq!(req, RequestId(1));
     p.client.accept_subscribe(req, &cache_with(0..2)).unwrap();
     p.drive();
-    assert_eq!(p.groups(Side::Server, req), vec![1, 0]);
+    assert_eq!(p.groups(Side::Server, req), vec![1]);
+    p.client
+        .send_group(&track(), GroupId(2), payload(2))
+        .unwrap();
+    p.drive();
+    assert_eq!(p.groups(Side::Server, req), vec![2]);
 }
 
 #[test]
@@ -1052,16 +1058,107 @@ fn a_slow_subscriber_does_not_hold_back_another_session() {
     );
 }
 
-#[test]
-fn ascending_order_is_honoured() {
+/// A live subscription with `order` gets groups 1..=3 queued before any was written.
+fn waiting_groups_in(order: Option<GroupOrder>) -> Vec<u64> {
     let mut p = Pair::connected();
     let opts = SubscribeOptions {
-        filter: SubscriptionFilter::AbsoluteStart(Location::new(1, 0)),
-        group_order: Some(GroupOrder::Ascending),
+        filter: SubscriptionFilter::NextGroupStart,
+        group_order: order,
         ..Default::default()
     };
-    let req = p.subscribe_with(opts, &cache_with(0..4));
-    assert_eq!(p.groups(Side::Client, req), vec![1, 2, 3]);
+    let req = p.subscribe_with(opts, &cache_with(0..1));
+    p.events(Side::Client);
+    p.queue_groups(1..4);
+    p.drive();
+    p.groups(Side::Client, req)
+}
+
+#[test]
+fn waiting_groups_go_out_ascending_unless_descending_was_asked() {
+    assert_eq!(waiting_groups_in(None), vec![1, 2, 3], "publisher default");
+    assert_eq!(
+        waiting_groups_in(Some(GroupOrder::Ascending)),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        waiting_groups_in(Some(GroupOrder::Descending)),
+        vec![3, 2, 1],
+        "an explicit descending request is honoured"
+    );
+}
+
+#[test]
+fn a_subscription_gets_at_most_the_current_group_from_the_cache_whatever_its_filter() {
+    let mut p = Pair::connected();
+    let cache = cache_with(0..6);
+    // Unfiltered (AbsoluteStart {0,0}): the current group only; earlier ones by FETCH.
+    let all = p.subscribe(
+        SubscriptionFilter::AbsoluteStart(Location::default()),
+        &cache,
+    );
+    assert_eq!(p.groups(Side::Client, all), vec![5]);
+    let f = p.request_fetch(0, 4);
+    p.serve_fetch(f, &cache);
+    assert_eq!(p.groups(Side::Client, f), vec![0, 1, 2, 3, 4]);
+    // Asking explicitly for descending order does not bring older groups either.
+    let desc = p.subscribe_with(
+        SubscribeOptions {
+            filter: SubscriptionFilter::AbsoluteStart(Location::new(1, 0)),
+            group_order: Some(GroupOrder::Descending),
+            ..Default::default()
+        },
+        &cache,
+    );
+    assert_eq!(p.groups(Side::Client, desc), vec![5]);
+    // A start after the current group: nothing yet.
+    let later = p.subscribe(
+        SubscriptionFilter::AbsoluteStart(Location::new(7, 0)),
+        &cache,
+    );
+    assert!(p.groups(Side::Client, later).is_empty());
+    // A range wholly before the current group: nothing to deliver, PUBLISH_DONE at once.
+    let past = p.subscribe(
+        SubscriptionFilter::AbsoluteRange(Location::new(1, 0), GroupId(3)),
+        &cache,
+    );
+    let ev = p.events(Side::Client);
+    assert!(groups_of(&ev, past).is_empty());
+    assert!(ev.contains(&Event::SubscriptionDone {
+        request: past,
+        status: publish_done::SUBSCRIPTION_ENDED,
+        reason: "end of range".into()
+    }));
+    assert_eq!(p.publish_done_stream_count(), Some(0));
+}
+
+#[test]
+fn a_group_older_than_one_already_queued_opens_no_stream() {
+    let mut p = Pair::connected();
+    let sub = p.subscribe(
+        SubscriptionFilter::AbsoluteStart(Location::default()),
+        &cache_with(0..6),
+    );
+    assert_eq!(p.groups(Side::Client, sub), vec![5]);
+    // The application hands over the group the backlog already sent (it was cached before the
+    // SUBSCRIBE was answered), then an older one, then a new one.
+    p.send_groups([5, 4]);
+    assert!(p.groups(Side::Client, sub).is_empty());
+    p.send_groups([6]);
+    assert_eq!(p.groups(Side::Client, sub), vec![6]);
+    // Out of order while both still wait: the older one is skipped, not queued behind.
+    p.queue_groups([8, 7]);
+    p.drive();
+    assert_eq!(p.groups(Side::Client, sub), vec![8]);
+    p.server.end_track(&track()).unwrap();
+    p.drive();
+    assert!(matches!(
+        p.events(Side::Client).last(),
+        Some(Event::SubscriptionDone {
+            status: publish_done::TRACK_ENDED,
+            ..
+        })
+    ));
+    assert_eq!(p.publish_done_stream_count(), Some(3), "groups 5, 6 and 8");
 }
 
 #[test]
