@@ -47,7 +47,7 @@ pub(super) struct OrderKey {
     pub subscriber_priority: u8,
     /// The publisher's priority (lower is more urgent).
     pub publisher_priority: u8,
-    /// Position by group: newest first for live subscriptions unless ascending was asked.
+    /// Position by group: oldest first, unless the subscriber asked for descending order.
     pub group_rank: u64,
 }
 

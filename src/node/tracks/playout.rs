@@ -4,8 +4,9 @@
 //! A session's first SUBSCRIBE starts a playout at the filter's start (group 0 unless an
 //! absolute filter says otherwise): that group at once, then one group per interval, and
 //! PUBLISH_DONE one interval after the last group (some subscribers close the track at
-//! PUBLISH_DONE even while its last streams are still arriving). Later SUBSCRIBEs of that session
-//! are answered from what its playout already played.
+//! PUBLISH_DONE even while its last streams are still arriving). A later SUBSCRIBE of that session
+//! is answered from what its playout already played (the session gives it the newest played
+//! group at most, then the rest as they play).
 //!
 //! Sessions share playouts: a first SUBSCRIBE that asks for the start of a playout begun less
 //! than one interval earlier joins it (it gets the start group at once, as with a playout of its
