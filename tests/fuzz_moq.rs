@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ec_node::moq::cache::TrackCache;
 use ec_node::moq::session::{
-    Config, Event, JoiningStart, Output, Role, Session, StreamId, SubscribeOptions,
+    Config, Event, JoiningStart, Output, QuicStreamId, Role, Session, SubscribeOptions,
 };
 use ec_node::moq::track::{BroadcastTrack, TrackKind};
 use ec_node::moq::wire::{
@@ -68,9 +68,9 @@ fn assert_draft_code(e: &MoqError, input: &[u8]) {
 fn session_control(data: &[u8]) {
     let now = Instant::now();
     let mut s = Session::new(Role::Server, V, Config::default(), now);
-    s.handle_stream_data(now, StreamId::CONTROL, &SETUP, false)
+    s.handle_stream_data(now, QuicStreamId::CONTROL, &SETUP, false)
         .unwrap();
-    if let Err(e) = s.handle_stream_data(now, StreamId::CONTROL, data, false) {
+    if let Err(e) = s.handle_stream_data(now, QuicStreamId::CONTROL, data, false) {
         assert_draft_code(&e, data);
     }
     while s.poll_output().is_some() {}
@@ -84,12 +84,12 @@ fn session_stream(data: &[u8]) {
     // SERVER_SETUP with MAX_REQUEST_ID 100.
     s.handle_stream_data(
         now,
-        StreamId::CONTROL,
+        QuicStreamId::CONTROL,
         &[0x21, 0x00, 0x04, 0x01, 0x02, 0x40, 0x64],
         false,
     )
     .unwrap();
-    if let Err(e) = s.handle_stream_data(now, StreamId(3), data, true) {
+    if let Err(e) = s.handle_stream_data(now, QuicStreamId(3), data, true) {
         assert_draft_code(&e, data);
     }
     if let Err(e) = s.handle_datagram(data) {
@@ -173,7 +173,7 @@ fn moq_stream_corpus_decodes_and_mutations_never_panic() {
 }
 
 /// One write from the server to the client.
-type Write = (StreamId, Vec<u8>, bool);
+type Write = (QuicStreamId, Vec<u8>, bool);
 
 /// Moves every write of `from` into `to`; returns them.
 fn pump(now: Instant, from: &mut Session, to: &mut Session) -> Vec<Write> {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use ec_node::moq::session::{Config, Role, Session, StreamId};
+use ec_node::moq::session::{Config, Role, Session, QuicStreamId};
 use ec_node::moq::wire::{decode_control_stream, Version};
 use libfuzzer_sys::fuzz_target;
 
@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let now = Instant::now();
     let mut s = Session::new(Role::Server, Version::Draft16, Config::default(), now);
-    if s.handle_stream_data(now, StreamId::CONTROL, &SETUP, false).is_ok() {
-        if let Err(e) = s.handle_stream_data(now, StreamId::CONTROL, data, false) {
+    if s.handle_stream_data(now, QuicStreamId::CONTROL, &SETUP, false).is_ok() {
+        if let Err(e) = s.handle_stream_data(now, QuicStreamId::CONTROL, data, false) {
             assert!(e.session_code().is_some());
         }
     }

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 
 use crate::crypto::{NodeId, NodeKey};
-use crate::moq::session::{Config as SessionConfig, Event, Output, Role, Session, StreamId};
+use crate::moq::session::{Config as SessionConfig, Event, Output, QuicStreamId, Role, Session};
 use crate::moq::wire::Version;
 use crate::moq::{MoqError, SessionCode};
 use crate::net::addr::Target;
@@ -1044,7 +1044,7 @@ impl Conn {
                     Ok((n, fin)) => {
                         // A peer error closes the session; its outputs say how.
                         if session
-                            .handle_stream_data(now, StreamId(s), &buf[..n], fin)
+                            .handle_stream_data(now, QuicStreamId(s), &buf[..n], fin)
                             .is_err()
                         {
                             return;
@@ -1054,7 +1054,7 @@ impl Conn {
                         }
                     }
                     Err(quiche::Error::StreamReset(code)) => {
-                        let _ = session.handle_stream_reset(StreamId(s), code);
+                        let _ = session.handle_stream_reset(QuicStreamId(s), code);
                         break;
                     }
                     Err(_) => break,
@@ -1079,7 +1079,7 @@ impl Conn {
     fn stopped(&mut self, s: u64, code: u64) {
         self.forget_stream(s);
         if let Some(session) = self.session.as_mut() {
-            let _ = session.handle_stop_sending(StreamId(s), code);
+            let _ = session.handle_stop_sending(QuicStreamId(s), code);
         }
     }
 
@@ -1177,7 +1177,7 @@ impl Conn {
                     Err(quiche::Error::Done) => None,
                     Err(quiche::Error::StreamStopped(code)) => {
                         self.open.remove(&s);
-                        let _ = session.handle_stop_sending(StreamId(s), code);
+                        let _ = session.handle_stop_sending(QuicStreamId(s), code);
                         continue;
                     }
                     Err(e) => {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::moq::error::{request_error, MoqError, SessionCode};
 use crate::moq::session::send::{Chunk, OrderKey, Owner, SendStream};
 use crate::moq::session::{
-    DoneReceived, Event, OurSubscription, Pending, Phase, Priority, Role, Session, StreamId,
+    DoneReceived, Event, OurSubscription, Pending, Phase, Priority, QuicStreamId, Role, Session,
 };
 use crate::moq::types::{GroupId, RequestId, MAX_VARINT};
 use crate::moq::wire::{
@@ -331,7 +331,7 @@ impl Session {
     /// SUBSCRIBE_NAMESPACE on its own stream. We answer NOT_SUPPORTED and FIN.
     pub(super) fn on_request_stream_bytes(
         &mut self,
-        stream: StreamId,
+        stream: QuicStreamId,
         data: &[u8],
         fin: bool,
     ) -> Result<(), MoqError> {

@@ -8,7 +8,7 @@
 //!
 //! # Drive loop
 //!
-//! The endpoint owns the QUIC connection and maps [`StreamId`]s (RFC 9000 numbering; the core
+//! The endpoint owns the QUIC connection and maps [`QuicStreamId`]s (RFC 9000 numbering; the core
 //! picks the ids of the streams it opens, in order) to QUIC streams:
 //!
 //! 1. Create the session with [`Session::new`] once the handshake negotiated ALPN `moqt-16`
@@ -121,11 +121,11 @@ pub enum Role {
 
 /// A QUIC stream, numbered as in RFC 9000 (low bits: initiator and direction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct StreamId(pub u64);
+pub struct QuicStreamId(pub u64);
 
-impl StreamId {
+impl QuicStreamId {
     /// The control stream: the client's first bidirectional stream.
-    pub const CONTROL: StreamId = StreamId(0);
+    pub const CONTROL: QuicStreamId = QuicStreamId(0);
 
     fn is_bidi(self) -> bool {
         self.0 & 0x2 == 0
@@ -154,7 +154,7 @@ pub struct Priority {
 #[must_use]
 pub struct StreamWrite {
     /// The stream; a unidirectional stream the endpoint has not seen before must be opened.
-    pub stream: StreamId,
+    pub stream: QuicStreamId,
     /// The bytes, at most the capacity passed to `poll_write`.
     pub data: Vec<u8>,
     /// Whether to send FIN after the bytes.
@@ -395,14 +395,14 @@ pub enum Output {
     /// Reset our sending side of a stream with this code.
     ResetStream {
         /// The stream.
-        stream: StreamId,
+        stream: QuicStreamId,
         /// The reset code.
         code: u64,
     },
     /// Ask the peer to stop sending on a stream.
     StopSending {
         /// The stream.
-        stream: StreamId,
+        stream: QuicStreamId,
         /// The code.
         code: u64,
     },
@@ -581,12 +581,12 @@ impl Session {
     pub fn handle_stream_data(
         &mut self,
         now: Instant,
-        stream: StreamId,
+        stream: QuicStreamId,
         data: &[u8],
         fin: bool,
     ) -> Result<(), MoqError> {
         self.check_open()?;
-        let res = if stream == StreamId::CONTROL {
+        let res = if stream == QuicStreamId::CONTROL {
             self.on_control_bytes(now, data, fin)
         } else if stream.is_bidi() {
             self.on_request_stream_bytes(stream, data, fin)
@@ -601,9 +601,9 @@ impl Session {
     }
 
     /// The peer reset its sending side of a stream.
-    pub fn handle_stream_reset(&mut self, stream: StreamId, code: u64) -> Result<(), MoqError> {
+    pub fn handle_stream_reset(&mut self, stream: QuicStreamId, code: u64) -> Result<(), MoqError> {
         self.check_open()?;
-        if stream == StreamId::CONTROL {
+        if stream == QuicStreamId::CONTROL {
             return self.fail_on_peer_error(Err(MoqError::violation("control stream reset")));
         }
         self.on_data_stream_reset(stream, code);
@@ -611,9 +611,9 @@ impl Session {
     }
 
     /// The peer asked us to stop sending on a stream.
-    pub fn handle_stop_sending(&mut self, stream: StreamId, code: u64) -> Result<(), MoqError> {
+    pub fn handle_stop_sending(&mut self, stream: QuicStreamId, code: u64) -> Result<(), MoqError> {
         self.check_open()?;
-        if stream == StreamId::CONTROL {
+        if stream == QuicStreamId::CONTROL {
             return self.fail_on_peer_error(Err(MoqError::violation(
                 "STOP_SENDING on the control stream",
             )));
@@ -714,7 +714,7 @@ impl Session {
             let n = max.min(self.control_out.len());
             let data: Vec<u8> = self.control_out.drain(..n).collect();
             return Some(StreamWrite {
-                stream: StreamId::CONTROL,
+                stream: QuicStreamId::CONTROL,
                 data,
                 fin: false,
                 priority: Priority {

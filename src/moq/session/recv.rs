@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::moq::error::{reset, MoqError};
-use crate::moq::session::{Event, Output, Session, StreamId};
+use crate::moq::session::{Event, Output, QuicStreamId, Session};
 use crate::moq::types::{RequestId, TrackAlias};
 use crate::moq::wire::{decode_datagram, DataItem, DataStreamReader};
 
@@ -38,13 +38,13 @@ struct RecvStream {
 /// Every incoming data stream of a session.
 #[derive(Default)]
 pub(super) struct RecvStreams {
-    streams: HashMap<StreamId, RecvStream>,
+    streams: HashMap<QuicStreamId, RecvStream>,
     /// Streams we asked the peer to stop; their remaining bytes are dropped.
-    ignored: HashSet<StreamId>,
+    ignored: HashSet<QuicStreamId>,
     pub(super) early_bytes: usize,
     /// Peer-opened request streams: bytes until their one message is complete.
-    requests: HashMap<StreamId, Vec<u8>>,
-    answered: HashSet<StreamId>,
+    requests: HashMap<QuicStreamId, Vec<u8>>,
+    answered: HashSet<QuicStreamId>,
 }
 
 impl RecvStreams {
@@ -56,8 +56,8 @@ impl RecvStreams {
     }
 
     /// Early streams past their deadline, removed and ignored from now on.
-    pub(super) fn expire(&mut self, now: Instant) -> Vec<StreamId> {
-        let expired: Vec<StreamId> = self
+    pub(super) fn expire(&mut self, now: Instant) -> Vec<QuicStreamId> {
+        let expired: Vec<QuicStreamId> = self
             .streams
             .iter()
             .filter(|(_, s)| matches!(s.target, Target::Early(_, d) if d <= now))
@@ -81,8 +81,8 @@ impl RecvStreams {
     }
 
     /// Open streams feeding one of our subscriptions or fetches.
-    fn streams_of(&self, request: RequestId) -> Vec<StreamId> {
-        let mut ids: Vec<StreamId> = self
+    fn streams_of(&self, request: RequestId) -> Vec<QuicStreamId> {
+        let mut ids: Vec<QuicStreamId> = self
             .streams
             .iter()
             .filter(|(_, s)| matches!(s.target, Target::Subscription(r) | Target::Fetch(r) if r == request))
@@ -92,7 +92,7 @@ impl RecvStreams {
         ids
     }
 
-    fn ignore(&mut self, id: StreamId) {
+    fn ignore(&mut self, id: QuicStreamId) {
         if let Some(s) = self.streams.remove(&id) {
             if matches!(s.target, Target::Early(..)) {
                 self.early_bytes -= s.buf.len();
@@ -102,7 +102,7 @@ impl RecvStreams {
     }
 
     /// The buffer of a peer request stream, or `None` once it has been answered.
-    pub(super) fn request_stream(&mut self, id: StreamId) -> Option<&mut Vec<u8>> {
+    pub(super) fn request_stream(&mut self, id: QuicStreamId) -> Option<&mut Vec<u8>> {
         if self.answered.contains(&id) {
             return None;
         }
@@ -110,13 +110,13 @@ impl RecvStreams {
     }
 
     /// Forgets a request stream the peer closed.
-    pub(super) fn forget_request_stream(&mut self, id: StreamId) {
+    pub(super) fn forget_request_stream(&mut self, id: QuicStreamId) {
         self.requests.remove(&id);
         self.answered.remove(&id);
     }
 
     /// Marks a request stream answered; later bytes on it are dropped.
-    pub(super) fn answered(&mut self, id: StreamId) {
+    pub(super) fn answered(&mut self, id: QuicStreamId) {
         self.requests.remove(&id);
         self.answered.insert(id);
     }
@@ -130,7 +130,7 @@ impl Session {
         }
     }
 
-    pub(super) fn stop_sending(&mut self, stream: StreamId) {
+    pub(super) fn stop_sending(&mut self, stream: QuicStreamId) {
         self.recvs.ignore(stream);
         self.outputs.push_back(Output::StopSending {
             stream,
@@ -141,7 +141,7 @@ impl Session {
     pub(super) fn on_data_stream_bytes(
         &mut self,
         now: Instant,
-        stream: StreamId,
+        stream: QuicStreamId,
         data: &[u8],
         fin: bool,
     ) -> Result<(), MoqError> {
@@ -180,7 +180,7 @@ impl Session {
     }
 
     /// Decodes every complete item of a stream and handles its end.
-    fn process_stream(&mut self, now: Instant, stream: StreamId) -> Result<(), MoqError> {
+    fn process_stream(&mut self, now: Instant, stream: QuicStreamId) -> Result<(), MoqError> {
         let mut used_total = 0;
         loop {
             let Some(s) = self.recvs.streams.get_mut(&stream) else {
@@ -256,7 +256,7 @@ impl Session {
         Ok(())
     }
 
-    fn set_target(&mut self, stream: StreamId, target: Target) {
+    fn set_target(&mut self, stream: QuicStreamId, target: Target) {
         if let Some(s) = self.recvs.streams.get_mut(&stream) {
             s.target = target;
         }
@@ -285,7 +285,7 @@ impl Session {
         }
     }
 
-    pub(super) fn on_data_stream_reset(&mut self, stream: StreamId, code: u64) {
+    pub(super) fn on_data_stream_reset(&mut self, stream: QuicStreamId, code: u64) {
         self.recvs.ignored.remove(&stream);
         self.recvs.forget_request_stream(stream);
         if let Some(s) = self.recvs.streams.remove(&stream) {
@@ -303,7 +303,7 @@ impl Session {
         alias: TrackAlias,
         request: RequestId,
     ) -> Result<(), MoqError> {
-        let held: Vec<StreamId> = self
+        let held: Vec<QuicStreamId> = self
             .recvs
             .streams
             .iter()

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::moq::session::{Priority, Role, StreamId, StreamWrite};
+use crate::moq::session::{Priority, QuicStreamId, Role, StreamWrite};
 use crate::moq::types::{GroupId, RequestId};
 
 /// A piece of stream data: framing we built, or a payload shared with the cache.
@@ -53,7 +53,7 @@ pub(super) struct OrderKey {
 
 /// One outgoing stream.
 pub(super) struct SendStream {
-    id: Option<StreamId>,
+    id: Option<QuicStreamId>,
     chunks: VecDeque<Chunk>,
     offset: usize,
     queued: usize,
@@ -67,7 +67,7 @@ pub(super) struct SendStream {
 impl SendStream {
     /// A stream that will carry `chunks` then FIN. `id` is set for replies on peer streams.
     pub(super) fn new(
-        id: Option<StreamId>,
+        id: Option<QuicStreamId>,
         owner: Owner,
         group: GroupId,
         key: OrderKey,
@@ -126,12 +126,12 @@ impl SendQueues {
     }
 
     /// RFC 9000 id of our `n`th unidirectional stream (client 2, 6...; server 3, 7...).
-    fn uni_id(&self, n: u64) -> StreamId {
+    fn uni_id(&self, n: u64) -> QuicStreamId {
         let low = match self.role {
             Role::Client => 0x2,
             Role::Server => 0x3,
         };
-        StreamId(n * 4 + low)
+        QuicStreamId(n * 4 + low)
     }
 
     /// Hands up to `max` bytes of the most urgent stream to the endpoint.
@@ -187,7 +187,7 @@ impl SendQueues {
     }
 
     /// Removes a stream; returns its id if any byte of it already went out (so it must be reset).
-    pub(super) fn drop_stream(&mut self, seq: u64) -> Option<StreamId> {
+    pub(super) fn drop_stream(&mut self, seq: u64) -> Option<QuicStreamId> {
         self.streams.remove(&seq).and_then(|s| s.id)
     }
 
@@ -213,7 +213,7 @@ impl SendQueues {
     }
 
     /// The queue key and owner of the stream with this id.
-    pub(super) fn find(&self, id: StreamId) -> Option<(u64, Owner)> {
+    pub(super) fn find(&self, id: QuicStreamId) -> Option<(u64, Owner)> {
         self.streams
             .iter()
             .find(|(_, s)| s.id == Some(id))

@@ -15,9 +15,9 @@ use crate::moq::wire::{decode_control_stream, ControlMessage};
 /// Something crossing the connection.
 #[derive(Debug, Clone)]
 enum Wire {
-    Data(StreamId, Vec<u8>, bool),
-    Reset(StreamId, u64),
-    StopSending(StreamId, u64),
+    Data(QuicStreamId, Vec<u8>, bool),
+    Reset(QuicStreamId, u64),
+    StopSending(QuicStreamId, u64),
     Close(u64, String),
 }
 
@@ -152,7 +152,7 @@ impl Pair {
             wires.push(Wire::Data(w.stream, w.data, w.fin));
         }
         for w in &wires {
-            if let Wire::Data(StreamId::CONTROL, d, _) = w {
+            if let Wire::Data(QuicStreamId::CONTROL, d, _) = w {
                 match side {
                     Side::Client => self.client_control.extend_from_slice(d),
                     Side::Server => self.server_control.extend_from_slice(d),
@@ -357,7 +357,7 @@ impl Pair {
     fn control_in(&mut self, side: Side, bytes: &[u8]) -> Result<(), MoqError> {
         let now = self.now;
         self.session(side)
-            .handle_stream_data(now, StreamId::CONTROL, bytes, false)
+            .handle_stream_data(now, QuicStreamId::CONTROL, bytes, false)
     }
 
     /// `side` takes `msg` on its control stream and accepts it; returns what it wants to send
@@ -766,7 +766,7 @@ fn malformed_and_unexpected_control_messages_close_the_session() {
     let mut p = Pair::connected();
     assert!(p
         .client
-        .handle_stream_data(p.now, StreamId::CONTROL, &[], true)
+        .handle_stream_data(p.now, QuicStreamId::CONTROL, &[], true)
         .is_err());
     assert_eq!(p.closed_code(Side::Client), Some(3));
     // SUBSCRIBE_OK for nothing we asked.
@@ -807,7 +807,7 @@ fn data_stream_before_subscribe_ok_is_held_then_delivered() {
     let wires = p.transmit(Side::Server);
     let (control, data): (Vec<Wire>, Vec<Wire>) = wires
         .into_iter()
-        .partition(|w| matches!(w, Wire::Data(StreamId::CONTROL, ..)));
+        .partition(|w| matches!(w, Wire::Data(QuicStreamId::CONTROL, ..)));
     assert!(!data.is_empty());
     p.deliver(Side::Client, data);
     assert!(p.groups(Side::Client, req).is_empty());
@@ -824,7 +824,7 @@ fn held_data_streams_are_bounded_in_time_and_count() {
     // Two subgroup streams for alias 9, which no SUBSCRIBE_OK names.
     let stream = |id: u64| {
         Wire::Data(
-            StreamId(id),
+            QuicStreamId(id),
             vec![0x18, 0x09, 0x01, 0x80, 0x00, 0x01, b'x'],
             false,
         )
@@ -833,14 +833,14 @@ fn held_data_streams_are_bounded_in_time_and_count() {
     let out: Vec<Wire> = p.transmit(Side::Client);
     assert!(
         out.iter()
-            .any(|w| matches!(w, Wire::StopSending(StreamId(7), _))),
+            .any(|w| matches!(w, Wire::StopSending(QuicStreamId(7), _))),
         "the second is refused: {out:?}"
     );
     p.advance(Duration::from_secs(3));
     let out: Vec<Wire> = p.transmit(Side::Client);
     assert!(
         out.iter()
-            .any(|w| matches!(w, Wire::StopSending(StreamId(3), _))),
+            .any(|w| matches!(w, Wire::StopSending(QuicStreamId(3), _))),
         "the first expires: {out:?}"
     );
     assert_eq!(p.client.recvs.early_bytes, 0);
@@ -912,11 +912,11 @@ fn subscribe_namespace_on_its_own_stream_and_publish_are_not_supported() {
         params: MessageParams::default(),
     });
     p.server
-        .handle_stream_data(p.now, StreamId(4), &sn, false)
+        .handle_stream_data(p.now, QuicStreamId(4), &sn, false)
         .unwrap();
     let out = p.transmit(Side::Server);
     let reply = out.iter().find_map(|w| match w {
-        Wire::Data(StreamId(4), d, true) => {
+        Wire::Data(QuicStreamId(4), d, true) => {
             Some(decode_control_stream(Version::Draft16, d).unwrap())
         }
         _ => None,
@@ -1019,7 +1019,7 @@ fn truncated_data_stream_is_a_violation() {
     p.subscribe_live();
     // alias 0, group 5, then an object claiming 9 bytes but the stream ends after 1.
     let w = Wire::Data(
-        StreamId(3),
+        QuicStreamId(3),
         vec![0x18, 0x00, 0x05, 0x80, 0x00, 0x09, b'x'],
         true,
     );
@@ -1204,7 +1204,7 @@ fn fetch_cancel_resets_the_response_stream() {
     assert!(
         out.iter().any(|w| matches!(
             w,
-            Wire::Reset(StreamId(3), crate::moq::error::reset::CANCELLED)
+            Wire::Reset(QuicStreamId(3), crate::moq::error::reset::CANCELLED)
         )),
         "{out:?}"
     );
@@ -1313,7 +1313,7 @@ fn unsubscribe_stops_streams_in_flight() {
     let out = p.transmit(Side::Client);
     assert!(
         out.iter()
-            .any(|w| matches!(w, Wire::StopSending(StreamId(3), _))),
+            .any(|w| matches!(w, Wire::StopSending(QuicStreamId(3), _))),
         "{out:?}"
     );
     p.deliver(Side::Server, out);
