@@ -11,8 +11,8 @@ use ec_node::chunk::{Body, Chunk, Chunker, ChunkerConfig};
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::hdhr::client::{parse_discover, parse_lineup};
-use ec_node::hdhr::sim::server::parse_request_head;
 use ec_node::hdhr::sim::Route;
+use ec_node::http::parse_request_head;
 use ec_node::manifest::{Event, Manifest, Policy, Proof, Verifier};
 use ec_node::time::UnixMillis;
 

@@ -15,6 +15,7 @@ pub mod clip;
 pub mod crypto;
 pub mod hdhr;
 pub mod hls;
+pub mod http;
 pub mod manifest;
 pub mod moq;
 pub mod net;

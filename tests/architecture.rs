@@ -17,18 +17,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("clip", &[]),
     ("moq", &[]),
     ("ts", &["time"]),
+    ("http", &["stop"]),
     ("chunk", &["ts", "time"]),
     ("crypto", &["chunk"]),
     ("hls", &["chunk", "ts", "time"]),
     ("manifest", &["chunk", "crypto", "ts", "time"]),
-    ("hdhr", &["chunk", "clip", "stop", "ts", "time"]),
+    ("hdhr", &["chunk", "clip", "http", "stop", "ts", "time"]),
     ("capture", &["chunk", "clip", "hdhr", "stop", "ts", "time"]),
     ("net", &["crypto", "moq"]),
     (
         "node",
         &[
-            "capture", "chunk", "clip", "crypto", "hdhr", "hls", "manifest", "moq", "net", "stop",
-            "time", "ts",
+            "capture", "chunk", "clip", "crypto", "hdhr", "hls", "http", "manifest", "moq", "net",
+            "stop", "time", "ts",
         ],
     ),
 ];

@@ -1,30 +1,24 @@
-//! The simulator's HTTP edge: a minimal, synchronous HTTP/1.1 server over `std::net` that answers
-//! GET requests from the [`Simulator`] and paces each stream on the broadcast clock.
+//! The simulator's HTTP edge: answers GET requests from the [`Simulator`] over the node's
+//! shared HTTP/1.1 edge ([`crate::http`]) and paces each stream on the broadcast clock.
 //!
-//! It owns sockets, threads (one per connection, at most [`MAX_CONNECTIONS`]) and the clock; it
-//! never decides what a device would answer — routes, tuners, faults and documents are the
-//! simulator's, packets are the broadcast's. Every blocking call has a short timeout, so all loops
-//! notice the stop flag within about 100 ms. One request per connection (`Connection: close`).
+//! It owns the pacing of streams and the clock; it never decides what a device would answer —
+//! routes, tuners, faults and documents are the simulator's, packets are the broadcast's. At most
+//! [`MAX_CONNECTIONS`] connections are served at once; one request per connection.
 
 use super::{Route, Simulator, Tuned};
 use crate::hdhr::DeviceError;
+use crate::http::{self, BadRequest, Listener, SendError};
 use crate::stop::StopFlag;
 use crate::ts::packet::PACKET_SIZE;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+pub use crate::http::BindError;
 
 /// The most connections served at once; more get 503 with `803 System Busy`.
 pub const MAX_CONNECTIONS: usize = 32;
 /// The size of one `garbage-every` burst.
 pub const GARBAGE_BYTES: usize = 1000;
-/// The longest request head (request line and headers) accepted.
-pub const MAX_HEAD: usize = 8 * 1024;
-/// Timeout of every blocking socket call, and the accept loop's poll interval.
-const IO_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long a client may take to send its request head.
-const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a stream wakes up to send the packets that became due.
 const TICK: Duration = Duration::from_millis(10);
 /// Packets sent per write at most.
@@ -46,118 +40,41 @@ const GARBAGE: [u8; GARBAGE_BYTES] = {
     bytes
 };
 
-/// Why the server could not run. Every variant is the environment's fault.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum BindError {
-    /// The listening socket could not be bound (address in use, not local, no permission).
-    Bind(SocketAddr, std::io::Error),
-    /// The bound socket could not be set up.
-    Listener(std::io::Error),
-}
-
-impl std::fmt::Display for BindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BindError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
-            BindError::Listener(e) => write!(f, "cannot set up the listening socket: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for BindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BindError::Bind(_, e) | BindError::Listener(e) => Some(e),
-        }
-    }
-}
-
 /// A bound server. The broadcast clock of every channel starts when it is bound.
 pub struct Server {
-    listener: TcpListener,
-    addr: SocketAddr,
+    listener: Listener,
     epoch: Instant,
 }
 
 impl Server {
     /// Binds the listening socket (port 0 picks a free port; see [`Server::local_addr`]).
     pub fn bind(addr: SocketAddr) -> Result<Server, BindError> {
-        let listener = TcpListener::bind(addr).map_err(|e| BindError::Bind(addr, e))?;
-        let addr = listener.local_addr().map_err(BindError::Listener)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(BindError::Listener)?;
         Ok(Server {
-            listener,
-            addr,
+            listener: Listener::bind(addr)?,
             epoch: Instant::now(),
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.local_addr()
     }
 
     /// Serves until `stop` is set, then waits for every connection to finish (each notices the
     /// flag within about 100 ms).
     pub fn run(&self, sim: &Simulator, stop: &StopFlag) {
-        let active = AtomicUsize::new(0);
         let context = Context {
             sim,
-            addr: self.addr,
+            addr: self.local_addr(),
             epoch: self.epoch,
             stop,
         };
-        std::thread::scope(|scope| {
-            while !stop.is_set() {
-                let (conn, peer) = match self.listener.accept() {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        if e.kind() != ErrorKind::WouldBlock {
-                            log::warn!("accept failed: {e}");
-                        }
-                        std::thread::sleep(IO_TIMEOUT);
-                        continue;
-                    }
-                };
-                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    log::warn!("{peer}: refused, {MAX_CONNECTIONS} connections already open");
-                    if prepare(&conn, false) {
-                        device_error(conn, DeviceError::SYSTEM_BUSY);
-                    }
-                    continue;
-                }
-                let slot = Slot::take(&active);
-                let context = &context;
-                let spawned = std::thread::Builder::new()
-                    .name(format!("sim {peer}"))
-                    .spawn_scoped(scope, move || {
-                        let _slot = slot;
-                        context.serve(conn, peer);
-                    });
-                if let Err(e) = spawned {
-                    log::warn!("{peer}: cannot start a thread: {e}");
-                }
-            }
-        });
-    }
-}
-
-/// One of the [`MAX_CONNECTIONS`] connection slots, given back when dropped.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl<'a> Slot<'a> {
-    fn take(active: &'a AtomicUsize) -> Slot<'a> {
-        active.fetch_add(1, Ordering::Relaxed);
-        Slot(active)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.listener.run(
+            MAX_CONNECTIONS,
+            stop,
+            &|conn, peer| context.serve(conn, peer),
+            &|conn| device_error(conn, DeviceError::SYSTEM_BUSY),
+        );
     }
 }
 
@@ -167,17 +84,6 @@ struct Context<'a> {
     addr: SocketAddr,
     epoch: Instant,
     stop: &'a StopFlag,
-}
-
-/// Why a request head was not served.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BadRequest {
-    /// The client left, was too slow, or the server is stopping: nothing to answer.
-    Gone,
-    /// Malformed or too long: 400.
-    Malformed,
-    /// A method other than GET: 405.
-    Method,
 }
 
 /// How a stream ended.
@@ -190,17 +96,27 @@ enum End {
     SlowClient,
 }
 
+impl From<SendError> for End {
+    fn from(e: SendError) -> End {
+        match e {
+            SendError::Stopped => End::Stopped,
+            SendError::ClientLeft => End::ClientLeft,
+            SendError::SlowClient => End::SlowClient,
+        }
+    }
+}
+
 impl Context<'_> {
     fn serve(&self, mut conn: TcpStream, peer: SocketAddr) {
-        if !prepare(&conn, true) {
+        if !http::prepare(&conn, true) {
             return;
         }
-        let target = match read_head(&mut conn, self.stop) {
+        let target = match http::read_head(&mut conn, self.stop) {
             Ok(target) => target,
             Err(BadRequest::Gone) => return,
-            Err(BadRequest::Malformed) => return respond(conn, 400, &[], b"Bad Request\n"),
+            Err(BadRequest::Malformed) => return http::respond(conn, 400, &[], b"Bad Request\n"),
             Err(BadRequest::Method) => {
-                return respond(conn, 405, &[("Allow", "GET")], b"Method Not Allowed\n")
+                return http::respond(conn, 405, &[("Allow", "GET")], b"Method Not Allowed\n")
             }
         };
         log::debug!("{peer}: GET {target}");
@@ -208,15 +124,17 @@ impl Context<'_> {
         let local = conn.local_addr().unwrap_or(self.addr);
         let json = [("Content-Type", "application/json")];
         match Route::parse(&target) {
-            None => respond(conn, 400, &[], b"Bad Request\n"),
-            Some(Route::NotFound) => respond(conn, 404, &[], b"Not Found\n"),
+            None => http::respond(conn, 400, &[], b"Bad Request\n"),
+            Some(Route::NotFound) => http::respond(conn, 404, &[], b"Not Found\n"),
             Some(Route::Discover) => {
-                respond(conn, 200, &json, self.sim.discover_json(local).as_bytes())
+                http::respond(conn, 200, &json, self.sim.discover_json(local).as_bytes())
             }
             Some(Route::Lineup) => {
-                respond(conn, 200, &json, self.sim.lineup_json(local).as_bytes())
+                http::respond(conn, 200, &json, self.sim.lineup_json(local).as_bytes())
             }
-            Some(Route::Status) => respond(conn, 200, &json, self.sim.status_json().as_bytes()),
+            Some(Route::Status) => {
+                http::respond(conn, 200, &json, self.sim.status_json().as_bytes())
+            }
             Some(Route::Stream {
                 tuner,
                 channel,
@@ -241,11 +159,11 @@ impl Context<'_> {
         limit: Option<Duration>,
     ) {
         let (channel, faults, resource) = (tuned.channel(), tuned.faults(), tuned.resource());
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nServer: ec-node-tuner-sim\r\nContent-Type: video/mpeg\r\n\
-             Cache-Control: no-cache\r\nConnection: close\r\nX-HDHomeRun-Resource: {resource}\r\n\r\n"
-        );
-        if conn.write_all(head.as_bytes()).is_err() || conn.set_nonblocking(true).is_err() {
+        let headers = [
+            ("Content-Type", "video/mpeg"),
+            ("X-HDHomeRun-Resource", resource.as_str()),
+        ];
+        if !http::start_stream(&mut conn, &headers) {
             return;
         }
         log::info!(
@@ -288,11 +206,11 @@ impl Context<'_> {
                 }
             }
             if out.is_empty() {
-                if client_left(&mut conn) {
+                if http::client_left(&mut conn) {
                     break End::ClientLeft;
                 }
-            } else if let Err(end) = send(&mut conn, &out, self.stop) {
-                break end;
+            } else if let Err(e) = http::send(&mut conn, &out, self.stop, SLOW_CLIENT) {
+                break e.into();
             }
             out.clear();
             if !behind {
@@ -306,203 +224,20 @@ impl Context<'_> {
         );
         drop(tuned); // the tuner is free before the client sees the end
         match end {
-            End::Duration => close(conn),
-            End::CloseFault => {
-                let _ = conn.shutdown(Shutdown::Both);
-            }
+            End::Duration => http::close(conn),
+            End::CloseFault => http::abort(conn),
             End::Stopped | End::ClientLeft | End::SlowClient => {}
         }
     }
 }
 
-/// Puts an accepted socket in blocking mode with short timeouts; false if the socket is unusable.
-fn prepare(conn: &TcpStream, nodelay: bool) -> bool {
-    let ready = conn.set_nonblocking(false).is_ok()
-        && conn.set_read_timeout(Some(IO_TIMEOUT)).is_ok()
-        && conn.set_write_timeout(Some(IO_TIMEOUT)).is_ok();
-    if nodelay {
-        let _ = conn.set_nodelay(true);
-    }
-    ready
-}
-
-/// Reads the request head (at most [`MAX_HEAD`] bytes) and returns the request target.
-fn read_head(conn: &mut TcpStream, stop: &StopFlag) -> Result<String, BadRequest> {
-    let mut buf = [0u8; MAX_HEAD];
-    let mut len = 0usize;
-    let deadline = Instant::now() + HEAD_DEADLINE;
-    loop {
-        let scan_from = len.saturating_sub(3);
-        match conn.read(&mut buf[len..]) {
-            Ok(0) => return Err(BadRequest::Gone),
-            Ok(n) => len += n,
-            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Err(BadRequest::Gone),
-        }
-        if let Some(end) = buf[scan_from..len]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-        {
-            return parse_request_head(&buf[..scan_from + end]);
-        }
-        if len == MAX_HEAD {
-            return Err(BadRequest::Malformed);
-        }
-        if stop.is_set() || Instant::now() > deadline {
-            return Err(BadRequest::Gone);
-        }
-    }
-}
-
-/// Checks a request head (without its final blank line) and returns the GET target, a token of
-/// visible ASCII starting with `/`. Total on any bytes (fuzzed: target `sim_request`).
-pub fn parse_request_head(head: &[u8]) -> Result<String, BadRequest> {
-    let head = std::str::from_utf8(head).map_err(|_| BadRequest::Malformed)?;
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let [method, target, version] = request_line
-        .split(' ')
-        .collect::<Vec<_>>()
-        .try_into()
-        .map_err(|_| BadRequest::Malformed)?;
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-    if !token(method) || !token(target) || !target.starts_with('/') {
-        return Err(BadRequest::Malformed);
-    }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(BadRequest::Malformed);
-    }
-    for line in lines {
-        match line.split_once(':') {
-            Some((name, _)) if token(name) => {}
-            _ => return Err(BadRequest::Malformed),
-        }
-    }
-    if method != "GET" {
-        return Err(BadRequest::Method);
-    }
-    Ok(target.to_string())
-}
-
-/// Sends a whole response with a body, then closes.
-fn respond(mut conn: TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nServer: ec-node-tuner-sim\r\nConnection: close\r\n\
-         Content-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    if conn.write_all(head.as_bytes()).is_ok() && conn.write_all(body).is_ok() {
-        close(conn);
-    }
-}
-
 /// Answers with a device error: its HTTP status and `X-HDHomeRun-Error`.
-fn device_error(conn: TcpStream, error: DeviceError) {
+pub fn device_error(conn: TcpStream, error: DeviceError) {
     let value = error.header_value();
-    respond(
+    http::respond(
         conn,
         error.http_status(),
         &[("X-HDHomeRun-Error", &value)],
         format!("{value}\n").as_bytes(),
     );
-}
-
-/// Ends the response, then reads briefly what the client may still send, so the close is a FIN
-/// the client sees after all the data rather than a reset that could discard it.
-fn close(mut conn: TcpStream) {
-    let _ = conn.shutdown(Shutdown::Write);
-    let _ = conn.set_nonblocking(false);
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        match conn.read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
-}
-
-/// Writes all of `bytes` to a non-blocking socket, waiting for a slow client up to a limit.
-fn send(conn: &mut TcpStream, mut bytes: &[u8], stop: &StopFlag) -> Result<(), End> {
-    let mut stuck_since = None;
-    while !bytes.is_empty() {
-        match conn.write(bytes) {
-            Ok(0) => return Err(End::ClientLeft),
-            Ok(n) => {
-                bytes = &bytes[n..];
-                stuck_since = None;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if stop.is_set() {
-                    return Err(End::Stopped);
-                }
-                if stuck_since.get_or_insert_with(Instant::now).elapsed() > SLOW_CLIENT {
-                    return Err(End::SlowClient);
-                }
-                std::thread::sleep(TICK);
-            }
-            Err(_) => return Err(End::ClientLeft),
-        }
-    }
-    Ok(())
-}
-
-/// Whether the client closed its side (reads and discards anything it sent).
-fn client_left(conn: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 512];
-    match conn.read(&mut sink) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !(e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted),
-    }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_heads() {
-        let ok = |head: &str| parse_request_head(head.as_bytes());
-        assert_eq!(
-            ok("GET /auto/v5.1?duration=3 HTTP/1.1\r\nHost: x\r\nUser-Agent: t"),
-            Ok("/auto/v5.1?duration=3".into())
-        );
-        assert_eq!(ok("GET / HTTP/1.0"), Ok("/".into()));
-        assert_eq!(ok("POST / HTTP/1.1"), Err(BadRequest::Method));
-        assert_eq!(ok("HEAD / HTTP/1.1\r\nHost: x"), Err(BadRequest::Method));
-        for bad in [
-            "",
-            "GET",
-            "GET /",
-            "GET  / HTTP/1.1",
-            "GET x HTTP/1.1",
-            "GET / HTTP/2",
-            "GET / HTTP/1.1 extra",
-            "GET / HTTP/1.1\r\nno colon",
-            "GET / HTTP/1.1\r\n: empty name",
-            "POST / HTTP/1.1\r\nbad header",
-        ] {
-            assert_eq!(ok(bad), Err(BadRequest::Malformed), "{bad:?}");
-        }
-        assert_eq!(
-            parse_request_head(b"GET /\xff HTTP/1.1"),
-            Err(BadRequest::Malformed)
-        );
-    }
 }
