@@ -74,28 +74,21 @@ impl Source {
         };
         let (authority, guide) = rest.split_once('/').ok_or_else(|| bad("no guide number"))?;
         let guide = GuideNumber::parse(guide).ok_or_else(|| bad("bad guide number"))?;
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (address, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed [ in host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(port) => port.parse().map_err(|_| bad("bad port"))?,
-                None if after.is_empty() => hdhr::STREAM_PORT,
-                None => return Err(bad("bad host")),
-            };
-            (format!("[{address}]"), port)
-        } else {
-            match authority.split_once(':') {
-                Some((host, port)) => {
-                    (host.to_string(), port.parse().map_err(|_| bad("bad port"))?)
-                }
-                None => (authority.to_string(), hdhr::STREAM_PORT),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
+        let (host, port) = parse_authority(authority).map_err(|why| bad(why))?;
         Ok(Source::Hdhr { host, port, guide })
+    }
+
+    /// A device named `hdhr://HOST[:PORT]` (no channel): its host and port (default
+    /// [`hdhr::STREAM_PORT`]).
+    pub fn parse_device(arg: &str) -> Result<(String, u16), CaptureError> {
+        let bad = |why: &str| {
+            CaptureError::BadSource(format!("{arg}: {why} (expected hdhr://HOST[:PORT])"))
+        };
+        let authority = arg
+            .strip_prefix("hdhr://")
+            .ok_or_else(|| bad("not an hdhr:// address"))?;
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        parse_authority(authority).map_err(|why| bad(why))
     }
 
     /// Whether the source is live (unbounded unless a duration is given).
@@ -114,6 +107,28 @@ impl std::fmt::Display for Source {
             Source::Hdhr { host, port, guide } => write!(f, "hdhr://{host}:{port}/{guide}"),
         }
     }
+}
+
+/// `HOST[:PORT]` or `[V6]:PORT`, the port defaulting to [`hdhr::STREAM_PORT`].
+fn parse_authority(authority: &str) -> Result<(String, u16), &'static str> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (address, after) = v6.split_once(']').ok_or("unclosed [ in host")?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().map_err(|_| "bad port")?,
+            None if after.is_empty() => hdhr::STREAM_PORT,
+            None => return Err("bad host"),
+        };
+        (format!("[{address}]"), port)
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host.to_string(), port.parse().map_err(|_| "bad port")?),
+            None => (authority.to_string(), hdhr::STREAM_PORT),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host");
+    }
+    Ok((host, port))
 }
 
 /// How to capture.

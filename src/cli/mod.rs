@@ -19,6 +19,7 @@ mod moq_serve;
 mod moq_subscribe;
 mod peer;
 mod record;
+mod serve;
 mod summary;
 mod tuner_sim;
 
@@ -47,6 +48,7 @@ enum Command {
     MoqServe(moq_serve::Args),
     MoqSubscribe(moq_subscribe::Args),
     Record(record::Args),
+    Serve(serve::Args),
     TunerSim(tuner_sim::Args),
 }
 
@@ -130,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::MoqServe(args) => moq_serve::run(args),
         Command::MoqSubscribe(args) => moq_subscribe::run(args),
         Command::Record(args) => record::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::TunerSim(args) => tuner_sim::run(args),
     };
     match outcome {

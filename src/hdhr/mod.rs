@@ -6,6 +6,7 @@
 //! device's documents) and [`sim::server`].
 
 pub mod client;
+pub mod device;
 pub mod sim;
 
 /// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).
@@ -51,14 +52,20 @@ impl DeviceError {
         code: 807,
         text: "No Video Data",
     };
+    /// 809: too many playback connections (HTTP 503).
+    pub const PLAYBACK_CONNECTION_LIMIT: DeviceError = DeviceError {
+        code: 809,
+        text: "Playback Connection Limit",
+    };
 
-    const ALL: [DeviceError; 6] = [
+    const ALL: [DeviceError; 7] = [
         DeviceError::UNKNOWN_CHANNEL,
         DeviceError::SYSTEM_BUSY,
         DeviceError::TUNER_IN_USE,
         DeviceError::ALL_TUNERS_IN_USE,
         DeviceError::TUNE_FAILED,
         DeviceError::NO_VIDEO_DATA,
+        DeviceError::PLAYBACK_CONNECTION_LIMIT,
     ];
 
     /// The header value a device sends: `"805 All Tuners In Use"`.

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod folder;
 pub mod forward;
 pub mod ingest;
+pub mod lan;
 pub mod publish;
 pub mod record;
 pub mod subscribe;

@@ -8,7 +8,8 @@
 pub mod broadcast;
 pub mod server;
 
-use super::{auto_stream_url, DeviceError, GuideNumber};
+use super::device::{self, DeviceId, Identity, LineupEntry};
+use super::{DeviceError, GuideNumber};
 use crate::ts::psi::StreamType;
 use broadcast::Broadcast;
 use std::net::{IpAddr, SocketAddr};
@@ -330,49 +331,39 @@ impl Simulator {
 
     /// `discover.json` for a device reachable at `addr`.
     pub fn discover_json(&self, addr: SocketAddr) -> String {
-        let base = format!("http://{addr}");
-        serde_json::json!({
-            "FriendlyName": "ec-node tuner-sim",
-            "ModelNumber": MODEL_NUMBER,
-            "FirmwareName": "hdhomerun5_atsc",
-            "FirmwareVersion": "20250815",
-            "DeviceID": DEVICE_ID,
-            "DeviceAuth": "ecnodeSimulatedDeviceAuth0",
-            "BaseURL": base,
-            "LineupURL": format!("{base}/lineup.json"),
-            "TunerCount": self.config.tuners,
-        })
-        .to_string()
+        let identity = Identity {
+            id: DeviceId::parse(DEVICE_ID).expect("the simulator's device id is valid"),
+            friendly_name: "ec-node tuner-sim".into(),
+            model: MODEL_NUMBER.into(),
+            firmware_name: "hdhomerun5_atsc".into(),
+            firmware_version: "20250815".into(),
+            auth: "ecnodeSimulatedDeviceAuth0".into(),
+            tuners: u32::from(self.config.tuners),
+        };
+        device::discover_json(&identity, &format!("http://{addr}"))
     }
 
     /// `lineup.json` for a device reachable at `addr`: one entry per channel.
     pub fn lineup_json(&self, addr: SocketAddr) -> String {
-        let host = match addr.ip() {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        };
-        let entries: Vec<_> = self
+        let entries: Vec<LineupEntry> = self
             .channels()
             .iter()
-            .map(|channel| {
-                let mut entry = serde_json::json!({
-                    "GuideNumber": channel.guide.as_str(),
-                    "GuideName": channel.name,
-                    "URL": auto_stream_url(&host, addr.port(), &channel.guide, None),
-                });
-                let codecs = [
-                    ("VideoCodec", channel.broadcast.video()),
-                    ("AudioCodec", channel.broadcast.audio()),
-                ];
-                for (field, codec) in codecs {
-                    if let Some(name) = codec.and_then(codec_name) {
-                        entry[field] = name.into();
-                    }
-                }
-                entry
+            .map(|channel| LineupEntry {
+                guide: channel.guide.clone(),
+                name: channel.name.clone(),
+                video_codec: channel
+                    .broadcast
+                    .video()
+                    .and_then(codec_name)
+                    .map(Into::into),
+                audio_codec: channel
+                    .broadcast
+                    .audio()
+                    .and_then(codec_name)
+                    .map(Into::into),
             })
             .collect();
-        serde_json::Value::from(entries).to_string()
+        device::lineup_json(&entries, &format!("http://{addr}"))
     }
 
     /// `status.json`: one row per tuner, with the channel and client of the busy ones.
@@ -525,22 +516,8 @@ mod tests {
     }
 
     #[test]
-    fn the_device_id_carries_a_valid_checksum() {
-        // libhdhomerun: nibbles 7, 5, 3, 1 (from the top) go through this table, the rest are
-        // taken as they are, and all eight XOR to zero.
-        const TABLE: [u32; 16] = [
-            0xa, 0x5, 0xf, 0x6, 0x7, 0xc, 0x1, 0xb, 0x9, 0x2, 0x8, 0xd, 0x4, 0x3, 0xe, 0x0,
-        ];
-        let id = u32::from_str_radix(DEVICE_ID, 16).unwrap();
-        let checksum = (0..8).fold(0, |acc, i| {
-            let nibble = (id >> (28 - 4 * i)) & 0xf;
-            acc ^ if i % 2 == 0 {
-                TABLE[nibble as usize]
-            } else {
-                nibble
-            }
-        });
-        assert_eq!(checksum, 0);
+    fn the_device_id_carries_a_valid_check_digit() {
+        assert!(DeviceId::parse(DEVICE_ID).is_ok());
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl Upstream {
         let event = match ev {
             NetEvent::Connected { node, .. } => {
                 self.connected = true;
-                log::info!("connected to {} (node {node:?})", self.name);
+                log::debug!("connected to {} (node {node:?})", self.name);
                 return Ok(Some(Delivery::Connected(node)));
             }
             NetEvent::Disconnected { why, .. } => {

@@ -1,0 +1,120 @@
+//! `ec-node serve`: every channel of the pooled tuners over HTTP, as an HDHomeRun, an IPTV
+//! playlist and HLS, each channel read once for all viewers.
+//!
+//! Flags become a [`LanConfig`] (errors exit 2); [`ec_node::node::lan::serve`] runs until
+//! Ctrl-C; the address to open is printed once the listener is up.
+
+use super::peer::node_key;
+use super::{Exit, Failure};
+use argh::FromArgs;
+use ec_node::capture::Source;
+use ec_node::chunk::ChunkerConfig;
+use ec_node::hdhr::device::{DeviceId, Identity};
+use ec_node::node::lan::{serve, LanConfig, LanError, TunerDevice};
+use ec_node::stop::StopFlag;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Serve every channel over HTTP to the house: a drop-in HDHomeRun for Plex, Jellyfin, Emby and
+/// Channels DVR, an M3U playlist for VLC, and HLS; each channel is read once for all viewers.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+pub struct Args {
+    /// HTTP address (default 127.0.0.1:5004, this machine only; give a LAN address or
+    /// 0.0.0.0:5004 to serve the house)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 5004))")]
+    listen: SocketAddr,
+    /// an HDHomeRun whose channels and tuners are pooled: hdhr://HOST[:PORT] (repeatable;
+    /// default: the built-in broadcast on an in-process simulator)
+    #[argh(option)]
+    tuner: Vec<String>,
+    /// milliseconds a channel stays open after its last viewer left (default 2000)
+    #[argh(option, default = "2000")]
+    release_ms: u64,
+    /// the most continuous-stream viewers at once (default 64)
+    #[argh(option, default = "64")]
+    max_viewers: usize,
+    /// HDHomeRun device id: 8 hex digits with a valid check digit (default: derived from the
+    /// node key, else from the friendly name)
+    #[argh(option)]
+    device_id: Option<String>,
+    /// the name media servers show (default "ec-node")
+    #[argh(option, default = "String::from(\"ec-node\")")]
+    friendly_name: String,
+    /// node key file whose id the device id is derived from
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// chunk duration D in milliseconds: the unit viewers join at and HLS segments (default 2000)
+    #[argh(option, default = "2000")]
+    chunk_ms: u32,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<(), Failure> {
+    super::check_chunk_ms(args.chunk_ms)?;
+    if args.max_viewers == 0 {
+        return Err(Failure::usage("--max-viewers must be at least 1"));
+    }
+    let tuners = args
+        .tuner
+        .iter()
+        .map(|t| {
+            Source::parse_device(t)
+                .map(|(host, port)| TunerDevice { host, port })
+                .map_err(|e| Failure::usage(format!("--tuner: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let id = match (&args.device_id, &args.key) {
+        (Some(text), _) => {
+            DeviceId::parse(text).map_err(|e| Failure::usage(format!("--device-id: {e}")))?
+        }
+        (None, Some(path)) => {
+            DeviceId::derive(node_key(Some(path))?.node_id().to_string().as_bytes())
+        }
+        (None, None) => DeviceId::derive(args.friendly_name.as_bytes()),
+    };
+    let config = LanConfig {
+        listen: args.listen,
+        tuners,
+        identity: Identity {
+            id,
+            friendly_name: args.friendly_name.clone(),
+            model: "HDHR5-4US".into(),
+            firmware_name: "hdhomerun5_atsc".into(),
+            firmware_version: "20250815".into(),
+            auth: format!("ecnode{id}"),
+            tuners: 0,
+        },
+        chunker: ChunkerConfig {
+            chunk_ms: args.chunk_ms,
+            ..ChunkerConfig::default()
+        },
+        release: Duration::from_millis(args.release_ms),
+        max_viewers: args.max_viewers,
+    };
+    let stop = StopFlag::on_signals()
+        .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    let outcome = serve(config, &stop, &mut |ready| {
+        eprintln!(
+            "serve: {} channels from {} on {} tuners; open http://{}/ (device {id})",
+            ready.channels,
+            ready.sources.join(", "),
+            ready.tuners,
+            ready.addr
+        );
+        if ready.addr.ip().is_loopback() {
+            eprintln!(
+                "serve: listening on this machine only; --listen 0.0.0.0:5004 serves the LAN"
+            );
+        }
+    });
+    match outcome {
+        Ok(()) => Ok(()),
+        // As the tuner simulator: an address that cannot be listened on is a connection failure.
+        Err(e @ (LanError::Bind(_) | LanError::Device(..))) => {
+            Err(Failure::new(Exit::Connect, e.to_string()))
+        }
+        Err(e) => Err(Failure::other(e.to_string())),
+    }
+}

@@ -1,0 +1,215 @@
+//! Serving the house (`ec-node serve`): every channel of the pooled tuners over HTTP — as an
+//! HDHomeRun for Plex, Jellyfin, Emby and Channels DVR, as an IPTV playlist for VLC, and as HLS
+//! for any player — each channel read **once** however many screens watch it.
+//!
+//! ```text
+//!  HTTP listener ─► one thread per connection (at most MAX_CONNECTIONS): Site
+//!                      │ watch / playlist / segment / status
+//!                      ▼
+//!                    Hub ─► per open channel: a read thread (ingest: capture → chunk) that puts
+//!                      │    each chunk in the channel's HLS window and every viewer's bounded queue
+//!                      └─► reaper thread: closes a channel `release` after its last viewer left
+//! ```
+//!
+//! This module only wires the sources, the hub and the listener; what is answered is the
+//! site's, who reads what is the hub's.
+
+pub mod hub;
+pub mod site;
+
+use crate::capture::{CaptureOptions, Source};
+use crate::chunk::ChunkerConfig;
+use crate::hdhr::client::{self, ClientError};
+use crate::hdhr::device::{Identity, LineupEntry};
+use crate::hdhr::GuideNumber;
+use crate::http::{BindError, Listener};
+use crate::node::tuner::LocalTuner;
+use crate::stop::StopFlag;
+use hub::{ChannelSpec, Hub, HubConfig, Upstream};
+use site::Site;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The most HTTP connections served at once (viewers, HLS clients, half-open sockets).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// A pooled HDHomeRun device (`--tuner hdhr://HOST[:PORT]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunerDevice {
+    /// Its host.
+    pub host: String,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+/// What `serve` serves and how.
+pub struct LanConfig {
+    /// The HTTP address.
+    pub listen: SocketAddr,
+    /// The pooled devices; none: the built-in broadcast on an in-process simulator.
+    pub tuners: Vec<TunerDevice>,
+    /// Who the node says it is (its tuner count is the pool's).
+    pub identity: Identity,
+    /// The chunk grid: the unit viewers join and skip by, and the HLS segment.
+    pub chunker: ChunkerConfig,
+    /// How long a channel stays open after its last viewer left.
+    pub release: Duration,
+    /// The most `/auto/` viewers at once.
+    pub max_viewers: usize,
+}
+
+/// What is up once `serve` listens, for the caller to tell the user.
+pub struct LanReady {
+    /// The address the HTTP server listens on.
+    pub addr: SocketAddr,
+    /// Channels in the lineup.
+    pub channels: usize,
+    /// Tuners pooled.
+    pub tuners: u32,
+    /// Where the channels come from.
+    pub sources: Vec<String>,
+}
+
+/// Why `serve` could not run.
+#[derive(Debug)]
+pub enum LanError {
+    /// The HTTP address could not be bound.
+    Bind(BindError),
+    /// The built-in simulator did not start.
+    Builtin(BindError),
+    /// A device could not be asked for its lineup.
+    Device(String, ClientError),
+    /// No device carried a channel.
+    NoChannels,
+    /// A thread could not be started.
+    Start(std::io::Error),
+}
+
+impl std::fmt::Display for LanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LanError::Bind(e) => e.fmt(f),
+            LanError::Builtin(e) => write!(f, "the built-in broadcast did not start: {e}"),
+            LanError::Device(device, e) => write!(f, "tuner {device}: {e}"),
+            LanError::NoChannels => write!(f, "no channel to serve: the tuners' lineups are empty"),
+            LanError::Start(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LanError::Bind(e) | LanError::Builtin(e) => Some(e),
+            LanError::Device(_, e) => Some(e),
+            LanError::Start(e) => Some(e),
+            LanError::NoChannels => None,
+        }
+    }
+}
+
+/// Serves until `stop`; `ready` is told where once the listener is up.
+pub fn serve(
+    config: LanConfig,
+    stop: &StopFlag,
+    ready: &mut dyn FnMut(&LanReady),
+) -> Result<(), LanError> {
+    // With no device, the built-in broadcast; it lives as long as the run.
+    let builtin = match config.tuners.is_empty() {
+        true => Some(LocalTuner::start().map_err(LanError::Builtin)?),
+        false => None,
+    };
+    let devices = match &builtin {
+        Some(tuner) => vec![TunerDevice {
+            host: tuner.addr().ip().to_string(),
+            port: tuner.addr().port(),
+        }],
+        None => config.tuners.clone(),
+    };
+    let (channels, tuners) = lineup(&devices)?;
+    let listener = Listener::bind(config.listen).map_err(LanError::Bind)?;
+    let hub_config = HubConfig {
+        chunker: config.chunker,
+        capture: CaptureOptions {
+            realtime: true,
+            ..CaptureOptions::default()
+        },
+        release: config.release,
+        max_viewers: config.max_viewers,
+        target_duration: crate::hls::target_duration(&config.chunker),
+    };
+    let (hub, reaper) = Hub::start(channels, tuners, hub_config, stop).map_err(LanError::Start)?;
+    ready(&LanReady {
+        addr: listener.local_addr(),
+        channels: hub.lineup().len(),
+        tuners: hub.tuner_count(),
+        sources: match builtin {
+            Some(_) => vec!["the built-in broadcast".into()],
+            None => devices
+                .iter()
+                .map(|d| format!("hdhr://{}:{}", d.host, d.port))
+                .collect(),
+        },
+    });
+    let site = Site::new(hub, config.identity, stop);
+    listener.run(
+        MAX_CONNECTIONS,
+        stop,
+        &|conn, peer| site.serve(conn, peer),
+        &|conn| {
+            let error = crate::hdhr::DeviceError::SYSTEM_BUSY;
+            let value = error.header_value();
+            crate::http::respond(conn, 503, &[("X-HDHomeRun-Error", &value)], b"busy\n")
+        },
+    );
+    let _ = reaper.join();
+    drop(builtin);
+    Ok(())
+}
+
+/// The pooled lineup: every channel of every device (a channel several devices carry can be
+/// read from any of them), and each device's tuner count.
+fn lineup(devices: &[TunerDevice]) -> Result<(Vec<ChannelSpec>, Vec<u32>), LanError> {
+    let mut channels: Vec<ChannelSpec> = Vec::new();
+    let mut tuners = Vec::with_capacity(devices.len());
+    for (at, d) in devices.iter().enumerate() {
+        let authority = format!("{}:{}", d.host, d.port);
+        let (device, lineup) =
+            client::fetch(&authority).map_err(|e| LanError::Device(authority.clone(), e))?;
+        tuners.push(u32::try_from(device.tuners).unwrap_or(u32::MAX));
+        for channel in lineup {
+            let Some(guide) = GuideNumber::parse(&channel.guide_number) else {
+                log::warn!(
+                    "{authority}: channel {:?} skipped: not a guide number",
+                    channel.guide_number
+                );
+                continue;
+            };
+            let upstream = Upstream {
+                device: at,
+                source: Source::Hdhr {
+                    host: d.host.clone(),
+                    port: d.port,
+                    guide: guide.clone(),
+                },
+                label: format!("tuner hdhr://{authority}"),
+            };
+            match channels.iter_mut().find(|c| c.entry.guide == guide) {
+                Some(known) => known.upstreams.push(upstream),
+                None => channels.push(ChannelSpec {
+                    entry: LineupEntry {
+                        guide,
+                        name: channel.guide_name,
+                        video_codec: Some(channel.video_codec).filter(|c| !c.is_empty()),
+                        audio_codec: Some(channel.audio_codec).filter(|c| !c.is_empty()),
+                    },
+                    upstreams: vec![upstream],
+                }),
+            }
+        }
+    }
+    if channels.is_empty() {
+        return Err(LanError::NoChannels);
+    }
+    Ok((channels, tuners))
+}
