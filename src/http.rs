@@ -82,8 +82,10 @@ impl Listener {
     pub fn bind(addr: SocketAddr) -> Result<Listener, BindError> {
         let listener = TcpListener::bind(addr).map_err(|e| BindError::Bind(addr, e))?;
         let addr = listener.local_addr().map_err(BindError::Listener)?;
-        listener
-            .set_nonblocking(true)
+        // A blocking accept that times out (SO_RCVTIMEO applies to accept on Linux): a new
+        // connection is taken at once, and the stop flag is still seen within IO_TIMEOUT.
+        socket2::SockRef::from(&listener)
+            .set_read_timeout(Some(IO_TIMEOUT))
             .map_err(BindError::Listener)?;
         Ok(Listener { listener, addr })
     }
@@ -108,10 +110,10 @@ impl Listener {
             while !stop.is_set() {
                 let (conn, peer) = match self.listener.accept() {
                     Ok(accepted) => accepted,
+                    Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        if e.kind() != ErrorKind::WouldBlock {
-                            log::warn!("accept failed: {e}");
-                        }
+                        // Out of file descriptors, say: wait a little instead of spinning.
+                        log::warn!("accept failed: {e}");
                         std::thread::sleep(IO_TIMEOUT);
                         continue;
                     }

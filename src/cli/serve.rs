@@ -96,6 +96,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
     let outcome = serve(config, &stop, &mut |ready| {
+        // The ready line for scripts, on stdout; the same for people on stderr.
+        println!(
+            "{}",
+            serde_json::json!({
+                "listen": ready.addr.to_string(),
+                "device_id": id.to_string(),
+                "channels": ready.channels,
+                "tuners": ready.tuners,
+            })
+        );
         eprintln!(
             "serve: {} channels from {} on {} tuners; open http://{}/ (device {id})",
             ready.channels,

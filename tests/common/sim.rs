@@ -87,19 +87,7 @@ impl Sim {
 
     /// A GET with ureq, any status accepted.
     pub fn get(&self, path: &str) -> Reply {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(5))
-            .build();
-        // ureq 2 reports error statuses as `Error::Status`, still carrying the response.
-        let response = match agent.get(&self.url(path)).call() {
-            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-            Err(e) => panic!("GET {path}: {e}"),
-        };
-        Reply {
-            status: response.status(),
-            device_error: response.header("X-HDHomeRun-Error").map(str::to_string),
-            body: response.into_string().unwrap(),
-        }
+        get_at(self.addr, path)
     }
 
     /// Sends a raw request and reads the whole answer (for requests ureq would not send).
@@ -114,35 +102,59 @@ impl Sim {
 
     /// Opens a stream: sends the GET and reads the response head.
     pub fn open(&self, path: &str) -> Stream {
-        let mut conn = TcpStream::connect(self.addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        write!(conn, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            assert!(Instant::now() < deadline, "no response head for {path}");
-            match conn.read(&mut chunk) {
-                Ok(0) => panic!("closed before the response head for {path}"),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => panic!("reading the head of {path}: {e}"),
-            }
-        };
-        let head = String::from_utf8(buf[..end].to_vec()).unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Stream {
-            status,
-            head,
-            conn,
-            pending: buf[end..].to_vec(),
-        }
+        open_at(self.addr, path)
     }
+}
 
+/// A GET of `path` from the HTTP server at `addr` with ureq, any status accepted.
+pub fn get_at(addr: SocketAddr, path: &str) -> Reply {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build();
+    // ureq 2 reports error statuses as `Error::Status`, still carrying the response.
+    let response = match agent.get(&format!("http://{addr}{path}")).call() {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    Reply {
+        status: response.status(),
+        device_error: response.header("X-HDHomeRun-Error").map(str::to_string),
+        body: response.into_string().unwrap(),
+    }
+}
+
+/// Opens a stream from the HTTP server at `addr`: sends the GET and reads the response head.
+pub fn open_at(addr: SocketAddr, path: &str) -> Stream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        assert!(Instant::now() < deadline, "no response head for {path}");
+        match conn.read(&mut chunk) {
+            Ok(0) => panic!("closed before the response head for {path}"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => panic!("reading the head of {path}: {e}"),
+        }
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Stream {
+        status,
+        head,
+        conn,
+        pending: buf[end..].to_vec(),
+    }
+}
+
+impl Sim {
     /// Sends SIGTERM and waits (at most 5 s) for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id().to_string();

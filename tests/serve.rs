@@ -1,0 +1,435 @@
+//! `ec-node serve` as the house uses it: real processes (the tuner simulator, the node), real
+//! HTTP clients (ureq, raw sockets, ffmpeg), checked against what an HDHomeRun answers and
+//! against the simulator's own count of tuner connections.
+
+#[path = "common/media.rs"]
+mod media;
+#[path = "common/sim.rs"]
+mod sim;
+
+use sim::{get_at, open_at, Sim};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `ec-node serve`.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    device_id: String,
+}
+
+impl Serve {
+    /// Starts `ec-node serve --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
+    fn start(args: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ec-node serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let status = child.wait().unwrap();
+            panic!("serve {args:?} did not start ({status}): {line:?}")
+        });
+        Serve {
+            addr: ready["listen"].as_str().unwrap().parse().unwrap(),
+            device_id: ready["device_id"].as_str().unwrap().to_string(),
+            child,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let reply = get_at(self.addr, path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    /// The status row of channel `guide`.
+    fn channel(&self, guide: &str) -> serde_json::Value {
+        let status = self.json("/status.json");
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["GuideNumber"] == guide)
+            .cloned()
+            .unwrap_or_else(|| panic!("no channel {guide} in {status}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A simulator with channels 5.1, 7.1 and 9.1 (the same small H.264 clip) and `tuners` tuners.
+fn three_channel_sim(tuners: &str) -> Sim {
+    let clip = media::media_path("h264.ts", &media::H264_AAC.args());
+    let clip = clip.to_str().unwrap();
+    let channels: Vec<String> = ["5.1", "7.1", "9.1"]
+        .iter()
+        .map(|g| format!("{g}={clip}"))
+        .collect();
+    let mut args = vec!["--tuners", tuners];
+    for c in &channels {
+        args.extend(["--channel", c.as_str()]);
+    }
+    Sim::start(&args)
+}
+
+/// Tuners the simulator has in use, by channel.
+fn sim_streams(sim: &Sim) -> Vec<String> {
+    let status: serde_json::Value = serde_json::from_str(&sim.get("/status.json").body).unwrap();
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["InUse"] == 1)
+        .map(|t| t["VctNumber"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The PID of a TS packet.
+fn pid(packet: &[u8]) -> u16 {
+    u16::from(packet[1] & 0x1f) << 8 | u16::from(packet[2])
+}
+
+/// Whether `bytes` is whole TS packets starting with the PAT (a chunk boundary).
+fn starts_on_a_chunk_boundary(bytes: &[u8]) -> bool {
+    bytes.len() >= 188 && bytes[0] == 0x47 && pid(&bytes[..188]) == 0
+}
+
+/// Reads `stream` until its first whole packet arrived (a channel's first chunk is cut a few
+/// seconds after it opens: the next keyframe in the next chunk slot), at most 15 s.
+fn first_bytes(stream: &mut sim::Stream) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut bytes = Vec::new();
+    while bytes.len() < 188 && Instant::now() < deadline {
+        bytes.extend(stream.read_for(Duration::from_millis(20)).bytes);
+    }
+    bytes
+}
+
+/// ffmpeg's error lines decoding `url` for `seconds`.
+fn ffmpeg_errors(url: &str, seconds: u32) -> String {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "20000000",
+            "-t",
+            &seconds.to_string(),
+        ])
+        .args(["-i", url, "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "ffmpeg on {url}: {:?}", out.status);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn documents_answer_like_an_hdhomerun_and_the_lineup_is_the_tuners() {
+    let sim = three_channel_sim("2");
+    let serve = Serve::start(&["--tuner", &format!("hdhr://{}", sim.addr)]);
+    let d = serve.json("/discover.json");
+    for field in [
+        "FriendlyName",
+        "ModelNumber",
+        "FirmwareName",
+        "FirmwareVersion",
+        "DeviceID",
+        "DeviceAuth",
+        "BaseURL",
+        "LineupURL",
+    ] {
+        assert!(
+            d[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field} in {d}"
+        );
+    }
+    assert_eq!(d["DeviceID"], serve.device_id.as_str());
+    assert!(ec_node::hdhr::device::DeviceId::parse(&serve.device_id).is_ok());
+    assert_eq!(d["BaseURL"], serve.url("").as_str());
+    assert_eq!(d["LineupURL"], serve.url("/lineup.json").as_str());
+    assert_eq!(d["TunerCount"], 2);
+
+    let lineup = serve.json("/lineup.json");
+    let ours: Vec<(String, String, String)> = lineup
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["GuideNumber"].as_str().unwrap().to_string(),
+                c["GuideName"].as_str().unwrap().to_string(),
+                c["URL"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let theirs: serde_json::Value = serde_json::from_str(&sim.get("/lineup.json").body).unwrap();
+    assert_eq!(ours.len(), theirs.as_array().unwrap().len());
+    for (entry, (guide, name, url)) in theirs.as_array().unwrap().iter().zip(&ours) {
+        assert_eq!(entry["GuideNumber"], guide.as_str());
+        assert_eq!(entry["GuideName"], name.as_str());
+        assert_eq!(url, &serve.url(&format!("/auto/v{guide}")));
+    }
+    let status = serve.json("/lineup_status.json");
+    assert_eq!(status["ScanInProgress"], 0);
+
+    // The IPTV playlist lists every channel with a URL that plays.
+    let m3u = get_at(serve.addr, "/lineup.m3u").body;
+    assert!(m3u.starts_with("#EXTM3U\n"));
+    for (guide, name, url) in &ours {
+        assert!(
+            m3u.contains(&format!("tvg-chno=\"{guide}\" tvg-name=\"{name}\"")),
+            "{m3u}"
+        );
+        assert!(m3u.lines().any(|l| l == url), "{m3u}");
+    }
+    let mut stream = open_at(serve.addr, "/auto/v5.1");
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("Content-Type").as_deref(), Some("video/mpeg"));
+    let got = first_bytes(&mut stream);
+    assert!(starts_on_a_chunk_boundary(&got), "{} bytes", got.len());
+
+    // Unknown channels, paths and malformed requests, as a device answers them.
+    let unknown = get_at(serve.addr, "/auto/v99.9");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.device_error.as_deref(), Some("801 Unknown Channel"));
+    assert_eq!(get_at(serve.addr, "/hls/5.1/../../etc/passwd").status, 404);
+    assert_eq!(get_at(serve.addr, "/nothing").status, 404);
+    let mut raw = TcpStream::connect(serve.addr).unwrap();
+    raw.write_all(b"GET nothing\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // The index page links every channel.
+    let index = get_at(serve.addr, "/").body;
+    for (guide, ..) in &ours {
+        assert!(
+            index.contains(&format!("/hls/{guide}/index.m3u8")),
+            "{index}"
+        );
+    }
+}
+
+#[test]
+fn ffmpeg_plays_the_stream_and_the_hls_playlist_without_an_error() {
+    media::require_tool("ffmpeg");
+    let serve = Serve::start(&[]);
+    assert_eq!(ffmpeg_errors(&serve.url("/auto/v5.1"), 5), "");
+    assert_eq!(ffmpeg_errors(&serve.url("/hls/5.1/index.m3u8"), 5), "");
+    let row = serve.channel("5.1");
+    assert_eq!(row["Open"], true, "{row}");
+    assert!(row["Chunks"].as_u64().unwrap() >= 2, "{row}");
+}
+
+#[test]
+fn thirty_viewers_share_one_tuner_read_and_a_late_joiner_starts_at_once_on_a_boundary() {
+    let sim = three_channel_sim("2");
+    let serve = Serve::start(&["--tuner", &format!("hdhr://{}", sim.addr)]);
+    // The first viewer opens the channel; wait for its first chunk.
+    let mut first = open_at(serve.addr, "/auto/v5.1");
+    assert_eq!(first.status, 200);
+    assert!(starts_on_a_chunk_boundary(&first_bytes(&mut first)));
+
+    // 20 more stream viewers and 10 HLS clients, all at once.
+    let streams: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = serve.addr;
+            std::thread::spawn(move || {
+                let begun = Instant::now();
+                let mut s = open_at(addr, "/auto/v5.1");
+                assert_eq!(s.status, 200);
+                let got = s.read_for(Duration::from_secs(6));
+                (begun.elapsed(), got.bytes)
+            })
+        })
+        .collect();
+    let hls: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = serve.addr;
+            std::thread::spawn(move || {
+                let mut segments = Vec::new();
+                let until = Instant::now() + Duration::from_secs(6);
+                while Instant::now() < until {
+                    let playlist = get_at(addr, "/hls/5.1/index.m3u8");
+                    assert_eq!(playlist.status, 200, "{}", playlist.body);
+                    for name in playlist.body.lines().filter(|l| l.ends_with(".ts")) {
+                        if !segments.iter().any(|(n, _)| n == name) {
+                            let body = ureq::get(&format!("http://{addr}/hls/5.1/{name}"))
+                                .call()
+                                .unwrap();
+                            let mut bytes = Vec::new();
+                            body.into_reader().read_to_end(&mut bytes).unwrap();
+                            segments.push((name.to_string(), bytes));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                segments
+            })
+        })
+        .collect();
+    // Meanwhile the simulator serves exactly one stream: ours, of 5.1.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sim_streams(&sim), ["5.1"]);
+    assert_eq!(serve.channel("5.1")["Viewers"], 21);
+
+    // A late joiner: its first byte within 100 ms, on a chunk boundary.
+    let joined = Instant::now();
+    let mut late = open_at(serve.addr, "/auto/v5.1");
+    let mut bytes = Vec::new();
+    while bytes.len() < 188 && joined.elapsed() < Duration::from_secs(5) {
+        bytes.extend(late.read_for(Duration::from_millis(5)).bytes);
+    }
+    let first_byte = joined.elapsed();
+    assert!(
+        first_byte < Duration::from_millis(100),
+        "first byte after {first_byte:?}"
+    );
+    assert!(starts_on_a_chunk_boundary(&bytes));
+
+    let dir = std::env::temp_dir().join(format!("ec-serve-viewers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, viewer) in streams.into_iter().enumerate() {
+        let (_, bytes) = viewer.join().unwrap();
+        assert!(starts_on_a_chunk_boundary(&bytes), "viewer {i}");
+        // Whole chunks only: packet-aligned throughout (the read stopped mid-chunk at its
+        // deadline, so the tail is cut to whole packets), and each decodes clean.
+        let whole = &bytes[..bytes.len() / 188 * 188];
+        assert!(whole.chunks(188).all(|p| p[0] == 0x47), "viewer {i}");
+        let path = dir.join(format!("viewer-{i}.ts"));
+        std::fs::write(&path, whole).unwrap();
+        if i < 3 {
+            assert_eq!(media::decode_errors(&path), "", "viewer {i}");
+        }
+    }
+    for (i, client) in hls.into_iter().enumerate() {
+        let segments = client.join().unwrap();
+        assert!(
+            segments.len() >= 2,
+            "HLS client {i}: {} segments",
+            segments.len()
+        );
+        for (name, bytes) in &segments {
+            assert!(starts_on_a_chunk_boundary(bytes), "{name}");
+        }
+    }
+    assert_eq!(sim_streams(&sim), ["5.1"], "still one tuner read");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn past_the_tuners_805_then_a_released_channel_frees_its_tuner() {
+    let sim = three_channel_sim("2");
+    let serve = Serve::start(&[
+        "--tuner",
+        &format!("hdhr://{}", sim.addr),
+        "--release-ms",
+        "2000",
+    ]);
+    let mut a = open_at(serve.addr, "/auto/v5.1");
+    let mut b = open_at(serve.addr, "/auto/v7.1");
+    assert_eq!((a.status, b.status), (200, 200));
+    assert!(starts_on_a_chunk_boundary(&first_bytes(&mut a)));
+    assert!(starts_on_a_chunk_boundary(&first_bytes(&mut b)));
+    let c = get_at(serve.addr, "/auto/v9.1");
+    assert_eq!(c.status, 503);
+    assert_eq!(c.device_error.as_deref(), Some("805 All Tuners In Use"));
+    // Viewers of channels already tuned still get in.
+    let mut a2 = open_at(serve.addr, "/auto/v5.1");
+    let b2 = open_at(serve.addr, "/auto/v7.1");
+    assert_eq!((a2.status, b2.status), (200, 200));
+    assert!(!a2.read_for(Duration::from_secs(1)).bytes.is_empty());
+
+    // The last viewer of 5.1 leaves: within 2.5 s the simulator sees that stream closed.
+    drop(a);
+    drop(a2);
+    let left = Instant::now();
+    while sim_streams(&sim).contains(&"5.1".to_string()) {
+        assert!(
+            left.elapsed() < Duration::from_millis(2500),
+            "5.1 still tuned after {:?}",
+            left.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = open_at(serve.addr, "/auto/v9.1");
+    assert_eq!(c.status, 200);
+    assert!(starts_on_a_chunk_boundary(&first_bytes(&mut c)));
+    drop(b);
+}
+
+#[test]
+fn a_viewer_that_stops_reading_hurts_nobody_and_half_open_connections_do_not_block() {
+    // A full-rate broadcast, so a stalled reader fills its socket buffers quickly.
+    let atsc = media::media_path("atsc-8s.ts", &media::atsc_mpeg2_ac3(8));
+    let channel = format!("5.1={}", atsc.to_str().unwrap());
+    let sim = Sim::start(&["--channel", &channel]);
+    let serve = Serve::start(&[
+        "--tuner",
+        &format!("hdhr://{}", sim.addr),
+        "--chunk-ms",
+        "500",
+    ]);
+    // 200 connections that never send a request.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(serve.addr).unwrap())
+        .collect();
+    let mut reader = open_at(serve.addr, "/auto/v5.1");
+    assert_eq!(
+        reader.status, 200,
+        "a new viewer gets in past 200 half-open connections"
+    );
+    // The stalled viewer: a small receive window, and it never reads.
+    let stalled = {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&serve.addr.into()).unwrap();
+        let mut conn: TcpStream = socket.into();
+        write!(conn, "GET /auto/v5.1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        conn
+    };
+    // The reader keeps getting data on time: no gap longer than a few chunks, and about all the
+    // channel reads.
+    let mut total = first_bytes(&mut reader).len();
+    let read_before = serve.channel("5.1")["BytesIn"].as_u64().unwrap();
+    let mut longest_gap = Duration::ZERO;
+    let mut last = Instant::now();
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let got = reader.read_for(Duration::from_millis(50)).bytes.len();
+        if got > 0 {
+            longest_gap = longest_gap.max(last.elapsed());
+            last = Instant::now();
+            total += got;
+        }
+    }
+    let row = serve.channel("5.1");
+    let read = row["BytesIn"].as_u64().unwrap() - read_before;
+    assert!(
+        longest_gap < Duration::from_millis(1500),
+        "gap {longest_gap:?}"
+    );
+    assert!(total as u64 >= read * 8 / 10, "{total} bytes of {read}");
+    let slowed = row["SkippedChunks"].as_u64().unwrap() + row["DroppedViewers"].as_u64().unwrap();
+    assert!(slowed > 0, "the stalled viewer is counted: {row}");
+    drop(stalled);
+    drop(idle);
+}
