@@ -201,3 +201,54 @@ pub fn sim_request(data: &[u8]) {
     assert!(target.bytes().all(|b| b.is_ascii_graphic()), "{target:?}");
     let _ = Route::parse(&target);
 }
+
+/// `hdhr_protocol`: the HDHomeRun port-65001 codec is total; a frame it accepts is exactly one
+/// frame and re-encodes (when it fits) to bytes that decode to the same message; what the node
+/// answers to an accepted request always encodes. Each input is also tried with its last four
+/// bytes replaced by a valid CRC, so mutations get past the CRC to the payload parser.
+pub fn hdhr_protocol(data: &[u8]) {
+    use ec_node::hdhr::protocol::{self, DeviceInfo, Message};
+    let mut fixed = data.to_vec();
+    if let Some(body) = fixed.len().checked_sub(4) {
+        let crc = protocol::crc32(&fixed[..body]);
+        fixed[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    let device = DeviceInfo {
+        device_id: 0x1EC0_DE08,
+        tuner_count: 2,
+        base_url: "http://192.0.2.1:5004".into(),
+        lineup_url: "http://192.0.2.1:5004/lineup.json".into(),
+        device_auth: "fuzz".into(),
+        model: "hdhomerun5_atsc".into(),
+        hardware_model: "HDHR5-2US".into(),
+        firmware_version: "20250815".into(),
+    };
+    let round_trip = |message: Message| {
+        let bytes = protocol::encode(&message).expect("an answer of the node encodes");
+        assert_eq!(protocol::decode(&bytes), Ok(message));
+    };
+    for input in [data, &fixed[..]] {
+        let Ok(message) = protocol::decode(input) else {
+            continue;
+        };
+        assert_eq!(protocol::frame_len(input), Ok(Some(input.len())));
+        if let Ok(bytes) = protocol::encode(&message) {
+            assert_eq!(protocol::decode(&bytes), Ok(message.clone()));
+        }
+        match &message {
+            Message::DiscoverRequest(request) => {
+                if let Some(reply) = protocol::answer_discover(request, &device) {
+                    round_trip(Message::DiscoverReply(reply));
+                }
+            }
+            Message::GetSetRequest(request) => {
+                let status = |tuner: u32| Some(format!("ch=none lock=none #{tuner}"));
+                let lookup = |name: &str| protocol::device_variable(name, &device, &status);
+                round_trip(Message::GetSetReply(protocol::answer_getset(
+                    request, &lookup,
+                )));
+            }
+            _ => {}
+        }
+    }
+}

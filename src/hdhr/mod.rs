@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod device;
+pub mod protocol;
 pub mod sim;
 
 /// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).

@@ -14,6 +14,7 @@
 //! This module only wires the sources, the hub and the listener; what is answered is the
 //! site's, who reads what is the hub's.
 
+pub mod discovery;
 pub mod hub;
 pub mod site;
 
