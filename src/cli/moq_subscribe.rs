@@ -183,10 +183,18 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
         .iter()
         .map(|(r, n)| format!("{n} × {r}"))
         .collect::<Vec<_>>();
+    // What the user can do about it, in the terms of the command line.
+    let hint = match &e {
+        SubscribeError::Refused(..) => {
+            " (wrong --stream-id or --network-secret, or the peer does not publish it)"
+        }
+        SubscribeError::TooManyInvalid(_) => " (--max-invalid-chunks)",
+        _ => "",
+    };
     let cause = if rejected.is_empty() {
-        e.to_string()
+        format!("{e}{hint}")
     } else {
-        format!("{e} (rejected: {})", rejected.join(", "))
+        format!("{e}{hint} (rejected: {})", rejected.join(", "))
     };
     Failure::new(exit, cause)
 }

@@ -150,15 +150,14 @@ impl std::fmt::Display for SubscribeError {
             SubscribeError::Net(e) => e.fmt(f),
             SubscribeError::Refused(kind, reason) => write!(
                 f,
-                "the peer refused the {} track: {reason} (wrong --stream-id or --network-secret, \
-                 or the peer does not publish it)",
+                "the peer refused the {} track: {reason}",
                 kind_name(*kind)
             ),
             SubscribeError::NoManifest(t) => {
                 write!(f, "no trusted manifest within {} s", t.as_secs())
             }
             SubscribeError::TooManyInvalid(n) => {
-                write!(f, "{n} invalid objects, more than --max-invalid-chunks")
+                write!(f, "{n} invalid objects, more than allowed")
             }
             SubscribeError::NothingVerified(t, n) => write!(
                 f,
