@@ -23,8 +23,14 @@ struct Serve {
 impl Serve {
     /// Starts `ec-node serve --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
     fn start(args: &[&str]) -> Serve {
+        // Only the discovery test answers on 127.0.0.1:65001; the others leave the port free.
+        let discovery = match args.contains(&"--discovery") {
+            true => &[][..],
+            false => &["--discovery", "false"][..],
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(discovery)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -304,34 +310,52 @@ fn thirty_viewers_share_one_tuner_read_and_a_late_joiner_starts_at_once_on_a_bou
     );
     assert!(starts_on_a_chunk_boundary(&bytes));
 
+    // Every segment any HLS client fetched, whole chunks as the hub cut them.
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    for (i, client) in hls.into_iter().enumerate() {
+        let fetched = client.join().unwrap();
+        assert!(
+            fetched.len() >= 2,
+            "HLS client {i}: {} segments",
+            fetched.len()
+        );
+        for (name, bytes) in fetched {
+            assert!(starts_on_a_chunk_boundary(&bytes), "{name}");
+            if !segments.contains(&bytes) {
+                segments.push(bytes);
+            }
+        }
+    }
+    // Each stream viewer got whole chunks, back to back: its bytes are segments in a row (the
+    // last one cut by the read's deadline), and they decode clean.
     let dir = std::env::temp_dir().join(format!("ec-serve-viewers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (i, viewer) in streams.into_iter().enumerate() {
         let (_, bytes) = viewer.join().unwrap();
         assert!(starts_on_a_chunk_boundary(&bytes), "viewer {i}");
-        // Whole chunks only: packet-aligned throughout (the read stopped mid-chunk at its
-        // deadline, so the tail is cut to whole packets), and each decodes clean.
-        let whole = &bytes[..bytes.len() / 188 * 188];
-        assert!(whole.chunks(188).all(|p| p[0] == 0x47), "viewer {i}");
-        let path = dir.join(format!("viewer-{i}.ts"));
-        std::fs::write(&path, whole).unwrap();
+        let mut whole = 0;
+        while let Some(segment) = segments.iter().find(|s| bytes[whole..].starts_with(s)) {
+            whole += segment.len();
+        }
+        assert!(
+            whole > 0,
+            "viewer {i}: no whole segment among {} bytes",
+            bytes.len()
+        );
+        let rest = &bytes[whole..];
+        assert!(
+            rest.is_empty() || starts_on_a_chunk_boundary(rest) || rest.len() < 188,
+            "viewer {i}: {} bytes after {whole} that are no chunk",
+            rest.len()
+        );
         if i < 3 {
+            let path = dir.join(format!("viewer-{i}.ts"));
+            std::fs::write(&path, &bytes[..whole]).unwrap();
             assert_eq!(media::decode_errors(&path), "", "viewer {i}");
         }
     }
-    for (i, client) in hls.into_iter().enumerate() {
-        let segments = client.join().unwrap();
-        assert!(
-            segments.len() >= 2,
-            "HLS client {i}: {} segments",
-            segments.len()
-        );
-        for (name, bytes) in &segments {
-            assert!(starts_on_a_chunk_boundary(bytes), "{name}");
-        }
-    }
-    assert_eq!(sim_streams(&sim), ["5.1"], "still one tuner read");
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(sim_streams(&sim), ["5.1"], "still one tuner read");
 }
 
 #[test]
@@ -432,4 +456,48 @@ fn a_viewer_that_stops_reading_hurts_nobody_and_half_open_connections_do_not_blo
     assert!(slowed > 0, "the stalled viewer is counted: {row}");
     drop(stalled);
     drop(idle);
+}
+
+#[test]
+fn hdhomerun_config_finds_the_node_and_reads_its_model_and_tuners() {
+    media::require_tool("hdhomerun_config");
+    let sim = three_channel_sim("2");
+    let serve = Serve::start(&[
+        "--tuner",
+        &format!("hdhr://{}", sim.addr),
+        "--discovery",
+        "true",
+    ]);
+    let config = |args: &[&str]| {
+        let out = Command::new("hdhomerun_config")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // Unicast only: the responder answers the asker directly.
+    let found = config(&["discover", "127.0.0.1"]);
+    assert!(
+        found.contains(&format!(
+            "hdhomerun device {} found at 127.0.0.1",
+            serve.device_id
+        )),
+        "{found}"
+    );
+    assert_eq!(
+        config(&["127.0.0.1", "get", "/sys/model"]).trim(),
+        "hdhomerun5_atsc"
+    );
+    assert_eq!(
+        config(&["127.0.0.1", "get", "/sys/hwmodel"]).trim(),
+        "HDHR5-4US"
+    );
+    assert!(config(&["127.0.0.1", "get", "/tuner0/status"]).starts_with("ch=none"));
+    // A viewer tunes channel 7.1: the first tuner reports it.
+    let mut viewer = open_at(serve.addr, "/auto/v7.1");
+    assert_eq!(viewer.status, 200);
+    assert!(starts_on_a_chunk_boundary(&first_bytes(&mut viewer)));
+    let status = config(&["127.0.0.1", "get", "/tuner0/status"]);
+    assert!(status.starts_with("ch=auto:7.1 lock=8vsb"), "{status}");
+    assert!(config(&["127.0.0.1", "get", "/tuner2/status"]).contains("ERROR"));
 }

@@ -48,6 +48,9 @@ pub struct Args {
     /// chunk duration D in milliseconds: the unit viewers join at and HLS segments (default 2000)
     #[argh(option, default = "2000")]
     chunk_ms: u32,
+    /// answer HDHomeRun discovery and control on port 65001: true (default) or false
+    #[argh(option, default = "true")]
+    discovery: bool,
 }
 
 /// Runs the subcommand.
@@ -92,6 +95,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         },
         release: Duration::from_millis(args.release_ms),
         max_viewers: args.max_viewers,
+        discovery: args.discovery,
     };
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 "device_id": id.to_string(),
                 "channels": ready.channels,
                 "tuners": ready.tuners,
+                "discovery": ready.discovery.as_ref().ok().map(ToString::to_string),
             })
         );
         eprintln!(
@@ -113,6 +118,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             ready.tuners,
             ready.addr
         );
+        if let Err(why) = &ready.discovery {
+            eprintln!("serve: HDHomeRun discovery: {why}");
+        }
         if ready.addr.ip().is_loopback() {
             eprintln!(
                 "serve: listening on this machine only; --listen 0.0.0.0:5004 serves the LAN"

@@ -180,6 +180,22 @@ impl ChannelState {
     fn newest(&self) -> Option<&Arc<[u8]>> {
         self.segments.back().map(|(_, bytes)| bytes)
     }
+
+    /// Bits per second over the chunks in the window (0 without a read).
+    fn bitrate(&self) -> u64 {
+        let Some(window) = &self.window else {
+            return 0;
+        };
+        let ticks: u64 = window.segments().map(|e| e.duration).sum();
+        let bytes: u64 = self
+            .segments
+            .iter()
+            .rev()
+            .take(window.segments().count())
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        (bytes * 8 * 90_000).checked_div(ticks).unwrap_or(0)
+    }
 }
 
 /// One channel of the hub.
@@ -211,6 +227,8 @@ pub struct ChannelStatus {
     pub bytes_out: u64,
     /// Chunks read.
     pub chunks: u64,
+    /// The stream's rate over the open read, bits per second (0 when closed).
+    pub bitrate: u64,
     /// Chunks viewers missed for being slow.
     pub skipped: u64,
     /// Viewers dropped for being slow.
@@ -407,6 +425,7 @@ impl Hub {
                     bytes_in: s.bytes_in,
                     bytes_out: s.bytes_out,
                     chunks: s.chunks,
+                    bitrate: s.bitrate(),
                     skipped: s.skipped,
                     dropped_viewers: s.dropped_viewers,
                     failure: s.failure.clone(),

@@ -3,6 +3,7 @@
 //! for any player — each channel read **once** however many screens watch it.
 //!
 //! ```text
+//!  UDP/TCP 65001 ─► Discovery: HDHomeRun discovery and read-only control, from LanDevice
 //!  HTTP listener ─► one thread per connection (at most MAX_CONNECTIONS): Site
 //!                      │ watch / playlist / segment / status
 //!                      ▼
@@ -11,8 +12,8 @@
 //!                      └─► reaper thread: closes a channel `release` after its last viewer left
 //! ```
 //!
-//! This module only wires the sources, the hub and the listener; what is answered is the
-//! site's, who reads what is the hub's.
+//! This module only wires the sources, the hub, the listener and the discovery responder; what
+//! is answered is the site's and the protocol's, who reads what is the hub's.
 
 pub mod discovery;
 pub mod hub;
@@ -26,9 +27,11 @@ use crate::hdhr::GuideNumber;
 use crate::http::{BindError, Listener};
 use crate::node::tuner::LocalTuner;
 use crate::stop::StopFlag;
+use discovery::{DeviceView, Discovery};
 use hub::{ChannelSpec, Hub, HubConfig, Upstream};
 use site::Site;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most HTTP connections served at once (viewers, HLS clients, half-open sockets).
@@ -57,6 +60,8 @@ pub struct LanConfig {
     pub release: Duration,
     /// The most `/auto/` viewers at once.
     pub max_viewers: usize,
+    /// Whether to answer HDHomeRun discovery and control on port 65001.
+    pub discovery: bool,
 }
 
 /// What is up once `serve` listens, for the caller to tell the user.
@@ -69,6 +74,8 @@ pub struct LanReady {
     pub tuners: u32,
     /// Where the channels come from.
     pub sources: Vec<String>,
+    /// Where discovery is answered, or why not.
+    pub discovery: Result<SocketAddr, String>,
 }
 
 /// Why `serve` could not run.
@@ -140,6 +147,11 @@ pub fn serve(
         target_duration: crate::hls::target_duration(&config.chunker),
     };
     let (hub, reaper) = Hub::start(channels, tuners, hub_config, stop).map_err(LanError::Start)?;
+    let http = listener.local_addr();
+    let discovery = match config.discovery {
+        true => start_discovery(http, &hub, &config.identity, stop),
+        false => Err("off (--discovery=false)".to_string()),
+    };
     ready(&LanReady {
         addr: listener.local_addr(),
         channels: hub.lineup().len(),
@@ -151,6 +163,10 @@ pub fn serve(
                 .map(|d| format!("hdhr://{}:{}", d.host, d.port))
                 .collect(),
         },
+        discovery: discovery
+            .as_ref()
+            .map(Discovery::udp_addr)
+            .map_err(Clone::clone),
     });
     let site = Site::new(hub, config.identity, stop);
     listener.run(
@@ -164,8 +180,83 @@ pub fn serve(
         },
     );
     let _ = reaper.join();
+    drop(discovery);
     drop(builtin);
     Ok(())
+}
+
+/// Starts the discovery responder next to the HTTP listener at `http`: on loopback when the
+/// node serves loopback only, else on every interface (a socket bound to one unicast address
+/// does not receive the broadcasts clients discover with). A port already taken is not fatal:
+/// the node still serves by address.
+fn start_discovery(
+    http: SocketAddr,
+    hub: &Arc<Hub>,
+    identity: &Identity,
+    stop: &StopFlag,
+) -> Result<Discovery, String> {
+    let ip: IpAddr = match http.ip() {
+        ip if ip.is_loopback() => ip,
+        _ => Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let device = Arc::new(LanDevice {
+        hub: hub.clone(),
+        identity: identity.clone(),
+        http,
+    });
+    Discovery::start(ip, device, stop).map_err(|e| {
+        log::warn!("HDHomeRun discovery is off: {e}");
+        e.to_string()
+    })
+}
+
+/// The node as the discovery responder sees it.
+struct LanDevice {
+    hub: Arc<Hub>,
+    identity: Identity,
+    http: SocketAddr,
+}
+
+impl DeviceView for LanDevice {
+    fn identity(&self) -> Identity {
+        Identity {
+            tuners: self.hub.tuner_count(),
+            ..self.identity.clone()
+        }
+    }
+
+    fn base_url(&self, asker: IpAddr) -> String {
+        let ip = match self.http.ip() {
+            ip if !ip.is_unspecified() => ip,
+            _ => route_to(asker).unwrap_or(Ipv4Addr::LOCALHOST.into()),
+        };
+        format!("http://{}", SocketAddr::new(ip, self.http.port()))
+    }
+
+    fn tuner_status(&self, tuner: u32) -> Option<String> {
+        if tuner >= self.hub.tuner_count() {
+            return None;
+        }
+        let open: Vec<_> = self.hub.status().into_iter().filter(|c| c.open).collect();
+        Some(match open.get(tuner as usize) {
+            Some(c) => format!(
+                "ch=auto:{} lock=8vsb ss=100 snq=100 seq=100 bps={} pps=0",
+                c.entry.guide, c.bitrate
+            ),
+            None => "ch=none lock=none ss=0 snq=0 seq=0 bps=0 pps=0".to_string(),
+        })
+    }
+}
+
+/// The local address this machine would use to reach `asker` (no packet is sent).
+fn route_to(asker: IpAddr) -> Option<IpAddr> {
+    let any: IpAddr = match asker {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    socket.connect(SocketAddr::new(asker, 9)).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 /// The pooled lineup: every channel of every device (a channel several devices carry can be
