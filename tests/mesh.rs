@@ -460,7 +460,10 @@ fn a_tampering_node_between_subscriber_and_b_is_caught_object_by_object() {
     let err = process::stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.contains("more than allowed (--max-invalid-chunks)"), "{last}");
+    assert!(
+        last.contains("more than allowed (--max-invalid-chunks)"),
+        "{last}"
+    );
     assert!(hls::read_playlist(&strict_dir).ended);
 }
 
