@@ -15,7 +15,7 @@ use ec_node::hls;
 use ec_node::manifest::Policy;
 use ec_node::net::{NetError, Target};
 use ec_node::node::subscribe::{
-    subscribe, Latency, SubscribeConfig, SubscribeError, SubscribeSummary,
+    subscribe, Destination, Latency, SubscribeConfig, SubscribeError, SubscribeSummary,
 };
 use ec_node::node::tracks::PeerSpec;
 use ec_node::stop::StopFlag;
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         manifests: manifests.map(spec),
         subscribe_manifests: args.subscribe_manifests,
         backfill: args.backfill,
-        out: args.out.clone(),
+        output: Destination::Folder(args.out.clone()),
         target_duration: hls::target_duration(&chunker),
         chunk_ticks: u64::from(args.chunk_ms) * 90,
         stop_after: args.stop_after,
@@ -176,6 +176,7 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
         SubscribeError::Net(_)
         | SubscribeError::Hls(_)
         | SubscribeError::Start(_)
+        | SubscribeError::SinkClosed
         | SubscribeError::OutputStopped => Exit::Other,
     };
     let rejected = summary

@@ -6,7 +6,7 @@
 //! them, one thread per publisher, the subscriber on the caller's thread, and stops them in order.
 
 use super::publish::{publish, PublishConfig, PublishError, PublishSummary};
-use super::subscribe::{subscribe, SubscribeConfig, SubscribeError, SubscribeSummary};
+use super::subscribe::{subscribe, Destination, SubscribeConfig, SubscribeError, SubscribeSummary};
 use super::tracks::{Outlet, PeerSpec, ServeError};
 use super::tuner::LocalTuner;
 use crate::capture::CaptureOptions;
@@ -142,7 +142,7 @@ pub fn demo(
         manifests: Some(pinned(&leader.addr)),
         subscribe_manifests: true,
         backfill: 3,
-        out: config.out,
+        output: Destination::Folder(config.out),
         target_duration: hls::target_duration(&chunker),
         chunk_ticks: u64::from(chunker.chunk_ms) * 90,
         stop_after: None,

@@ -24,8 +24,7 @@ pub use latency::Latency;
 
 use crate::chunk::ChunkIndex;
 use crate::crypto::StreamKeys;
-use crate::hls::playlist::{PlaylistKind, SegmentEntry};
-use crate::hls::writer::HlsWriter;
+use crate::hls::playlist::SegmentEntry;
 use crate::hls::{HlsError, ProgramClock};
 use crate::manifest::{AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, Verifier};
 use crate::moq::track::{BroadcastTrack, TrackKind};
@@ -35,7 +34,8 @@ use crate::node::tracks::{Ask, Delivery, PeerSpec, Upstream, UpstreamError};
 use crate::stop::StopFlag;
 use crate::time::UnixMillis;
 use order::Reorder;
-use output::{Output, Segment};
+pub use output::{Destination, SegmentSink};
+use output::{Output, OutputError, Segment};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -65,8 +65,8 @@ pub struct SubscribeConfig {
     pub subscribe_manifests: bool,
     /// Groups before the current one fetched on joining, per track.
     pub backfill: u64,
-    /// The HLS output folder.
-    pub out: PathBuf,
+    /// Where verified segments go.
+    pub output: Destination,
     /// The playlist's target duration (seconds).
     pub target_duration: u64,
     /// A segment's duration when no manifest says it (90 kHz ticks).
@@ -139,8 +139,20 @@ pub enum SubscribeError {
     Hls(HlsError),
     /// The HLS thread could not be started.
     Start(std::io::Error),
+    /// The output's sink took no more (`serve` closing the channel).
+    SinkClosed,
     /// The HLS thread stopped on an error (replaced by that error before it is returned).
     OutputStopped,
+}
+
+impl From<OutputError> for SubscribeError {
+    fn from(e: OutputError) -> SubscribeError {
+        match e {
+            OutputError::Hls(e) => SubscribeError::Hls(e),
+            OutputError::SinkClosed => SubscribeError::SinkClosed,
+            OutputError::Start(e) => SubscribeError::Start(e),
+        }
+    }
 }
 
 impl std::fmt::Display for SubscribeError {
@@ -170,6 +182,7 @@ impl std::fmt::Display for SubscribeError {
             SubscribeError::Left(why) => write!(f, "the publisher left: {why}"),
             SubscribeError::Hls(e) => e.fmt(f),
             SubscribeError::Start(e) => write!(f, "cannot start the HLS thread: {e}"),
+            SubscribeError::SinkClosed => write!(f, "the output took no more"),
             SubscribeError::OutputStopped => write!(f, "the HLS thread stopped"),
         }
     }
@@ -202,21 +215,18 @@ struct Peer {
 /// Runs the pipeline until `stop_after` chunks, a failure, or `stop`; calls `progress` with the
 /// run so far about once a second. The summary is returned in both cases.
 pub fn subscribe(
-    config: SubscribeConfig,
+    mut config: SubscribeConfig,
     stop: &StopFlag,
     progress: &mut dyn FnMut(&SubscribeSummary),
 ) -> (SubscribeSummary, Result<(), SubscribeError>) {
     let started = Instant::now();
     let mut summary = SubscribeSummary::default();
-    let writer = match HlsWriter::create(&config.out, PlaylistKind::Event, config.target_duration) {
-        Ok(w) => w,
-        Err(e) => return (summary, Err(SubscribeError::Hls(e))),
+    let destination = std::mem::replace(&mut config.output, Destination::Folder(PathBuf::new()));
+    let output = match Output::start(destination, config.target_duration) {
+        Ok(output) => output,
+        Err(e) => return (summary, Err(e.into())),
     };
     let mut verifier = Verifier::new(config.keys.clone(), config.policy.clone());
-    let output = match Output::start(writer) {
-        Ok(output) => output,
-        Err(e) => return (summary, Err(SubscribeError::Start(e))),
-    };
     let result = match dial_peers(&config) {
         Ok(mut peers) => {
             let mut run = Run {
@@ -253,9 +263,7 @@ pub fn subscribe(
     summary.elapsed = started.elapsed();
     // A write error stops the receive loop (as `OutputStopped`); report the error itself.
     let result = match (result, finished) {
-        (Err(SubscribeError::OutputStopped), Err(e)) | (Ok(()), Err(e)) => {
-            Err(SubscribeError::Hls(e))
-        }
+        (Err(SubscribeError::OutputStopped), Err(e)) | (Ok(()), Err(e)) => Err(e.into()),
         (result, _) => result,
     };
     (summary, result)

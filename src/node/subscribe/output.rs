@@ -1,23 +1,45 @@
-//! The subscriber's HLS stage: its own thread owning the [`HlsWriter`], fed verified chunks in
-//! index order over a bounded channel. It writes each segment and then the playlist, finishes the
-//! playlist (ENDLIST) however the run ends, and keeps the figures of what reached the disk, shared
-//! for the progress line. It verifies nothing: only chunks the verifier accepted are sent here.
+//! The subscriber's output stage: its own thread, fed verified chunks in index order over a
+//! bounded channel, writing them to their [`Destination`]: an HLS folder (each segment, then the
+//! playlist, finished with ENDLIST however the run ends) or a [`SegmentSink`] (`serve`'s hub). It
+//! keeps the figures of what was written, shared for the progress line. It verifies nothing:
+//! only chunks the verifier accepted are sent here.
 
 use super::Latency;
 use crate::chunk::ChunkIndex;
 use crate::crypto::object::Plaintext;
-use crate::hls::playlist::SegmentEntry;
+use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
 use crate::hls::HlsError;
 use crate::node::timing::{self, Stage};
 use crate::time::UnixMillis;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Segments in flight to the HLS thread.
+/// Segments in flight to the output thread.
 const SEGMENT_QUEUE: usize = 8;
+
+/// Takes verified segments on the output thread, in index order.
+pub trait SegmentSink: Send + 'static {
+    /// One verified segment; false when the sink takes no more (the run then ends).
+    fn put(&mut self, entry: &SegmentEntry, bytes: &[u8]) -> bool;
+}
+
+/// Where a subscriber's verified segments go.
+pub enum Destination {
+    /// An HLS folder: an EVENT playlist and its segments.
+    Folder(PathBuf),
+    /// A sink that takes each segment.
+    Sink(Box<dyn SegmentSink>),
+}
+
+/// The writer the output thread owns.
+enum Writer {
+    Hls(HlsWriter),
+    Sink(Box<dyn SegmentSink>),
+}
 
 /// A verified chunk on its way to disk.
 pub struct Segment {
@@ -43,22 +65,44 @@ pub struct Written {
     pub latency: Latency,
 }
 
-/// The running HLS stage.
+/// Why the output stage failed.
+#[derive(Debug)]
+pub enum OutputError {
+    /// The HLS folder could not be written.
+    Hls(HlsError),
+    /// The sink took no more.
+    SinkClosed,
+    /// The output thread could not be started.
+    Start(std::io::Error),
+}
+
+/// The running output stage.
 pub struct Output {
     tx: Sender<Segment>,
-    thread: JoinHandle<Result<(), HlsError>>,
+    thread: JoinHandle<Result<(), OutputError>>,
     written: Arc<Mutex<Written>>,
 }
 
 impl Output {
-    /// Starts the HLS thread on `writer`.
-    pub fn start(writer: HlsWriter) -> std::io::Result<Output> {
+    /// Starts the output thread writing to `destination` (a folder gets an EVENT playlist with
+    /// `target_duration`).
+    pub fn start(destination: Destination, target_duration: u64) -> Result<Output, OutputError> {
+        let writer = match destination {
+            Destination::Folder(dir) => Writer::Hls(
+                HlsWriter::create(&dir, PlaylistKind::Event, target_duration)
+                    .map_err(OutputError::Hls)?,
+            ),
+            Destination::Sink(sink) => Writer::Sink(sink),
+        };
         let (tx, rx) = bounded(SEGMENT_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
-        let thread = std::thread::Builder::new().name("hls".into()).spawn({
-            let written = written.clone();
-            move || write_all(writer, &rx, &written)
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("hls".into())
+            .spawn({
+                let written = written.clone();
+                move || write_all(writer, &rx, &written)
+            })
+            .map_err(OutputError::Start)?;
         Ok(Output {
             tx,
             thread,
@@ -79,7 +123,7 @@ impl Output {
 
     /// Lets the thread write what is queued and finish the playlist; returns the figures and the
     /// first error.
-    pub fn finish(self) -> (Written, Result<(), HlsError>) {
+    pub fn finish(self) -> (Written, Result<(), OutputError>) {
         drop(self.tx);
         let result = self.thread.join().unwrap_or(Ok(()));
         let written = std::mem::take(&mut *self.written.lock());
@@ -87,17 +131,26 @@ impl Output {
     }
 }
 
-/// The HLS thread: writes every segment until the channel closes or a write fails, then
+/// The output thread: writes every segment until the channel closes or a write fails, then
 /// finishes the playlist.
 fn write_all(
-    mut writer: HlsWriter,
+    mut writer: Writer,
     rx: &Receiver<Segment>,
     written: &Mutex<Written>,
-) -> Result<(), HlsError> {
+) -> Result<(), OutputError> {
     let mut result = Ok(());
     for segment in rx {
         let bytes = segment.bytes.as_bytes();
-        if let Err(e) = writer.write(&segment.entry, &[bytes]) {
+        let put = match &mut writer {
+            Writer::Hls(hls) => hls
+                .write(&segment.entry, &[bytes])
+                .map_err(OutputError::Hls),
+            Writer::Sink(sink) => match sink.put(&segment.entry, bytes) {
+                true => Ok(()),
+                false => Err(OutputError::SinkClosed),
+            },
+        };
+        if let Err(e) = put {
             result = Err(e);
             break;
         }
@@ -112,5 +165,8 @@ fn write_all(
                 .record(UnixMillis::now().0.saturating_sub(created.0));
         }
     }
-    result.and(writer.finish())
+    match writer {
+        Writer::Hls(hls) => result.and(hls.finish().map_err(OutputError::Hls)),
+        Writer::Sink(_) => result,
+    }
 }
