@@ -4,13 +4,19 @@
 //! Flags become a [`LanConfig`] (errors exit 2); [`ec_node::node::lan::serve`] runs until
 //! Ctrl-C; the address to open is printed once the listener is up.
 
-use super::peer::node_key;
+use super::peer::{node_key, parse_target, peer_check, stream_keys};
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::capture::Source;
 use ec_node::chunk::ChunkerConfig;
+use ec_node::crypto::NodeId;
 use ec_node::hdhr::device::{DeviceId, Identity};
-use ec_node::node::lan::{serve, LanConfig, LanError, TunerDevice};
+use ec_node::hdhr::GuideNumber;
+use ec_node::manifest::Policy;
+use ec_node::net::Target;
+use ec_node::node::lan::hub::MeshSource;
+use ec_node::node::lan::{serve, LanConfig, LanError, MeshChannel, TunerDevice};
+use ec_node::node::tracks::PeerSpec;
 use ec_node::stop::StopFlag;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +57,28 @@ pub struct Args {
     /// answer HDHomeRun discovery and control on port 65001: true (default) or false
     #[argh(option, default = "true")]
     discovery: bool,
+    /// a channel from the mesh: GUIDE=STREAM_ID (repeatable; needs --remote and a trusted signer)
+    #[argh(option)]
+    mesh: Vec<String>,
+    /// for --mesh: the peer serving the chunk objects (NODE_ID@HOST:PORT or moqt://HOST:PORT)
+    #[argh(option)]
+    remote: Option<String>,
+    /// for --mesh: a different peer serving the manifests
+    #[argh(option)]
+    remote_manifests: Option<String>,
+    /// for --mesh: a manifest signer to trust (repeatable; default: the node id pinned in
+    /// --remote-manifests, else --remote)
+    #[argh(option)]
+    trust: Vec<String>,
+    /// for --mesh: the network secret, hex (default: none, public streams)
+    #[argh(option)]
+    network_secret: Option<String>,
+    /// for --mesh through a relay: trust this PEM certificate or CA instead of the system roots
+    #[argh(option)]
+    relay_ca: Option<PathBuf>,
+    /// for --mesh: do not check the peer's certificate (warns)
+    #[argh(switch)]
+    insecure: bool,
 }
 
 /// Runs the subcommand.
@@ -77,9 +105,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         (None, None) => DeviceId::derive(args.friendly_name.as_bytes()),
     };
+    let mesh = mesh_channels(&args)?;
     let config = LanConfig {
         listen: args.listen,
         tuners,
+        mesh,
         identity: Identity {
             id,
             friendly_name: args.friendly_name.clone(),
@@ -135,4 +165,62 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         Err(e) => Err(Failure::other(e.to_string())),
     }
+}
+
+/// The `--mesh` channels, each fed only by chunks a trusted manifest vouches for.
+fn mesh_channels(args: &Args) -> Result<Vec<MeshChannel>, Failure> {
+    if args.mesh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let remote = args
+        .remote
+        .as_deref()
+        .ok_or_else(|| Failure::usage("--mesh needs --remote"))?;
+    let objects = parse_target(remote)?;
+    let manifests = args
+        .remote_manifests
+        .as_deref()
+        .map(parse_target)
+        .transpose()?;
+    let trusted: Vec<NodeId> = if args.trust.is_empty() {
+        match manifests.as_ref().unwrap_or(&objects) {
+            Target::Node(addr) => addr.node.into_iter().collect(),
+            Target::Relay(_) => Vec::new(),
+        }
+    } else {
+        args.trust
+            .iter()
+            .map(|t| t.parse::<NodeId>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::usage(format!("--trust: {e}")))?
+    };
+    if trusted.is_empty() {
+        return Err(Failure::usage(
+            "--mesh needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",
+        ));
+    }
+    let mut policy = Policy::new(trusted);
+    policy.require_manifest = true;
+    let spec = |target: &Target| PeerSpec {
+        check: peer_check(target, args.relay_ca.clone(), args.insecure),
+        target: target.clone(),
+    };
+    args.mesh
+        .iter()
+        .map(|m| {
+            let bad = || Failure::usage(format!("--mesh takes GUIDE=STREAM_ID, not {m:?}"));
+            let (guide, stream) = m.split_once('=').ok_or_else(bad)?;
+            let guide = GuideNumber::parse(guide).ok_or_else(bad)?;
+            Ok(MeshChannel {
+                guide,
+                name: stream.to_string(),
+                source: MeshSource {
+                    keys: stream_keys(Some(stream), args.network_secret.as_deref(), None)?,
+                    policy: policy.clone(),
+                    objects: spec(&objects),
+                    manifests: manifests.as_ref().map(spec),
+                },
+            })
+        })
+        .collect()
 }

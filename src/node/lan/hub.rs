@@ -2,7 +2,8 @@
 //! viewers watch it.
 //!
 //! The first viewer of a channel (a `/auto/` stream or an HLS client) opens it: one tuner of the
-//! device that carries it, read by an ingest pipeline on a thread of its own. Every later viewer
+//! device that carries it, read by an ingest pipeline on a thread of its own, or for a mesh
+//! channel one subscription (the subscribing pipeline: only chunks the verifier accepted). Every later viewer
 //! joins that read at the newest chunk boundary: its queue starts with the newest whole chunk
 //! (each chunk begins with the PAT and PMT at a random access point), so its first byte leaves at
 //! once. A viewer's queue is bounded; a viewer that cannot keep up misses whole chunks (counted)
@@ -15,12 +16,16 @@
 //! The hub owns channel state and the upstream threads; it never speaks HTTP.
 
 use crate::capture::{CaptureOptions, Source};
-use crate::chunk::{Chunk, ChunkIndex, ChunkerConfig};
+use crate::chunk::{ChunkIndex, ChunkerConfig};
+use crate::crypto::StreamKeys;
 use crate::hdhr::device::LineupEntry;
 use crate::hdhr::{DeviceError, GuideNumber};
 use crate::hls::playlist::{Playlist, PlaylistKind, SegmentEntry};
 use crate::hls::ProgramClock;
+use crate::manifest::Policy;
 use crate::node::ingest::Ingest;
+use crate::node::subscribe::{subscribe, Destination, SegmentSink, SubscribeConfig};
+use crate::node::tracks::PeerSpec;
 use crate::stop::StopFlag;
 use crate::time::UnixMillis;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -42,13 +47,39 @@ const REAP_EVERY: Duration = Duration::from_millis(50);
 /// How long a chunk wait sleeps at most, so a stop is seen.
 const WAIT_STEP: Duration = Duration::from_millis(100);
 
+/// How long a mesh channel waits for its first trusted manifest, and for objects after that.
+const MESH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A channel taken from the mesh: a stream, who serves it and whose manifests are trusted.
+#[derive(Clone, Debug)]
+pub struct MeshSource {
+    /// The stream's subkeys.
+    pub keys: StreamKeys,
+    /// What the verifier accepts (manifests required).
+    pub policy: Policy,
+    /// The peer serving the chunk objects.
+    pub objects: PeerSpec,
+    /// A different peer serving the manifests (`None`: the objects peer).
+    pub manifests: Option<PeerSpec>,
+}
+
+/// What a channel is read from.
+#[derive(Clone, Debug)]
+pub enum ChannelSource {
+    /// A tuner: the capture source of the channel on its device.
+    Tuner(Source),
+    /// The mesh: verified chunks of a stream.
+    Mesh(MeshSource),
+}
+
 /// One place a channel can be read from.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// The pooled device that carries it (an index into the hub's tuner counts).
-    pub device: usize,
-    /// What to capture.
-    pub source: Source,
+    /// The pooled device that carries it (an index into the hub's tuner counts); `None` for a
+    /// mesh channel, which takes no tuner.
+    pub device: Option<usize>,
+    /// What to read.
+    pub source: ChannelSource,
     /// How it is named in the status (e.g. `tuner hdhr://HOST:PORT`).
     pub label: String,
 }
@@ -135,6 +166,32 @@ impl Drop for Viewer {
         if state.viewers.is_empty() {
             state.idle_since.get_or_insert_with(Instant::now);
         }
+    }
+}
+
+/// What the hub needs to know of a chunk besides its bytes.
+struct Piece {
+    index: ChunkIndex,
+    /// 90 kHz ticks.
+    duration: u64,
+    discontinuity: bool,
+}
+
+/// Where a mesh channel's subscriber hands its verified segments: the channel.
+struct ChannelSink {
+    hub: Arc<Hub>,
+    at: usize,
+}
+
+impl SegmentSink for ChannelSink {
+    fn put(&mut self, entry: &SegmentEntry, bytes: &[u8]) -> bool {
+        let piece = Piece {
+            index: entry.index,
+            duration: entry.duration,
+            discontinuity: entry.discontinuity,
+        };
+        self.hub.publish(self.at, piece, Arc::from(bytes));
+        true
     }
 }
 
@@ -287,12 +344,18 @@ impl Hub {
     /// Tuners pooled over every device.
     pub fn tuner_count(&self) -> u32 {
         let free = self.free_tuners.lock().iter().sum::<u32>();
-        let open = self
+        let tuned = self
             .channels
             .iter()
-            .filter(|c| c.state.lock().reading.is_some())
+            .filter(|c| {
+                let state = c.state.lock();
+                state
+                    .reading
+                    .as_ref()
+                    .is_some_and(|r| c.spec.upstreams[r.upstream].device.is_some())
+            })
             .count() as u32;
-        free + open
+        free + tuned
     }
 
     /// The HLS target duration, seconds.
@@ -456,9 +519,14 @@ impl Hub {
             let mut free = self.free_tuners.lock();
             let chosen = upstreams
                 .iter()
-                .position(|u| free.get(u.device).is_some_and(|n| *n > 0))
+                .position(|u| match u.device {
+                    Some(d) => free.get(d).is_some_and(|n| *n > 0),
+                    None => true,
+                })
                 .ok_or(Refusal::AllTunersInUse)?;
-            free[upstreams[chosen].device] -= 1;
+            if let Some(d) = upstreams[chosen].device {
+                free[d] -= 1;
+            }
             chosen
         };
         let device = upstreams[upstream].device;
@@ -493,44 +561,22 @@ impl Hub {
                 Ok(())
             }
             Err(e) => {
-                self.free_tuners.lock()[device] += 1;
+                if let Some(d) = device {
+                    self.free_tuners.lock()[d] += 1;
+                }
                 Err(Refusal::NoData(format!("cannot start a thread: {e}")))
             }
         }
     }
 
-    /// The read of channel `at` from its upstream `upstream`, on its own thread: ingest until
-    /// `stop` or the upstream ends; then the channel is closed and its tuner freed.
-    fn read(&self, at: usize, upstream: usize, stop: &StopFlag) {
+    /// The read of channel `at` from its upstream `upstream`, on its own thread, until `stop`
+    /// or the upstream ends; then the channel is closed and its tuner freed.
+    fn read(self: &Arc<Hub>, at: usize, upstream: usize, stop: &StopFlag) {
         let slot = &self.channels[at];
         let device = slot.spec.upstreams[upstream].device;
-        let failure = match Ingest::start(
-            &slot.spec.upstreams[upstream].source,
-            &self.config.capture,
-            self.config.chunker,
-            stop,
-        ) {
-            Ok(ingest) => {
-                loop {
-                    match ingest.chunks().recv_timeout(WAIT_STEP) {
-                        Ok((chunk, _)) => {
-                            self.publish(at, &chunk);
-                            ingest.recycle(chunk.bytes);
-                        }
-                        Err(RecvTimeoutError::Timeout) if stop.is_set() || self.stop.is_set() => {
-                            break
-                        }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                stop.set();
-                match ingest.finish().capture {
-                    Some(Err(e)) => Some(e.to_string()),
-                    _ => None,
-                }
-            }
-            Err(e) => Some(e.to_string()),
+        let failure = match &slot.spec.upstreams[upstream].source {
+            ChannelSource::Tuner(source) => self.read_tuner(at, source, stop),
+            ChannelSource::Mesh(mesh) => self.read_mesh(at, mesh, stop),
         };
         let mut state = slot.state.lock();
         if let Some(why) = &failure {
@@ -542,27 +588,85 @@ impl Hub {
         state.window = None;
         state.since = None;
         // The reaper joins the thread; the tuner is free once the device connection is closed.
-        self.free_tuners.lock()[device] += 1;
+        if let Some(d) = device {
+            self.free_tuners.lock()[d] += 1;
+        }
         slot.changed.notify_all();
         log::info!("channel {}: closed", slot.spec.entry.guide);
     }
 
+    /// Reads a tuner until `stop` or the capture ends; the failure, if any.
+    fn read_tuner(&self, at: usize, source: &Source, stop: &StopFlag) -> Option<String> {
+        let ingest = match Ingest::start(source, &self.config.capture, self.config.chunker, stop) {
+            Ok(ingest) => ingest,
+            Err(e) => return Some(e.to_string()),
+        };
+        loop {
+            match ingest.chunks().recv_timeout(WAIT_STEP) {
+                Ok((chunk, _)) => {
+                    let piece = Piece {
+                        index: chunk.index,
+                        duration: chunk.duration,
+                        discontinuity: chunk.flags.discontinuity(),
+                    };
+                    self.publish(at, piece, Arc::from(&chunk.bytes[..]));
+                    ingest.recycle(chunk.bytes);
+                }
+                Err(RecvTimeoutError::Timeout) if stop.is_set() || self.stop.is_set() => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        stop.set();
+        match ingest.finish().capture {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Reads a mesh stream until `stop` or the subscription fails: only chunks the verifier
+    /// accepted reach the channel. The failure, if any.
+    fn read_mesh(self: &Arc<Hub>, at: usize, mesh: &MeshSource, stop: &StopFlag) -> Option<String> {
+        let config = SubscribeConfig {
+            keys: mesh.keys.clone(),
+            policy: mesh.policy.clone(),
+            objects: mesh.objects.clone(),
+            manifests: mesh.manifests.clone(),
+            subscribe_manifests: true,
+            backfill: 0,
+            output: Destination::Sink(Box::new(ChannelSink {
+                hub: self.clone(),
+                at,
+            })),
+            target_duration: self.config.target_duration,
+            chunk_ticks: u64::from(self.config.chunker.chunk_ms) * 90,
+            stop_after: None,
+            max_invalid: None,
+            manifest_timeout: MESH_TIMEOUT,
+            idle_timeout: MESH_TIMEOUT,
+        };
+        let (_, result) = subscribe(config, stop, &mut |_| {});
+        result.err().map(|e| e.to_string())
+    }
+
     /// A new chunk of channel `at`: into the HLS window and every viewer's queue.
-    fn publish(&self, at: usize, chunk: &Chunk) {
+    fn publish(&self, at: usize, piece: Piece, bytes: Arc<[u8]>) {
         let slot = &self.channels[at];
-        let bytes: Arc<[u8]> = Arc::from(&chunk.bytes[..]);
         let mut state = slot.state.lock();
         state.bytes_in += bytes.len() as u64;
         state.chunks += 1;
-        let date_time = state.clock.next(
-            chunk.duration,
-            chunk.flags.discontinuity(),
-            UnixMillis::now(),
-        );
+        let date_time = state
+            .clock
+            .next(piece.duration, piece.discontinuity, UnixMillis::now());
         if let Some(window) = state.window.as_mut() {
-            window.push(SegmentEntry::for_chunk(chunk, date_time));
+            window.push(SegmentEntry {
+                index: piece.index,
+                duration: piece.duration,
+                discontinuity: piece.discontinuity,
+                date_time,
+            });
         }
-        state.segments.push_back((chunk.index, bytes.clone()));
+        state.segments.push_back((piece.index, bytes.clone()));
         // Keep one more than the window: a client may fetch a segment just slid out.
         while state.segments.len() > HLS_WINDOW + 1 {
             state.segments.pop_front();

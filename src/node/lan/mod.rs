@@ -28,7 +28,7 @@ use crate::http::{BindError, Listener};
 use crate::node::tuner::LocalTuner;
 use crate::stop::StopFlag;
 use discovery::{DeviceView, Discovery};
-use hub::{ChannelSpec, Hub, HubConfig, Upstream};
+use hub::{ChannelSource, ChannelSpec, Hub, HubConfig, MeshSource, Upstream};
 use site::Site;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -46,12 +46,26 @@ pub struct TunerDevice {
     pub port: u16,
 }
 
+/// A channel taken from the mesh (`--mesh GUIDE=STREAM_ID`).
+#[derive(Clone, Debug)]
+pub struct MeshChannel {
+    /// Its guide number in the lineup.
+    pub guide: GuideNumber,
+    /// Its name in the lineup.
+    pub name: String,
+    /// The stream and its peers.
+    pub source: MeshSource,
+}
+
 /// What `serve` serves and how.
 pub struct LanConfig {
     /// The HTTP address.
     pub listen: SocketAddr,
-    /// The pooled devices; none: the built-in broadcast on an in-process simulator.
+    /// The pooled devices; with no device and no mesh channel, the built-in broadcast on an
+    /// in-process simulator.
     pub tuners: Vec<TunerDevice>,
+    /// Channels taken from the mesh.
+    pub mesh: Vec<MeshChannel>,
     /// Who the node says it is (its tuner count is the pool's).
     pub identity: Identity,
     /// The chunk grid: the unit viewers join and skip by, and the HLS segment.
@@ -99,7 +113,10 @@ impl std::fmt::Display for LanError {
             LanError::Bind(e) => e.fmt(f),
             LanError::Builtin(e) => write!(f, "the built-in broadcast did not start: {e}"),
             LanError::Device(device, e) => write!(f, "tuner {device}: {e}"),
-            LanError::NoChannels => write!(f, "no channel to serve: the tuners' lineups are empty"),
+            LanError::NoChannels => write!(
+                f,
+                "no channel to serve: the tuners' lineups are empty and no mesh channel was given"
+            ),
             LanError::Start(e) => write!(f, "cannot start a thread: {e}"),
         }
     }
@@ -122,8 +139,8 @@ pub fn serve(
     stop: &StopFlag,
     ready: &mut dyn FnMut(&LanReady),
 ) -> Result<(), LanError> {
-    // With no device, the built-in broadcast; it lives as long as the run.
-    let builtin = match config.tuners.is_empty() {
+    // With no source at all, the built-in broadcast; it lives as long as the run.
+    let builtin = match config.tuners.is_empty() && config.mesh.is_empty() {
         true => Some(LocalTuner::start().map_err(LanError::Builtin)?),
         false => None,
     };
@@ -134,7 +151,29 @@ pub fn serve(
         }],
         None => config.tuners.clone(),
     };
-    let (channels, tuners) = lineup(&devices)?;
+    let (mut channels, tuners) = lineup(&devices)?;
+    for mesh in &config.mesh {
+        let upstream = Upstream {
+            device: None,
+            source: ChannelSource::Mesh(mesh.source.clone()),
+            label: format!("mesh {}", mesh.source.objects.target),
+        };
+        match channels.iter_mut().find(|c| c.entry.guide == mesh.guide) {
+            Some(known) => known.upstreams.push(upstream),
+            None => channels.push(ChannelSpec {
+                entry: LineupEntry {
+                    guide: mesh.guide.clone(),
+                    name: mesh.name.clone(),
+                    video_codec: None,
+                    audio_codec: None,
+                },
+                upstreams: vec![upstream],
+            }),
+        }
+    }
+    if channels.is_empty() {
+        return Err(LanError::NoChannels);
+    }
     let listener = Listener::bind(config.listen).map_err(LanError::Bind)?;
     let hub_config = HubConfig {
         chunker: config.chunker,
@@ -161,6 +200,7 @@ pub fn serve(
             None => devices
                 .iter()
                 .map(|d| format!("hdhr://{}:{}", d.host, d.port))
+                .chain(config.mesh.iter().map(|m| format!("mesh {}", m.guide)))
                 .collect(),
         },
         discovery: discovery
@@ -278,12 +318,12 @@ fn lineup(devices: &[TunerDevice]) -> Result<(Vec<ChannelSpec>, Vec<u32>), LanEr
                 continue;
             };
             let upstream = Upstream {
-                device: at,
-                source: Source::Hdhr {
+                device: Some(at),
+                source: ChannelSource::Tuner(Source::Hdhr {
                     host: d.host.clone(),
                     port: d.port,
                     guide: guide.clone(),
-                },
+                }),
                 label: format!("tuner hdhr://{authority}"),
             };
             match channels.iter_mut().find(|c| c.entry.guide == guide) {
@@ -299,9 +339,6 @@ fn lineup(devices: &[TunerDevice]) -> Result<(Vec<ChannelSpec>, Vec<u32>), LanEr
                 }),
             }
         }
-    }
-    if channels.is_empty() {
-        return Err(LanError::NoChannels);
     }
     Ok((channels, tuners))
 }
