@@ -191,8 +191,8 @@ pub fn hdhr_documents(data: &[u8]) {
     }
 }
 
-/// `sim_request`: the tuner simulator's request head and route parsing are total, and a target
-/// it accepts is visible ASCII starting with `/`.
+/// `sim_request`: the shared HTTP request head parser and the routes of the tuner simulator and
+/// of `serve` are total, and a target it accepts is visible ASCII starting with `/`.
 pub fn sim_request(data: &[u8]) {
     let Ok(target) = parse_request_head(data) else {
         return;
@@ -200,6 +200,16 @@ pub fn sim_request(data: &[u8]) {
     assert!(target.starts_with('/'), "{target:?}");
     assert!(target.bytes().all(|b| b.is_ascii_graphic()), "{target:?}");
     let _ = Route::parse(&target);
+    // serve's routes are total too, and a segment is only ever `/hls/GUIDE/segment_N.ts`.
+    if let Some(ec_node::node::lan::site::Route::Segment(..)) =
+        ec_node::node::lan::site::Route::parse(&target)
+    {
+        let path = target.split('?').next().unwrap_or_default();
+        assert!(
+            path.starts_with("/hls/") && path.ends_with(".ts") && !path.contains(".."),
+            "{target:?}"
+        );
+    }
 }
 
 /// `hdhr_protocol`: the HDHomeRun port-65001 codec is total; a frame it accepts is exactly one
