@@ -196,6 +196,26 @@ pub fn read_head(conn: &mut TcpStream, stop: &StopFlag) -> Result<String, BadReq
     }
 }
 
+/// Prepares an accepted connection and reads its request: the GET target, or `None` when the
+/// client left or the request was answered already (400 malformed, 405 not a GET).
+pub fn read_request(mut conn: TcpStream, stop: &StopFlag) -> Option<(TcpStream, String)> {
+    if !prepare(&conn, true) {
+        return None;
+    }
+    match read_head(&mut conn, stop) {
+        Ok(target) => Some((conn, target)),
+        Err(BadRequest::Gone) => None,
+        Err(BadRequest::Malformed) => {
+            respond(conn, 400, &[], b"Bad Request\n");
+            None
+        }
+        Err(BadRequest::Method) => {
+            respond(conn, 405, &[("Allow", "GET")], b"Method Not Allowed\n");
+            None
+        }
+    }
+}
+
 /// Checks a request head (without its final blank line) and returns the GET target, a token of
 /// visible ASCII starting with `/`. Total on any bytes (fuzzed: target `sim_request`).
 pub fn parse_request_head(head: &[u8]) -> Result<String, BadRequest> {

@@ -5,12 +5,11 @@
 //! becomes the exit code: 0 done, 2 usage, 3 cannot connect or identity mismatch, 4 verification
 //! failed, 5 idle or the publisher left, 1 anything else.
 
-use super::peer::{parse_target, peer_check, stream_keys};
+use super::peer::{parse_target, peer_check, stream_keys, trusted_signers};
 use super::summary::Summary;
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::chunk::ChunkerConfig;
-use ec_node::crypto::NodeId;
 use ec_node::hls;
 use ec_node::manifest::Policy;
 use ec_node::net::{NetError, Target};
@@ -92,19 +91,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .as_deref()
         .map(parse_target)
         .transpose()?;
-    let manifests_peer = manifests.as_ref().unwrap_or(&objects);
-    let trusted = if args.trust.is_empty() {
-        match manifests_peer {
-            Target::Node(addr) => addr.node.into_iter().collect(),
-            Target::Relay(_) => Vec::new(),
-        }
-    } else {
-        args.trust
-            .iter()
-            .map(|t| t.parse::<NodeId>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure::usage(format!("--trust: {e}")))?
-    };
+    let trusted = trusted_signers(&args.trust, manifests.as_ref().unwrap_or(&objects))?;
     if args.require_manifest && trusted.is_empty() {
         return Err(Failure::usage(
             "--require-manifest needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{Exit, Failure};
 use ec_node::capture::Source;
-use ec_node::crypto::{NetworkSecret, NodeKey, StreamId, StreamKey, StreamKeys};
+use ec_node::crypto::{NetworkSecret, NodeId, NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::moq::{FullTrackName, TrackNamespace};
 use ec_node::net::{NetError, PeerCheck, Target};
 use ec_node::node::tracks::{ServeError, UpstreamError};
@@ -55,6 +55,22 @@ pub fn node_key(path: Option<&std::path::Path>) -> Result<NodeKey, Failure> {
         Some(path) => NodeKey::read(path).map_err(|e| Failure::usage(e.to_string())),
         None => NodeKey::generate().map_err(|e| Failure::other(e.to_string())),
     }
+}
+
+/// The manifest signers a subscriber trusts: `--trust`, or else the node id pinned in the
+/// address of the peer serving the manifests (none for a relay).
+pub fn trusted_signers(trust: &[String], manifests_peer: &Target) -> Result<Vec<NodeId>, Failure> {
+    if trust.is_empty() {
+        return Ok(match manifests_peer {
+            Target::Node(addr) => addr.node.into_iter().collect(),
+            Target::Relay(_) => Vec::new(),
+        });
+    }
+    trust
+        .iter()
+        .map(|t| t.parse::<NodeId>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::usage(format!("--trust: {e}")))
 }
 
 /// The target of `--remote` / `--relay`.

@@ -4,12 +4,11 @@
 //! Flags become a [`LanConfig`] (errors exit 2); [`ec_node::node::lan::serve`] runs until
 //! Ctrl-C; the address to open is printed once the listener is up.
 
-use super::peer::{node_key, parse_target, peer_check, stream_keys};
+use super::peer::{node_key, parse_target, peer_check, stream_keys, trusted_signers};
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::capture::Source;
 use ec_node::chunk::ChunkerConfig;
-use ec_node::crypto::NodeId;
 use ec_node::hdhr::device::{DeviceId, Identity};
 use ec_node::hdhr::GuideNumber;
 use ec_node::manifest::Policy;
@@ -182,18 +181,7 @@ fn mesh_channels(args: &Args) -> Result<Vec<MeshChannel>, Failure> {
         .as_deref()
         .map(parse_target)
         .transpose()?;
-    let trusted: Vec<NodeId> = if args.trust.is_empty() {
-        match manifests.as_ref().unwrap_or(&objects) {
-            Target::Node(addr) => addr.node.into_iter().collect(),
-            Target::Relay(_) => Vec::new(),
-        }
-    } else {
-        args.trust
-            .iter()
-            .map(|t| t.parse::<NodeId>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| Failure::usage(format!("--trust: {e}")))?
-    };
+    let trusted = trusted_signers(&args.trust, manifests.as_ref().unwrap_or(&objects))?;
     if trusted.is_empty() {
         return Err(Failure::usage(
             "--mesh needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",

@@ -7,7 +7,7 @@
 
 use super::{Route, Simulator, Tuned};
 use crate::hdhr::DeviceError;
-use crate::http::{self, BadRequest, Listener, SendError};
+use crate::http::{self, Listener, SendError};
 use crate::stop::StopFlag;
 use crate::ts::packet::PACKET_SIZE;
 use std::net::{SocketAddr, TcpStream};
@@ -107,17 +107,9 @@ impl From<SendError> for End {
 }
 
 impl Context<'_> {
-    fn serve(&self, mut conn: TcpStream, peer: SocketAddr) {
-        if !http::prepare(&conn, true) {
+    fn serve(&self, conn: TcpStream, peer: SocketAddr) {
+        let Some((conn, target)) = http::read_request(conn, self.stop) else {
             return;
-        }
-        let target = match http::read_head(&mut conn, self.stop) {
-            Ok(target) => target,
-            Err(BadRequest::Gone) => return,
-            Err(BadRequest::Malformed) => return http::respond(conn, 400, &[], b"Bad Request\n"),
-            Err(BadRequest::Method) => {
-                return http::respond(conn, 405, &[("Allow", "GET")], b"Method Not Allowed\n")
-            }
         };
         log::debug!("{peer}: GET {target}");
         // Documents name the address the client reached (the listen address may be 0.0.0.0).

@@ -11,7 +11,7 @@ use crate::chunk::ChunkIndex;
 use crate::hdhr::device::{self, Identity};
 use crate::hdhr::{DeviceError, GuideNumber};
 use crate::hls::playlist::iso8601;
-use crate::http::{self, BadRequest, SendError};
+use crate::http::{self, SendError};
 use crate::stop::StopFlag;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -130,17 +130,9 @@ impl Site {
     }
 
     /// Serves one connection (one request).
-    pub fn serve(&self, mut conn: TcpStream, peer: SocketAddr) {
-        if !http::prepare(&conn, true) {
+    pub fn serve(&self, conn: TcpStream, peer: SocketAddr) {
+        let Some((conn, target)) = http::read_request(conn, &self.stop) else {
             return;
-        }
-        let target = match http::read_head(&mut conn, &self.stop) {
-            Ok(target) => target,
-            Err(BadRequest::Gone) => return,
-            Err(BadRequest::Malformed) => return http::respond(conn, 400, &[], b"Bad Request\n"),
-            Err(BadRequest::Method) => {
-                return http::respond(conn, 405, &[("Allow", "GET")], b"Method Not Allowed\n")
-            }
         };
         log::debug!("{peer}: GET {target}");
         // Documents name the address the client reached (the listen address may be 0.0.0.0).
