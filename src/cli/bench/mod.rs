@@ -9,6 +9,8 @@
 //!   (`fanout.rs`).
 //! - `bench mesh`: latency, CPU and RSS of a publisher and a subscriber on loopback
 //!   (`mesh.rs`).
+//! - `bench serve`: HTTP fan-out of one channel by `ec-node serve` to many viewers, next to a
+//!   plain copier of the same bytes (`serve.rs`).
 //!
 //! One file per benchmark; `proc` measures child processes and `broadcast` makes the shared
 //! input. Nothing here is imported by the library.
@@ -19,6 +21,7 @@ mod fanout;
 mod mesh;
 mod proc;
 mod record;
+mod serve;
 mod trust;
 
 use crate::cli::Failure;
@@ -39,6 +42,7 @@ enum What {
     Fanout(fanout::Args),
     Mesh(mesh::Args),
     Record(record::Args),
+    Serve(serve::Args),
     Trust(trust::Args),
 }
 
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         What::Fanout(args) => fanout::run(args),
         What::Mesh(args) => mesh::run(args),
         What::Record(args) => record::run(args),
+        What::Serve(args) => serve::run(args),
         What::Trust(args) => trust::run(args),
     }
 }
