@@ -772,3 +772,174 @@ fn serve_plays_a_mesh_channel_and_no_tampered_object_reaches_a_viewer() {
     );
     drop((honest, hostile, f, b, a));
 }
+
+/// The chunk indices of the playlist in `dir`, in order.
+fn playlist_indices(dir: &Path) -> Vec<u64> {
+    hls::read_playlist(dir)
+        .segments
+        .iter()
+        .map(|(name, ..)| {
+            let digits = name.trim_start_matches("segment_").trim_end_matches(".ts");
+            digits.parse().unwrap()
+        })
+        .collect()
+}
+
+/// Waits until the subscriber writing to `dir` has at least `n` segments, at most 60 s.
+fn wait_for_segments(dir: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("index.m3u8").exists() || hls::read_playlist(dir).segments.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} segments after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The subscriber's `--summary-json`.
+fn summary_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn swarm_a_source_killed_mid_stream_leaves_no_gap() {
+    media::require_tool("ffmpeg");
+    let sim = Sim::start(&["--tuners", "4"]);
+    let fast = ["--chunk-ms", "1000"];
+    let (key_a, _) = key("swarm-kill-a");
+    let leader = Publisher::start(
+        &sim,
+        &key_a,
+        &[
+            "--publish-manifests",
+            "--publish-chunks=false",
+            "--chunk-ms",
+            "1000",
+        ],
+    );
+    let nodes: Vec<Publisher> = (0..3)
+        .map(|i| Publisher::start(&sim, &key(&format!("swarm-kill-{i}")).0, &fast))
+        .collect();
+    let dir = process::out_dir("mesh", "swarm-kill");
+    let json = dir.with_extension("json");
+    let mut args = vec![];
+    for node in &nodes {
+        args.extend(["--remote", node.endpoint.as_str()]);
+    }
+    let json_arg = json.to_str().unwrap().to_string();
+    args.extend([
+        "--remote-manifests",
+        &leader.endpoint,
+        "--require-manifest",
+        "--backfill",
+        "0",
+        "--chunk-ms",
+        "1000",
+        "--stop-after",
+        "12",
+        "--summary-json",
+        &json_arg,
+    ]);
+    let subscriber = start_subscriber(STREAM, &dir, &args);
+    // The first source holds the live subscription; kill it once the stream runs.
+    wait_for_segments(&dir, 3);
+    let mut nodes = nodes.into_iter();
+    drop(nodes.next());
+    let out = wait_limited(subscriber, Duration::from_secs(90));
+    assert!(out.status.success(), "{}", process::stderr(&out));
+
+    // Every chunk index from the first to the last: no gap, and it decodes clean.
+    let indices = playlist_indices(&dir);
+    assert_eq!(indices.len(), 12, "{indices:?}");
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1), "{indices:?}");
+    hls::assert_decodes_clean(&dir);
+    let summary = summary_json(&json);
+    let sources = summary["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 3);
+    // A killed process sends no close: the first source either timed out on its chunks (and
+    // handed the live subscription on) or is seen gone.
+    let first = &sources[0];
+    assert!(
+        first["state"] == "gone" || first["timeouts"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let served: u64 = sources.iter().map(|s| s["chunks"].as_u64().unwrap()).sum();
+    assert!(served >= 12, "{summary}");
+    assert!(
+        sources[1]["chunks"].as_u64().unwrap() > 0,
+        "the next source took over: {summary}"
+    );
+}
+
+#[test]
+fn swarm_a_tampering_source_is_demoted_and_nothing_invalid_is_written() {
+    media::require_tool("ffmpeg");
+    let sim = Sim::start(&["--tuners", "3"]);
+    let fast = ["--chunk-ms", "1000"];
+    let (key_a, _) = key("swarm-tamper-a");
+    let leader = Publisher::start(
+        &sim,
+        &key_a,
+        &[
+            "--publish-manifests",
+            "--publish-chunks=false",
+            "--chunk-ms",
+            "1000",
+        ],
+    );
+    let honest = Publisher::start(&sim, &key("swarm-tamper-b").0, &fast);
+    let upstream = Publisher::start(&sim, &key("swarm-tamper-c").0, &fast);
+    let tamper = [
+        "--tamper",
+        "flip",
+        "--tamper",
+        "swap",
+        "--tamper-every",
+        "2",
+    ];
+    let liar = Publisher::forward(&upstream, &key("swarm-tamper-f").0, &tamper);
+    let dir = process::out_dir("mesh", "swarm-tamper");
+    let json = dir.with_extension("json");
+    let json_arg = json.to_str().unwrap().to_string();
+    // The liar is given first, so it starts with the live subscription.
+    let args = [
+        "--remote",
+        &liar.endpoint,
+        "--remote",
+        &honest.endpoint,
+        "--remote-manifests",
+        &leader.endpoint,
+        "--require-manifest",
+        "--backfill",
+        "0",
+        "--chunk-ms",
+        "1000",
+        "--max-source-invalid",
+        "2",
+        "--stop-after",
+        "10",
+        "--summary-json",
+        &json_arg,
+    ];
+    let out = subscribe(&dir, &args, Duration::from_secs(90));
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let indices = playlist_indices(&dir);
+    assert_eq!(indices.len(), 10, "{indices:?}");
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1), "{indices:?}");
+    hls::assert_decodes_clean(&dir);
+    let summary = summary_json(&json);
+    let sources = summary["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["state"], "demoted", "{summary}");
+    let rejections = sources[0]["rejections"].as_object().unwrap();
+    assert!(
+        !rejections.is_empty(),
+        "the liar's objects were rejected by reason: {summary}"
+    );
+    assert!(
+        sources[1]["rejections"].as_object().unwrap().is_empty(),
+        "{summary}"
+    );
+    assert!(sources[1]["chunks"].as_u64().unwrap() > 0, "{summary}");
+    drop((liar, upstream, honest, leader));
+}

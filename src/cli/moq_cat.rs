@@ -77,7 +77,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Exit::Connect,
             format!("the peer refused the request: code {code:#x} {reason}"),
         )),
-        Err(e @ CatError::NoHandshake(..)) => Err(Failure::new(Exit::Connect, e.to_string())),
+        Err(e @ (CatError::NoHandshake(..) | CatError::FetchRefused(..))) => {
+            Err(Failure::new(Exit::Connect, e.to_string()))
+        }
         Err(e @ (CatError::Idle(_) | CatError::FetchReset(_))) => {
             Err(Failure::new(Exit::Idle, e.to_string()))
         }

@@ -26,12 +26,24 @@ use std::time::Duration;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "moq-subscribe")]
 pub struct Args {
-    /// the objects peer: NODE_ID@HOST:PORT (identity pinned) or HOST:PORT
+    /// a peer serving the chunk objects: NODE_ID@HOST:PORT (identity pinned), HOST:PORT or
+    /// moqt://HOST:PORT (repeatable: the first is tried first, the others take over a chunk or
+    /// the stream when it stalls, lies or leaves)
     #[argh(option)]
-    remote: String,
-    /// the manifests peer, if not --remote
+    remote: Vec<String>,
+    /// a peer serving the manifests, if not the --remote peers (repeatable)
     #[argh(option)]
-    remote_manifests: Option<String>,
+    remote_manifests: Vec<String>,
+    /// with several --remote: milliseconds a chunk a manifest vouches for may take before it is
+    /// fetched from the next source (default: the chunk duration)
+    #[argh(option)]
+    group_timeout: Option<u64>,
+    /// with several --remote: rejections after which a source is demoted (default 3)
+    #[argh(option, default = "3")]
+    max_source_invalid: u32,
+    /// write the exit summary as JSON to this file (totals and one entry per source)
+    #[argh(option)]
+    summary_json: Option<PathBuf>,
     /// subscribe to the manifests track
     #[argh(switch)]
     subscribe_manifests: bool,
@@ -85,13 +97,30 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::usage("--stop-after must be at least 1"));
     }
     let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
-    let objects = parse_target(&args.remote)?;
+    if args.remote.is_empty() {
+        return Err(Failure::usage("--remote is required"));
+    }
+    if args.max_source_invalid == 0 || args.group_timeout == Some(0) {
+        return Err(Failure::usage(
+            "--max-source-invalid and --group-timeout must be at least 1",
+        ));
+    }
+    let objects = args
+        .remote
+        .iter()
+        .map(|r| parse_target(r))
+        .collect::<Result<Vec<_>, _>>()?;
     let manifests = args
         .remote_manifests
-        .as_deref()
-        .map(parse_target)
-        .transpose()?;
-    let trusted = trusted_signers(&args.trust, manifests.as_ref().unwrap_or(&objects))?;
+        .iter()
+        .map(|r| parse_target(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifests_peers = if manifests.is_empty() {
+        &objects
+    } else {
+        &manifests
+    };
+    let trusted = trusted_signers(&args.trust, manifests_peers)?;
     if args.require_manifest && trusted.is_empty() {
         return Err(Failure::usage(
             "--require-manifest needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",
@@ -113,8 +142,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let config = SubscribeConfig {
         keys,
         policy,
-        objects: spec(objects),
-        manifests: manifests.map(spec),
+        objects: objects.into_iter().map(spec).collect(),
+        manifests: manifests.into_iter().map(spec).collect(),
+        group_timeout: Duration::from_millis(
+            args.group_timeout.unwrap_or(u64::from(args.chunk_ms)),
+        ),
+        max_source_invalid: args.max_source_invalid,
         subscribe_manifests: args.subscribe_manifests,
         backfill: args.backfill,
         output: Destination::Folder(args.out.clone()),
@@ -129,6 +162,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
     let (summary, outcome) = with_progress(|progress| subscribe(config, &stop, progress));
     summary_of("moq-subscribe", &summary, &args.out).print(false);
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, summary_json(&summary).to_string())
+            .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+    }
     outcome.map_err(|e| subscribe_failure(e, &summary))
 }
 
@@ -215,15 +252,70 @@ pub(super) fn summary_of(command: &str, s: &SubscribeSummary, out: &std::path::P
     )
     .part(format!("latency {}", latency(&s.latency)))
     .part(format!("in {:.1} s", s.elapsed.as_secs_f64()))
+    .parts(sources_lines(s))
+}
+
+/// One line per chunk source when there are several: what each delivered, what of it was
+/// rejected, how often it stalled or was redialled, and where it stands.
+fn sources_lines(s: &SubscribeSummary) -> Vec<String> {
+    if s.sources.len() < 2 {
+        return Vec::new();
+    }
+    s.sources
+        .iter()
+        .map(|src| {
+            let rejected: u64 = src.stats.rejections.values().sum();
+            format!(
+                "source {}: {} chunks ({} bytes), {rejected} rejected, {} timeouts, {} reconnects, {}",
+                src.remote, src.stats.chunks, src.stats.bytes, src.stats.timeouts, src.stats.reconnects, src.state
+            )
+        })
+        .collect()
+}
+
+/// The whole exit summary as JSON: totals, and one object per chunk source.
+fn summary_json(s: &SubscribeSummary) -> serde_json::Value {
+    let reasons = |list: &mut dyn Iterator<Item = (String, u64)>| {
+        serde_json::Value::Object(list.map(|(r, n)| (r, n.into())).collect())
+    };
+    serde_json::json!({
+        "chunks": s.accepted,
+        "bytes": s.bytes,
+        "manifests": s.manifests,
+        "rejections": reasons(&mut s.rejected.iter().map(|(r, n)| (r.to_string(), *n))),
+        "late": s.late,
+        "latency_ms": {"p50": s.latency.percentile(50), "p99": s.latency.percentile(99)},
+        "sources": s.sources.iter().map(|src| serde_json::json!({
+            "remote": src.remote,
+            "chunks": src.stats.chunks,
+            "bytes": src.stats.bytes,
+            "rejections": reasons(&mut src.stats.rejections.iter().map(|(r, n)| (r.to_string(), *n))),
+            "timeouts": src.stats.timeouts,
+            "reconnects": src.stats.reconnects,
+            "state": src.state,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The terminal's progress line: where the stream is and what was refused so far.
 fn progress_line(s: &SubscribeSummary) -> String {
     let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
     let newest = s.newest.map_or("-".to_string(), |i| i.to_string());
+    let sources = match s.sources.len() {
+        0 | 1 => String::new(),
+        n => {
+            let up = s.sources.iter().filter(|src| src.state == "ok").count();
+            let demoted = s
+                .sources
+                .iter()
+                .filter(|src| src.state == "demoted")
+                .count();
+            format!(", sources {up}/{n} up, {demoted} demoted")
+        }
+    };
     format!(
         "{:>6.0} s  {} chunks ({:.1} MB), newest {newest}, {} manifests, {rejected} rejected, \
-         latency {}",
+         latency {}{sources}",
         s.elapsed.as_secs_f64(),
         s.accepted,
         s.bytes as f64 / 1e6,

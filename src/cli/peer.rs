@@ -57,14 +57,20 @@ pub fn node_key(path: Option<&std::path::Path>) -> Result<NodeKey, Failure> {
     }
 }
 
-/// The manifest signers a subscriber trusts: `--trust`, or else the node id pinned in the
-/// address of the peer serving the manifests (none for a relay).
-pub fn trusted_signers(trust: &[String], manifests_peer: &Target) -> Result<Vec<NodeId>, Failure> {
+/// The manifest signers a subscriber trusts: `--trust`, or else the node ids pinned in the
+/// addresses of the peers serving the manifests (none for a relay).
+pub fn trusted_signers(
+    trust: &[String],
+    manifests_peers: &[Target],
+) -> Result<Vec<NodeId>, Failure> {
     if trust.is_empty() {
-        return Ok(match manifests_peer {
-            Target::Node(addr) => addr.node.into_iter().collect(),
-            Target::Relay(_) => Vec::new(),
-        });
+        return Ok(manifests_peers
+            .iter()
+            .filter_map(|peer| match peer {
+                Target::Node(addr) => addr.node,
+                Target::Relay(_) => None,
+            })
+            .collect());
     }
     trust
         .iter()

@@ -181,7 +181,10 @@ fn mesh_channels(args: &Args) -> Result<Vec<MeshChannel>, Failure> {
         .as_deref()
         .map(parse_target)
         .transpose()?;
-    let trusted = trusted_signers(&args.trust, manifests.as_ref().unwrap_or(&objects))?;
+    let trusted = match &manifests {
+        Some(manifests) => trusted_signers(&args.trust, std::slice::from_ref(manifests))?,
+        None => trusted_signers(&args.trust, std::slice::from_ref(&objects))?,
+    };
     if trusted.is_empty() {
         return Err(Failure::usage(
             "--mesh needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",

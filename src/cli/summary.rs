@@ -32,6 +32,12 @@ impl Summary {
         self
     }
 
+    /// The same summary with more parts.
+    pub fn parts(mut self, parts: impl IntoIterator<Item = String>) -> Summary {
+        self.parts.extend(parts);
+        self
+    }
+
     /// Prints it on stderr: as text, or as one JSON object when `json`.
     pub fn print(&self, json: bool) {
         if json {

@@ -51,7 +51,7 @@ impl Policy {
 }
 
 /// Why something was rejected; each reason has its own counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     /// A manifest that does not decode (truncated, non-canonical, over a limit, bad root).
     MalformedManifest,
@@ -185,6 +185,8 @@ pub enum Event {
         sequence: u64,
         /// When the signer says it created it.
         created: UnixMillis,
+        /// The chunk indices it vouches for, first and last (entries are strictly ordered).
+        covers: (ChunkIndex, ChunkIndex),
     },
     /// A signer's chain skipped sequence numbers (they may still arrive out of order).
     ChainGap {
@@ -294,6 +296,7 @@ impl Verifier {
             epoch: manifest.body.epoch,
             sequence: manifest.body.sequence,
             created: manifest.body.created,
+            covers: (first, last),
         });
         for entry in &manifest.body.entries {
             self.vouches

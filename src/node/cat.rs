@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::tracks::{Ask, Delivery, PeerSpec, Upstream, UpstreamError};
+use super::tracks::{Ask, Delivery, FetchEnd, PeerSpec, Upstream, UpstreamError};
 use crate::moq::{FullTrackName, GroupId};
 use crate::stop::StopFlag;
 
@@ -44,6 +44,8 @@ pub enum CatError {
     Idle(Duration),
     /// The FETCH stream was reset (the code).
     FetchReset(u64),
+    /// The peer refused the FETCH (REQUEST_ERROR code and reason).
+    FetchRefused(u64, String),
     /// A payload file could not be written (its name).
     Write(String, std::io::Error),
 }
@@ -59,6 +61,9 @@ impl std::fmt::Display for CatError {
             ),
             CatError::Idle(t) => write!(f, "no object for {} s", t.as_secs()),
             CatError::FetchReset(code) => write!(f, "the FETCH stream was reset (code {code:#x})"),
+            CatError::FetchRefused(code, reason) => {
+                write!(f, "the peer refused the request: code {code:#x} {reason}")
+            }
             CatError::Write(name, e) => write!(f, "{name}: {e}"),
         }
     }
@@ -128,10 +133,14 @@ fn read(
                     break;
                 }
             }
-            Delivery::FetchDone {
-                reset: Some(code), ..
-            } => return Err(CatError::FetchReset(code)),
-            Delivery::FetchDone { reset: None, .. } | Delivery::Ended { .. } => break,
+            Delivery::FetchDone { end, .. } => match end {
+                FetchEnd::Complete => break,
+                FetchEnd::Reset(code) => return Err(CatError::FetchReset(code)),
+                FetchEnd::Refused(code, reason) => {
+                    return Err(CatError::FetchRefused(code, reason))
+                }
+            },
+            Delivery::Ended { .. } => break,
             Delivery::Connected(node) => {
                 if let Some(node) = node {
                     log::info!("connected to node {node}");

@@ -138,8 +138,10 @@ pub fn demo(
     let subscriber = SubscribeConfig {
         keys,
         policy,
-        objects: pinned(&availability.addr),
-        manifests: Some(pinned(&leader.addr)),
+        objects: vec![pinned(&availability.addr)],
+        manifests: vec![pinned(&leader.addr)],
+        group_timeout: Duration::from_millis(u64::from(chunker.chunk_ms)),
+        max_source_invalid: 3,
         subscribe_manifests: true,
         backfill: 3,
         output: Destination::Folder(config.out),

@@ -630,8 +630,10 @@ impl Hub {
         let config = SubscribeConfig {
             keys: mesh.keys.clone(),
             policy: mesh.policy.clone(),
-            objects: mesh.objects.clone(),
-            manifests: mesh.manifests.clone(),
+            objects: vec![mesh.objects.clone()],
+            manifests: mesh.manifests.iter().cloned().collect(),
+            group_timeout: Duration::from_millis(u64::from(self.config.chunker.chunk_ms)),
+            max_source_invalid: 3,
             subscribe_manifests: true,
             backfill: 0,
             output: Destination::Sink(Box::new(ChannelSink {

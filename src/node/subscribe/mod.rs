@@ -6,11 +6,13 @@
 //!  manifests peer ─(endpoint thread)──┘   place) → Reorder ─(bounded)─► HLS thread: HlsWriter
 //! ```
 //!
-//! Objects come from one peer and manifests from the same or another one, each an
-//! [`Upstream`] with its own network thread. Each track is asked for as a late join
+//! Objects come from one or several peers (sources) and manifests from the same or other ones,
+//! each an [`Upstream`] with its own network thread. Each track is asked for as a late join
 //! ([`Ask::Join`]: from the next group, with a joining FETCH of the current group and `backfill`
 //! earlier ones), so a late joiner starts at once; `order::Reorder` keeps the segments in index
-//! order meanwhile.
+//! order meanwhile. With several sources, [`swarm::Swarm`] decides which one holds the live
+//! subscription and which one a missing or rejected chunk is fetched from; a source that leaves
+//! is redialled, one that lies is demoted, and the run goes on from the others.
 //! The verifier decides what is accepted ("no manifests, no data" under
 //! [`Policy::require_manifest`]); this module only wires the peers, the verifier and the writer,
 //! keeps the clocks (start-up, manifest and idle timeouts) and always finishes the playlist with
@@ -19,6 +21,7 @@
 mod latency;
 mod order;
 mod output;
+pub mod swarm;
 
 pub use latency::Latency;
 
@@ -28,17 +31,19 @@ use crate::hls::playlist::SegmentEntry;
 use crate::hls::{HlsError, ProgramClock};
 use crate::manifest::{AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, Verifier};
 use crate::moq::track::{BroadcastTrack, TrackKind};
+use crate::moq::GroupId;
 use crate::net::NetError;
 use crate::node::timing::{self, Stage};
-use crate::node::tracks::{Ask, Delivery, PeerSpec, Upstream, UpstreamError};
+use crate::node::tracks::{Ask, Delivery, FetchEnd, PeerSpec, Upstream, UpstreamError};
 use crate::stop::StopFlag;
 use crate::time::UnixMillis;
 use order::Reorder;
 pub use output::{Destination, SegmentSink};
 use output::{Output, OutputError, Segment};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use swarm::{Action, SourceState, SourceStats, Swarm, SwarmConfig};
 
 /// Longest a late joiner holds live chunks back for its backfill to arrive.
 const BACKFILL_WAIT: Duration = Duration::from_secs(5);
@@ -50,6 +55,8 @@ const MANIFEST_TIMES: usize = 1024;
 const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two progress reports.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Chunk sources remembered by index, to blame a rejection on the source that sent it.
+const SOURCES_REMEMBERED: usize = 1024;
 
 /// What to subscribe to and how.
 pub struct SubscribeConfig {
@@ -57,10 +64,14 @@ pub struct SubscribeConfig {
     pub keys: StreamKeys,
     /// What the verifier accepts.
     pub policy: Policy,
-    /// The peer serving the chunk objects.
-    pub objects: PeerSpec,
-    /// A different peer serving the manifests (`None`: the objects peer).
-    pub manifests: Option<PeerSpec>,
+    /// The peers serving the chunk objects (at least one), best first when scores tie.
+    pub objects: Vec<PeerSpec>,
+    /// Other peers serving the manifests (none: the objects peers).
+    pub manifests: Vec<PeerSpec>,
+    /// How long a chunk a trusted manifest vouches for may take before another source is asked.
+    pub group_timeout: Duration,
+    /// Rejections after which a source is demoted.
+    pub max_source_invalid: u32,
     /// Whether to subscribe to the manifests track.
     pub subscribe_manifests: bool,
     /// Groups before the current one fetched on joining, per track.
@@ -103,6 +114,19 @@ pub struct SubscribeSummary {
     pub latency: Latency,
     /// How long the run took.
     pub elapsed: Duration,
+    /// Per chunk source (in the order given): its address, standing and figures.
+    pub sources: Vec<SourceSummary>,
+}
+
+/// What one chunk source did.
+#[derive(Debug, Clone)]
+pub struct SourceSummary {
+    /// Its address as given.
+    pub remote: String,
+    /// `ok`, `demoted` or `gone`.
+    pub state: &'static str,
+    /// Its figures.
+    pub stats: SourceStats,
 }
 
 impl SubscribeSummary {
@@ -206,10 +230,71 @@ fn kind_name(kind: TrackKind) -> &'static str {
     }
 }
 
-/// One upstream peer and the kinds of the tracks asked of it, in order.
+/// One peer: its connection (none while it is gone or demoted), the kinds of its tracks by
+/// position, and its place among the chunk sources.
 struct Peer {
-    upstream: Upstream,
+    spec: PeerSpec,
+    upstream: Option<Upstream>,
     kinds: Vec<TrackKind>,
+    /// Whether its manifests track is asked for.
+    manifests: bool,
+    /// Its place among the chunk sources (`None`: it serves manifests only).
+    source: Option<usize>,
+}
+
+impl Peer {
+    /// Dials `spec`: its manifests track (if it serves them) is asked for at once; its chunks
+    /// track (if it is a chunk source) when the swarm says.
+    fn dial(
+        spec: &PeerSpec,
+        locator: &str,
+        manifests: bool,
+        backfill: u64,
+        source: Option<usize>,
+    ) -> Result<Peer, UpstreamError> {
+        let track = |kind| BroadcastTrack::new(locator, kind).map(|t| t.full_name());
+        let mut kinds = Vec::new();
+        let mut asks = Vec::new();
+        if let (true, Ok(t)) = (manifests, track(TrackKind::Manifests)) {
+            kinds.push(TrackKind::Manifests);
+            asks.push((t, Ask::Join { backfill }));
+        }
+        let mut upstream = Upstream::dial(spec, asks)?;
+        if let (Some(_), Ok(t)) = (source, track(TrackKind::Chunks)) {
+            upstream.track(t);
+            kinds.push(TrackKind::Chunks);
+        }
+        Ok(Peer {
+            spec: spec.clone(),
+            upstream: Some(upstream),
+            kinds,
+            manifests,
+            source,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.spec.target.to_string()
+    }
+
+    fn connected(&self) -> bool {
+        self.upstream.as_ref().is_some_and(Upstream::is_connected)
+    }
+
+    /// Asks the chunks track for `ask`; a failure is the peer's.
+    fn ask_chunks(&mut self, ask: Ask) -> Result<(), UpstreamError> {
+        let at = self.kinds.iter().position(|k| *k == TrackKind::Chunks);
+        match (self.upstream.as_mut(), at) {
+            (Some(upstream), Some(at)) => upstream.ask(at, ask),
+            _ => Ok(()),
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.close();
+        }
+    }
 }
 
 /// Runs the pipeline until `stop_after` chunks, a failure, or `stop`; calls `progress` with the
@@ -227,9 +312,24 @@ pub fn subscribe(
         Err(e) => return (summary, Err(e.into())),
     };
     let mut verifier = Verifier::new(config.keys.clone(), config.policy.clone());
+    let mut swarm = Swarm::new(
+        config.objects.len(),
+        SwarmConfig {
+            group_timeout: config.group_timeout,
+            max_invalid: config.max_source_invalid,
+            ..SwarmConfig::default()
+        },
+    );
     let result = match dial_peers(&config) {
         Ok(mut peers) => {
             let mut run = Run {
+                swarm: &mut swarm,
+                source_of: BTreeMap::new(),
+                refetching: BTreeSet::new(),
+                newest_handed: None,
+                pushing_from: None,
+                start: None,
+                early_covers: Vec::new(),
                 config: &config,
                 verifier: &mut verifier,
                 output: &output,
@@ -242,7 +342,8 @@ pub fn subscribe(
                 last_object: started,
                 last_verified: None,
                 rejected_at_verified: 0,
-                backfills: peers.iter().map(|p| p.kinds.len()).sum(),
+                // Each manifests track's joining FETCH, and the live chunks subscription's.
+                backfills: peers.iter().filter(|p| p.manifests).count() + 1,
                 backfill_indices: Vec::new(),
                 manifest_times: VecDeque::new(),
                 reported: started,
@@ -250,8 +351,9 @@ pub fn subscribe(
             };
             let result = run.receive(&mut peers, stop);
             let flushed = run.release();
-            for peer in peers {
-                peer.upstream.close();
+            run.summary.sources = sources(run.swarm, &peers);
+            for mut peer in peers {
+                peer.close();
             }
             result.and(flushed)
         }
@@ -278,42 +380,55 @@ fn rejections(verifier: &Verifier) -> Vec<(Reason, u64)> {
         .collect()
 }
 
-fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
-    let manifests = config.subscribe_manifests || config.policy.require_manifest;
-    let mut specs = vec![(&config.objects, vec![TrackKind::Chunks])];
-    match &config.manifests {
-        Some(spec) if manifests => specs.push((spec, vec![TrackKind::Manifests])),
-        _ if manifests => specs[0].1.push(TrackKind::Manifests),
-        _ => {}
-    }
-    let locator = config.keys.locator().to_string();
-    let ask = Ask::Join {
-        backfill: config.backfill,
-    };
-    specs
-        .into_iter()
-        .map(|(spec, kinds)| {
-            let asks = kinds
-                .iter()
-                .filter_map(|&kind| BroadcastTrack::new(&locator, kind).ok())
-                .map(|track| (track.full_name(), ask))
-                .collect();
-            let upstream = Upstream::dial(spec, asks).map_err(upstream_failure(&kinds))?;
-            Ok(Peer { upstream, kinds })
+/// The chunk sources' figures, in the order given.
+fn sources(swarm: &Swarm, peers: &[Peer]) -> Vec<SourceSummary> {
+    peers
+        .iter()
+        .filter_map(|p| {
+            let (state, stats) = swarm.source(p.source?);
+            Some(SourceSummary {
+                remote: p.name(),
+                state: state.name(),
+                stats: stats.clone(),
+            })
         })
         .collect()
 }
 
+fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
+    let manifests = config.subscribe_manifests || config.policy.require_manifest;
+    let on_objects = manifests && config.manifests.is_empty();
+    let locator = config.keys.locator().to_string();
+    let dial = |spec, carries, source| {
+        Peer::dial(spec, &locator, carries, config.backfill, source)
+            .map_err(|e| upstream_failure(&[], e))
+    };
+    let objects = config
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(at, spec)| dial(spec, on_objects, Some(at)));
+    let manifests_only = config
+        .manifests
+        .iter()
+        .filter(|_| manifests)
+        .map(|spec| dial(spec, true, None));
+    objects.chain(manifests_only).collect()
+}
+
 /// The run's error for an upstream failure, with the refused track named by its kind.
-fn upstream_failure(kinds: &[TrackKind]) -> impl Fn(UpstreamError) -> SubscribeError + '_ {
-    move |e| match e {
+fn upstream_failure(kinds: &[TrackKind], e: UpstreamError) -> SubscribeError {
+    match e {
         UpstreamError::Connect { peer, why } => SubscribeError::Connect(peer, why),
         UpstreamError::Refused {
             peer,
             track,
             reason,
             ..
-        } => SubscribeError::Refused(kinds[track], format!("{peer}: {reason}")),
+        } => {
+            let kind = kinds.get(track).copied().unwrap_or(TrackKind::Chunks);
+            SubscribeError::Refused(kind, format!("{peer}: {reason}"))
+        }
         UpstreamError::Left { peer, why } => SubscribeError::Left(format!("{peer}: {why}")),
         UpstreamError::Request(e) => SubscribeError::Left(e.to_string()),
         UpstreamError::Net(e) => SubscribeError::Net(e),
@@ -323,6 +438,20 @@ fn upstream_failure(kinds: &[TrackKind]) -> impl Fn(UpstreamError) -> SubscribeE
 /// The receive loop's state.
 struct Run<'a> {
     config: &'a SubscribeConfig,
+    swarm: &'a mut Swarm,
+    /// Which source sent the object of each recent chunk index.
+    source_of: BTreeMap<ChunkIndex, usize>,
+    /// Chunks asked of another source by FETCH (not part of the join's backfill).
+    refetching: BTreeSet<ChunkIndex>,
+    /// The newest chunk handed to the output.
+    newest_handed: Option<ChunkIndex>,
+    /// The source of the object being pushed into the verifier right now.
+    pushing_from: Option<usize>,
+    /// The first chunk object's index: chunks from there on are awaited once a manifest
+    /// vouches for them.
+    start: Option<ChunkIndex>,
+    /// What manifests covered before the first chunk object came (bounded).
+    early_covers: Vec<(ChunkIndex, ChunkIndex)>,
     verifier: &'a mut Verifier,
     output: &'a Output,
     /// Chunks handed to the HLS thread.
@@ -351,15 +480,19 @@ impl Run<'_> {
         while !stop.is_set() {
             let mut busy = false;
             for peer in peers.iter_mut() {
-                while let Some(delivery) = peer
-                    .upstream
-                    .next(Duration::ZERO)
-                    .map_err(upstream_failure(&peer.kinds))?
-                {
-                    self.on_delivery(peer, delivery)?;
+                while let Some(next) = peer.upstream.as_mut().map(|u| u.next(Duration::ZERO)) {
+                    match next {
+                        Ok(Some(delivery)) => self.on_delivery(peer, delivery)?,
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.source_failed(peer, e)?;
+                            break;
+                        }
+                    }
                     busy = true;
                 }
             }
+            self.act(peers)?;
             if self.done() {
                 return Ok(());
             }
@@ -381,13 +514,89 @@ impl Run<'_> {
                 self.reported = Instant::now();
                 self.summary.elapsed = self.started.elapsed();
                 self.summary.rejected = rejections(self.verifier);
+                self.summary.sources = sources(self.swarm, peers);
                 self.output.written(|w| self.summary.copy_written(w));
                 (self.progress)(self.summary);
             }
             if !busy {
-                let upstreams: Vec<&Upstream> = peers.iter().map(|p| &p.upstream).collect();
-                crate::node::tracks::wait_any::<()>(&upstreams, &[], None, TICK);
+                let upstreams: Vec<&Upstream> =
+                    peers.iter().filter_map(|p| p.upstream.as_ref()).collect();
+                let wait = self.swarm.poll_timeout().map_or(TICK, |t| {
+                    t.saturating_duration_since(Instant::now()).min(TICK)
+                });
+                crate::node::tracks::wait_any::<()>(&upstreams, &[], None, wait);
             }
+        }
+        Ok(())
+    }
+
+    /// A peer failed. With several chunk sources a source's failure is the swarm's to handle
+    /// (redial, another source meanwhile); otherwise it ends the run.
+    fn source_failed(&mut self, peer: &mut Peer, e: UpstreamError) -> Result<(), SubscribeError> {
+        match peer.source {
+            Some(at) if self.config.objects.len() > 1 => {
+                log::warn!("source {} left: {e}", peer.name());
+                peer.close();
+                self.swarm.gone(at, Instant::now());
+                Ok(())
+            }
+            _ => Err(upstream_failure(&peer.kinds, e)),
+        }
+    }
+
+    /// Carries out what the swarm decided: the live subscription, fetches of missing chunks,
+    /// redials; closes demoted sources; writes chunks no longer waiting for a missing one.
+    fn act(&mut self, peers: &mut [Peer]) -> Result<(), SubscribeError> {
+        for action in self.swarm.poll(Instant::now()) {
+            let at = match action {
+                Action::Subscribe(at) | Action::Fetch { source: at, .. } | Action::Redial(at) => at,
+            };
+            let Some(peer) = peers.iter_mut().find(|p| p.source == Some(at)) else {
+                continue;
+            };
+            let asked = match action {
+                Action::Subscribe(_) => peer.ask_chunks(Ask::Join {
+                    backfill: self.config.backfill,
+                }),
+                Action::Fetch { index, .. } => {
+                    log::info!("chunk {index}: fetched from {}", peer.name());
+                    self.refetching.insert(index);
+                    peer.ask_chunks(Ask::Fetch(GroupId(index.0), GroupId(index.0)))
+                }
+                Action::Redial(_) => {
+                    self.swarm.redialled(at);
+                    let locator = self.config.keys.locator().to_string();
+                    match Peer::dial(
+                        &peer.spec,
+                        &locator,
+                        peer.manifests,
+                        self.config.backfill,
+                        Some(at),
+                    ) {
+                        Ok(redialled) => {
+                            *peer = redialled;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = asked {
+                self.source_failed(peer, e)?;
+            }
+        }
+        for peer in peers.iter_mut() {
+            let demoted = peer
+                .source
+                .is_some_and(|at| matches!(self.swarm.source(at).0, SourceState::Demoted { .. }));
+            if demoted && peer.upstream.is_some() {
+                log::warn!("source {} demoted: too many invalid objects", peer.name());
+                peer.close();
+            }
+        }
+        if !self.reorder.is_holding() {
+            let ready = self.reorder.flush(self.swarm.first_wanted());
+            self.write(ready)?;
         }
         Ok(())
     }
@@ -411,10 +620,13 @@ impl Run<'_> {
             if self.started.elapsed() < idle.max(manifest_timeout) {
                 return Ok(());
             }
-            return Err(match peers.iter().find(|p| !p.upstream.is_connected()) {
-                Some(p) => {
-                    SubscribeError::Connect(p.upstream.name().to_string(), NetError::IdleTimeout)
-                }
+            // Unreachable: no chunk source ever answered, or a manifests peer did not.
+            let sources_up = peers.iter().any(|p| p.source.is_some() && p.connected());
+            let unreachable = peers
+                .iter()
+                .find(|p| !p.connected() && (p.source.is_none() || !sources_up));
+            return Err(match unreachable {
+                Some(p) => SubscribeError::Connect(p.name(), NetError::IdleTimeout),
                 None => SubscribeError::Idle(idle.max(manifest_timeout)),
             });
         };
@@ -428,7 +640,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn on_delivery(&mut self, peer: &Peer, delivery: Delivery) -> Result<(), SubscribeError> {
+    fn on_delivery(&mut self, peer: &mut Peer, delivery: Delivery) -> Result<(), SubscribeError> {
         match delivery {
             Delivery::Object {
                 track,
@@ -442,27 +654,73 @@ impl Run<'_> {
                         timing::mark(Stage::Received, placed);
                         self.first_object.get_or_insert_with(Instant::now);
                         self.last_object = Instant::now();
-                        if fetched {
+                        if self.start.is_none() {
+                            self.start = Some(placed);
+                            for (first, last) in std::mem::take(&mut self.early_covers) {
+                                self.expect(first, last);
+                            }
+                        }
+                        if let Some(at) = peer.source {
+                            let len = object.payload.len();
+                            if !self.swarm.received(at, placed, len, Instant::now()) {
+                                return Ok(()); // a copy of a chunk already accepted
+                            }
+                            self.source_of.insert(placed, at);
+                            while self.source_of.len() > SOURCES_REMEMBERED {
+                                self.source_of.pop_first();
+                            }
+                        }
+                        if fetched && !self.refetching.remove(&placed) {
                             self.backfill_indices.push(placed);
                         }
+                        // What the verifier rejects at once is this source's doing.
+                        self.pushing_from = peer.source;
                         self.verifier
                             .push_object(object.payload, None, Some(placed), now);
+                        let drained = self.drain();
+                        self.pushing_from = None;
+                        return drained;
                     }
                     TrackKind::Manifests => self.verifier.push_manifest(&object.payload, now),
                 }
                 self.drain()
             }
-            Delivery::FetchDone { .. } => {
+            Delivery::FetchDone { first: None, .. } => {
                 self.backfills = self.backfills.saturating_sub(1);
                 Ok(())
             }
-            Delivery::Ended { track, reason } if peer.kinds[track] == TrackKind::Chunks => {
-                Err(SubscribeError::Left(format!(
-                    "{} ended the stream: {reason}",
-                    peer.upstream.name()
-                )))
+            // A chunk fetched from a source that does not have it (yet): asked again shortly.
+            Delivery::FetchDone {
+                first: Some(group),
+                end: FetchEnd::Refused(..) | FetchEnd::Reset(_),
+                ..
+            } => {
+                if let Some(at) = peer.source {
+                    self.swarm
+                        .fetch_failed(at, ChunkIndex(group.0), Instant::now());
+                }
+                Ok(())
             }
-            Delivery::Ended { .. } | Delivery::Connected(_) => Ok(()),
+            Delivery::FetchDone { .. } => Ok(()),
+            Delivery::Ended { track, reason } if peer.kinds[track] == TrackKind::Chunks => {
+                let why = format!("{} ended the stream: {reason}", peer.name());
+                match peer.source {
+                    Some(at) if self.config.objects.len() > 1 => {
+                        log::warn!("{why}");
+                        peer.close();
+                        self.swarm.gone(at, Instant::now());
+                        Ok(())
+                    }
+                    _ => Err(SubscribeError::Left(why)),
+                }
+            }
+            Delivery::Connected(_) => {
+                if let Some(at) = peer.source {
+                    self.swarm.connected(at);
+                }
+                Ok(())
+            }
+            Delivery::Ended { .. } => Ok(()),
         }
     }
 
@@ -473,9 +731,11 @@ impl Run<'_> {
             match verdict {
                 Verdict::Chunk(chunk) => {
                     timing::mark(Stage::Verified, chunk.index);
+                    self.swarm.accepted(chunk.index, Instant::now());
                     self.last_verified = Some(Instant::now());
                     self.rejected_at_verified = self.verifier.rejected_objects();
-                    let ready = self.reorder.push(chunk.index, chunk);
+                    let missing = self.swarm.first_wanted().filter(|m| *m < chunk.index);
+                    let ready = self.reorder.push(chunk.index, chunk, missing);
                     self.write(ready)?;
                 }
                 Verdict::Manifest {
@@ -483,16 +743,34 @@ impl Run<'_> {
                     signer,
                     epoch,
                     created,
+                    covers: (first, last),
                     ..
                 } => {
                     self.summary.manifests += 1;
+                    match self.start {
+                        Some(_) => self.expect(first, last),
+                        None if self.early_covers.len() < MANIFEST_TIMES => {
+                            self.early_covers.push((first, last))
+                        }
+                        None => {}
+                    }
                     if self.manifest_times.len() == MANIFEST_TIMES {
                         self.manifest_times.pop_front();
                     }
                     self.manifest_times.push_back((id, created));
                     log::debug!("manifest for epoch {epoch} from {signer}");
                 }
-                Verdict::Rejected(r) => log::warn!("rejected: {r}"),
+                Verdict::Rejected(r) => {
+                    log::warn!("rejected: {r}");
+                    // The object just pushed, or one that waited for its manifest (then it was
+                    // placed at its own index).
+                    let blamed = self
+                        .pushing_from
+                        .or_else(|| r.index.and_then(|i| self.source_of.get(&i).copied()));
+                    if let Some(at) = blamed {
+                        self.swarm.rejected(at, r.reason, Instant::now());
+                    }
+                }
                 Verdict::ChainGap { signer, missing } => {
                     log::info!("manifest chain of {signer} skips {missing:?}")
                 }
@@ -506,6 +784,19 @@ impl Run<'_> {
             return Err(SubscribeError::TooManyInvalid(invalid));
         }
         Ok(())
+    }
+
+    /// The chunks `first..=last` a manifest vouches for are awaited (from the live source, then
+    /// others), except those before the first chunk object or already written.
+    fn expect(&mut self, first: ChunkIndex, last: ChunkIndex) {
+        let Some(start) = self.start else {
+            return;
+        };
+        let after = self.newest_handed.map_or(start.0, |n| n.0 + 1).max(start.0);
+        let now = Instant::now();
+        for i in first.0.max(after)..=last.0 {
+            self.swarm.expected(ChunkIndex(i), now);
+        }
     }
 
     /// Stops holding chunks for the backfill and writes what was held.
@@ -545,6 +836,7 @@ impl Run<'_> {
                 return Err(SubscribeError::OutputStopped);
             }
             self.handed += 1;
+            self.newest_handed = Some(index);
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ pub mod upstream;
 
 pub use outlet::{Outlet, ServeError};
 pub use serve::{ServeStats, TrackServer, Work};
-pub use upstream::{Ask, Delivery, PeerSpec, Upstream, UpstreamError};
+pub use upstream::{Ask, Delivery, FetchEnd, PeerSpec, Upstream, UpstreamError};
 
 use crate::moq::MoqError;
 use crate::net::{ConnId, Endpoint};

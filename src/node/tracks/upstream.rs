@@ -52,14 +52,14 @@ enum Request {
     Live(usize),
     /// The joining FETCH of the track at this position.
     Backfill(usize),
-    /// The FETCH a track was asked for.
-    Fetch(usize),
+    /// The FETCH a track was asked for, from this group.
+    Fetch(usize, GroupId),
 }
 
 impl Request {
     fn track(self) -> usize {
         match self {
-            Request::Live(t) | Request::Backfill(t) | Request::Fetch(t) => t,
+            Request::Live(t) | Request::Backfill(t) | Request::Fetch(t, _) => t,
         }
     }
 }
@@ -78,13 +78,14 @@ pub enum Delivery {
         /// Whether it came by FETCH (joining or asked) rather than the live subscription.
         fetched: bool,
     },
-    /// A FETCH of the track at position `track` is over: complete, or refused because nothing
-    /// was cached yet (a joining FETCH), or its stream reset (`reset` is the code).
+    /// A FETCH of the track at position `track` is over.
     FetchDone {
         /// The track's position.
         track: usize,
-        /// The reset code, if the stream was reset.
-        reset: Option<u64>,
+        /// The first group of a FETCH asked for; `None` for the joining FETCH of a late join.
+        first: Option<GroupId>,
+        /// How it ended.
+        end: FetchEnd,
     },
     /// The publisher ended the live subscription of the track at position `track`.
     Ended {
@@ -93,6 +94,17 @@ pub enum Delivery {
         /// The publisher's reason.
         reason: String,
     },
+}
+
+/// How a FETCH ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchEnd {
+    /// Every object was delivered.
+    Complete,
+    /// Its stream was reset (the code): the range is incomplete.
+    Reset(u64),
+    /// The peer refused it (REQUEST_ERROR code and reason), e.g. nothing cached in the range.
+    Refused(u64, String),
 }
 
 /// Why taking tracks from a peer failed.
@@ -159,13 +171,18 @@ pub struct Upstream {
     name: String,
     ep: Endpoint,
     conn: ConnId,
-    asks: Vec<(FullTrackName, Ask)>,
+    /// The tracks, by position.
+    tracks: Vec<FullTrackName>,
+    /// Asks not sent yet (the session is not set up): track position and ask.
+    pending: Vec<(usize, Ask)>,
+    set_up: bool,
     requests: HashMap<RequestId, Request>,
     connected: bool,
 }
 
 impl Upstream {
-    /// Dials `peer`; once SETUP completes each track of `asks` is asked for as it says.
+    /// Dials `peer`; once SETUP completes each track of `asks` is asked for as it says. Tracks
+    /// are numbered in this order; more may be added with [`Upstream::track`].
     pub fn dial(
         peer: &PeerSpec,
         asks: Vec<(FullTrackName, Ask)>,
@@ -176,14 +193,38 @@ impl Upstream {
                 peer: name.clone(),
                 why,
             })?;
+        let (tracks, pending) = asks
+            .into_iter()
+            .enumerate()
+            .map(|(at, (track, ask))| (track, (at, ask)))
+            .unzip();
         Ok(Upstream {
             name,
             ep,
             conn,
-            asks,
+            tracks,
+            pending,
+            set_up: false,
             requests: HashMap::new(),
             connected: false,
         })
+    }
+
+    /// Adds a track to ask for later; returns its position.
+    pub fn track(&mut self, track: FullTrackName) -> usize {
+        self.tracks.push(track);
+        self.tracks.len() - 1
+    }
+
+    /// Asks for the track at `at`: now if the session is set up, else once it is.
+    pub fn ask(&mut self, at: usize, ask: Ask) -> Result<(), UpstreamError> {
+        match self.set_up {
+            true => self.send(at, ask),
+            false => {
+                self.pending.push((at, ask));
+                Ok(())
+            }
+        }
     }
 
     /// The peer as given (its address).
@@ -237,7 +278,13 @@ impl Upstream {
             NetEvent::Session { event, .. } => event,
         };
         match event {
-            Event::SetupComplete { .. } => self.ask_all().map(|()| None),
+            Event::SetupComplete { .. } => {
+                self.set_up = true;
+                for (at, ask) in std::mem::take(&mut self.pending) {
+                    self.send(at, ask)?;
+                }
+                Ok(None)
+            }
             Event::Object { request, object } if object.status == ObjectStatus::Normal => {
                 Ok(self.requests.get(&request).map(|r| Delivery::Object {
                     track: r.track(),
@@ -245,18 +292,20 @@ impl Upstream {
                     fetched: !matches!(r, Request::Live(_)),
                 }))
             }
-            Event::FetchComplete { request } => Ok(self.fetch_done(request, None)),
-            Event::StreamReset { request, code } => Ok(self.fetch_done(request, Some(code))),
+            Event::FetchComplete { request } => Ok(self.fetch_done(request, FetchEnd::Complete)),
+            Event::StreamReset { request, code } => {
+                Ok(self.fetch_done(request, FetchEnd::Reset(code)))
+            }
             Event::RequestFailed {
                 request,
                 code,
                 reason,
-            } => match self.requests.remove(&request) {
-                Some(Request::Backfill(track)) => {
-                    log::info!("{} has nothing earlier to fetch: {reason}", self.name);
-                    Ok(Some(Delivery::FetchDone { track, reset: None }))
+            } => match self.requests.get(&request) {
+                Some(Request::Backfill(_) | Request::Fetch(..)) => {
+                    log::info!("{} refused a FETCH: {reason}", self.name);
+                    Ok(self.fetch_done(request, FetchEnd::Refused(code, reason)))
                 }
-                Some(r) => Err(UpstreamError::Refused {
+                Some(&r) => Err(UpstreamError::Refused {
                     peer: self.name.clone(),
                     track: r.track(),
                     code,
@@ -278,45 +327,43 @@ impl Upstream {
         }
     }
 
-    /// A FETCH stream ended (a reset of a live subscription's stream is only a lost group).
-    fn fetch_done(&mut self, request: RequestId, reset: Option<u64>) -> Option<Delivery> {
-        match self.requests.get(&request) {
-            Some(&Request::Backfill(track)) | Some(&Request::Fetch(track)) => {
-                self.requests.remove(&request);
-                Some(Delivery::FetchDone { track, reset })
-            }
-            _ => None,
-        }
+    /// A FETCH ended (a reset of a live subscription's stream is only a lost group).
+    fn fetch_done(&mut self, request: RequestId, end: FetchEnd) -> Option<Delivery> {
+        let (track, first) = match self.requests.get(&request) {
+            Some(&Request::Backfill(track)) => (track, None),
+            Some(&Request::Fetch(track, first)) => (track, Some(first)),
+            _ => return None,
+        };
+        self.requests.remove(&request);
+        Some(Delivery::FetchDone { track, first, end })
     }
 
-    /// Asks for every track, all in one flight.
-    fn ask_all(&mut self) -> Result<(), UpstreamError> {
-        for (at, (track, ask)) in self.asks.iter().enumerate() {
-            let (track, ask) = (track.clone(), *ask);
-            let asked = self
-                .ep
-                .call(self.conn, move |s| match ask {
-                    Ask::Join { backfill } => {
-                        s.subscribe_joining(track, backfill).map(|(live, joining)| {
-                            vec![(live, Request::Live(at)), (joining, Request::Backfill(at))]
-                        })
-                    }
-                    Ask::From(group) => {
-                        let options = SubscribeOptions {
-                            filter: SubscriptionFilter::AbsoluteStart(Location::new(group.0, 0)),
-                            ..SubscribeOptions::default()
-                        };
-                        s.subscribe(track, options)
-                            .map(|live| vec![(live, Request::Live(at))])
-                    }
-                    Ask::Fetch(first, last) => s
-                        .fetch(track, Location::new(first.0, 0), Location::new(last.0, 0))
-                        .map(|fetch| vec![(fetch, Request::Fetch(at))]),
-                })
-                .map_err(UpstreamError::Net)?
-                .map_err(UpstreamError::Request)?;
-            self.requests.extend(asked);
-        }
+    /// Sends what the track at `at` is asked for.
+    fn send(&mut self, at: usize, ask: Ask) -> Result<(), UpstreamError> {
+        let track = self.tracks[at].clone();
+        let asked = self
+            .ep
+            .call(self.conn, move |s| match ask {
+                Ask::Join { backfill } => {
+                    s.subscribe_joining(track, backfill).map(|(live, joining)| {
+                        vec![(live, Request::Live(at)), (joining, Request::Backfill(at))]
+                    })
+                }
+                Ask::From(group) => {
+                    let options = SubscribeOptions {
+                        filter: SubscriptionFilter::AbsoluteStart(Location::new(group.0, 0)),
+                        ..SubscribeOptions::default()
+                    };
+                    s.subscribe(track, options)
+                        .map(|live| vec![(live, Request::Live(at))])
+                }
+                Ask::Fetch(first, last) => s
+                    .fetch(track, Location::new(first.0, 0), Location::new(last.0, 0))
+                    .map(|fetch| vec![(fetch, Request::Fetch(at, first))]),
+            })
+            .map_err(UpstreamError::Net)?
+            .map_err(UpstreamError::Request)?;
+        self.requests.extend(asked);
         Ok(())
     }
 }
