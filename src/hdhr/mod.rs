@@ -69,6 +69,18 @@ impl DeviceError {
         DeviceError::PLAYBACK_CONNECTION_LIMIT,
     ];
 
+    /// Answers an HTTP request with this error, as a device does: its status, the
+    /// `X-HDHomeRun-Error` header and the same text as the body.
+    pub fn respond(self, conn: std::net::TcpStream) {
+        let value = self.header_value();
+        crate::http::respond(
+            conn,
+            self.http_status(),
+            &[("X-HDHomeRun-Error", &value)],
+            format!("{value}\n").as_bytes(),
+        );
+    }
+
     /// The header value a device sends: `"805 All Tuners In Use"`.
     pub fn header_value(&self) -> String {
         format!("{} {}", self.code, self.text)

@@ -73,7 +73,7 @@ impl Server {
             MAX_CONNECTIONS,
             stop,
             &|conn, peer| context.serve(conn, peer),
-            &|conn| device_error(conn, DeviceError::SYSTEM_BUSY),
+            &|conn| DeviceError::SYSTEM_BUSY.respond(conn),
         );
     }
 }
@@ -134,7 +134,7 @@ impl Context<'_> {
             }) => match self.sim.tune(tuner, &channel, peer.ip()) {
                 Err(error) => {
                     log::info!("{peer}: {target}: {}", error.header_value());
-                    device_error(conn, error);
+                    error.respond(conn);
                 }
                 Ok(tuned) => self.stream(conn, peer, tuned, duration_s.map(Duration::from_secs)),
             },
@@ -221,15 +221,4 @@ impl Context<'_> {
             End::Stopped | End::ClientLeft | End::SlowClient => {}
         }
     }
-}
-
-/// Answers with a device error: its HTTP status and `X-HDHomeRun-Error`.
-pub fn device_error(conn: TcpStream, error: DeviceError) {
-    let value = error.header_value();
-    http::respond(
-        conn,
-        error.http_status(),
-        &[("X-HDHomeRun-Error", &value)],
-        format!("{value}\n").as_bytes(),
-    );
 }

@@ -213,11 +213,7 @@ pub fn serve(
         MAX_CONNECTIONS,
         stop,
         &|conn, peer| site.serve(conn, peer),
-        &|conn| {
-            let error = crate::hdhr::DeviceError::SYSTEM_BUSY;
-            let value = error.header_value();
-            crate::http::respond(conn, 503, &[("X-HDHomeRun-Error", &value)], b"busy\n")
-        },
+        &|conn| crate::hdhr::DeviceError::SYSTEM_BUSY.respond(conn),
     );
     let _ = reaper.join();
     drop(discovery);

@@ -258,13 +258,7 @@ impl Site {
 fn refuse(conn: TcpStream, peer: SocketAddr, target: &str, refusal: &Refusal) {
     let error: DeviceError = refusal.device_error();
     log::info!("{peer}: {target}: {} ({refusal:?})", error.header_value());
-    let value = error.header_value();
-    http::respond(
-        conn,
-        error.http_status(),
-        &[("X-HDHomeRun-Error", &value)],
-        format!("{value}\n").as_bytes(),
-    );
+    error.respond(conn);
 }
 
 /// `/status.json`: per channel, where it comes from, whether it is open and since when, its
