@@ -127,7 +127,7 @@ pub fn require_tool(tool: &str) {
     let found = Command::new(tool).arg("-version").output().is_ok();
     assert!(
         found,
-        "{tool} is required by this test: install the Debian package ffmpeg (bash .ci/setup does)"
+        "{tool} is required by this test: bash .ci/setup installs it (Debian packages ffmpeg, hdhomerun-config)"
     );
 }
 
