@@ -104,3 +104,52 @@ fn usage_errors_exit_2_with_one_line() {
     let unknown = ec_node(&["chunks", "--bogus"], None);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn input_that_is_not_mpeg_ts_is_said_not_passed_as_empty() {
+    // Bytes with no TS sync (a fixed pseudo-random pattern), from a file and from stdin.
+    let mut state = 0x1234_5678u32;
+    let junk: Vec<u8> = (0..200_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            // Never 0x47, so no sync can be found by chance.
+            match (state >> 24) as u8 {
+                0x47 => 0,
+                b => b,
+            }
+        })
+        .collect();
+    let path = media::write_temp("not-ts.bin", &junk);
+    for out in [
+        ec_node(&["chunks", "--input", path.to_str().unwrap()], None),
+        ec_node(&["chunks", "--input", "-"], Some(&junk)),
+    ] {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no MPEG-TS found"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let dir = process::out_dir("cli-chunks", "not-ts-record");
+    let out = process::run(&[
+        "record",
+        "--input",
+        path.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no MPEG-TS found"),
+        "{}",
+        stderr(&out)
+    );
+    // A directory is named as one.
+    let folder = std::env::temp_dir();
+    let out = ec_node(&["chunks", "--input", folder.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+}

@@ -138,3 +138,16 @@ fn missing_or_corrupt_key_files_are_usage_errors_that_say_why() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn keygen_into_a_folder_that_does_not_exist_is_a_usage_error() {
+    let dir = temp_dir("missing-parent");
+    let path = dir.join("no-such-folder").join("node.key");
+    let out = bin(&["keygen", "--out", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+}

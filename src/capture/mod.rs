@@ -378,10 +378,14 @@ fn copy_slice(
 fn map_file(path: &PathBuf) -> Result<Option<memmap2::Mmap>, CaptureError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| CaptureError::Open(name.clone(), e))?;
-    let len = file
+    let metadata = file
         .metadata()
-        .map_err(|e| CaptureError::Open(name.clone(), e))?
-        .len();
+        .map_err(|e| CaptureError::Open(name.clone(), e))?;
+    if metadata.is_dir() {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory");
+        return Err(CaptureError::Open(name, e));
+    }
+    let len = metadata.len();
     if len == 0 {
         return Ok(None); // mapping an empty file fails; there is nothing to read anyway
     }

@@ -74,6 +74,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
     }
     summary(&source, chunker.stats()).print(args.json);
+    not_transport_stream(&source, chunker.stats())?;
     Ok(())
 }
 
@@ -118,6 +119,17 @@ fn json_line(chunk: &Chunk) -> String {
         chunk.flags.no_random_access(),
         blake3::hash(&chunk.bytes).to_hex()
     )
+}
+
+/// An input that had bytes but not one TS packet is not MPEG-TS: said, not passed as empty.
+pub(super) fn not_transport_stream(source: &Source, s: &ChunkerStats) -> Result<(), Failure> {
+    if s.packets == 0 && s.skipped_bytes > 0 {
+        return Err(Failure::usage(format!(
+            "{source}: no MPEG-TS found (no packet sync in {} bytes)",
+            s.skipped_bytes
+        )));
+    }
+    Ok(())
 }
 
 fn summary(source: &Source, s: &ChunkerStats) -> Summary {

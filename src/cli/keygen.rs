@@ -21,6 +21,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let key = NodeKey::generate().map_err(|e| Failure::other(e.to_string()))?;
     key.write(&args.out, args.force).map_err(|e| match e {
         KeyError::Exists(_) => Failure::usage(e.to_string()),
+        // A folder that does not exist is a wrong --out, not a failure of the machine.
+        KeyError::Io(_, ref io) if io.kind() == std::io::ErrorKind::NotFound => {
+            Failure::usage(e.to_string())
+        }
         _ => Failure::other(e.to_string()),
     })?;
     println!("{}", key.node_id());

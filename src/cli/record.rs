@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     match record(config, stop) {
         Ok(summary) => {
             summary_of(&summary, &args.out).print(false);
-            Ok(())
+            super::chunks::not_transport_stream(&source, &summary.chunker)
         }
         Err(RecordError::Capture(e, summary)) => {
             summary_of(&summary, &args.out).print(false);
