@@ -1,7 +1,7 @@
 //! Broadcast clocks: 33-bit 90 kHz timestamps (PTS, DTS, PCR base), the 27 MHz PCR, and wall time.
 //!
 //! Values here are plain data. Nothing in this module reads the system clock: wall time arrives
-//! as a [`UnixMillis`] from the stream (ATSC STT, DVB TDT) or from the caller.
+//! as a [`UnixMillis`](crate::time::UnixMillis) from the stream (ATSC STT, DVB TDT) or from the caller.
 
 /// Ticks per second of PTS, DTS and the PCR base.
 pub const TICKS_PER_SECOND: u64 = 90_000;

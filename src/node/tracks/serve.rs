@@ -7,8 +7,8 @@
 //! session decides which cached group its filter gets), a FETCH from any cached range, a
 //! TRACK_STATUS with the largest location; requests for other tracks are refused. On a dialed
 //! relay session the server announces the tracks' namespaces (PUBLISH_NAMESPACE) as soon as
-//! SETUP completes and passes the relay's answers on. A track may instead be a [`Playout`] of
-//! groups known in advance, started per session by its first SUBSCRIBE.
+//! SETUP completes and passes the relay's answers on. A track may instead hold groups known in
+//! advance, played per session from its first SUBSCRIBE ([`Playouts`]).
 //!
 //! This module never decides what to publish or when: the pipeline hands it groups and the end
 //! of the input. It never blocks: it runs between packets. Figures a pipeline reports (groups
