@@ -943,3 +943,54 @@ fn swarm_a_tampering_source_is_demoted_and_nothing_invalid_is_written() {
     assert!(sources[1]["chunks"].as_u64().unwrap() > 0, "{summary}");
     drop((liar, upstream, honest, leader));
 }
+
+#[test]
+fn a_verifying_forwarder_stops_junk_before_its_subscribers() {
+    let sim = Sim::start(&["--tuners", "2"]);
+    let (key_a, leader_id) = key("verify-fwd-a");
+    let leader = Publisher::start(
+        &sim,
+        &key_a,
+        &["--publish-manifests", "--publish-chunks=false"],
+    );
+    let honest = Publisher::start(&sim, &key("verify-fwd-b").0, &[]);
+    let tamper = [
+        "--tamper",
+        "flip",
+        "--tamper",
+        "swap",
+        "--tamper-every",
+        "2",
+    ];
+    let liar = Publisher::forward(&honest, &key("verify-fwd-f").0, &tamper);
+    // Between the liar and the subscriber: a forwarder that verifies against the leader's
+    // manifests before anything enters its cache, and forwards those manifests too.
+    let gate = Publisher::forward(
+        &liar,
+        &key("verify-fwd-v").0,
+        &["--remote-manifests", &leader.endpoint],
+    );
+    let dir = process::out_dir("mesh", "verifying-forwarder");
+    let trust = leader_id.as_str();
+    let args = [
+        "--remote",
+        &gate.endpoint,
+        "--trust",
+        trust,
+        "--require-manifest",
+        "--backfill",
+        "0",
+        "--stop-after",
+        "4",
+        "--max-invalid-chunks",
+        "0",
+    ];
+    let out = subscribe(&dir, &args, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    // The junk stopped at the forwarder: the subscriber rejected nothing.
+    let line = summary(&out);
+    assert!(line.contains(", 0 rejected"), "{line}");
+    assert_eq!(hls::read_playlist(&dir).segments.len(), 4);
+    hls::assert_decodes_clean(&dir);
+    drop((gate, liar, honest, leader));
+}

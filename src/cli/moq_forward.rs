@@ -6,14 +6,16 @@
 
 use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
-    upstream_failure,
+    trusted_signers, upstream_failure,
 };
 use super::summary::Summary;
 use super::Failure;
 use argh::FromArgs;
+use ec_node::manifest::Policy;
 use ec_node::moq::track::{BroadcastTrack, TrackKind};
+use ec_node::net::Target;
 use ec_node::node::forward::tamper::{Mode, Tamper};
-use ec_node::node::forward::{forward, ForwardConfig, ForwardError};
+use ec_node::node::forward::{forward, ForwardConfig, ForwardError, Verification};
 use ec_node::node::tracks::{Outlet, PeerSpec, TrackServer};
 use ec_node::stop::StopFlag;
 use std::net::SocketAddr;
@@ -36,9 +38,16 @@ pub struct Args {
     /// network secret, hex (default: none)
     #[argh(option)]
     network_secret: Option<String>,
-    /// forward the manifests track too (default: the chunks track only)
+    /// forward the manifests track too (default: the chunks track only; always when verifying)
     #[argh(switch)]
     manifests: bool,
+    /// verify before forwarding, with the manifests from this peer (default: --remote)
+    #[argh(option)]
+    remote_manifests: Option<String>,
+    /// verify before forwarding, trusting manifests signed by this node id (repeatable; default
+    /// with --remote-manifests: its pinned node id)
+    #[argh(option)]
+    trust: Vec<String>,
     /// node key file for the listening identity (default: a fresh key)
     #[argh(option)]
     key: Option<PathBuf>,
@@ -70,8 +79,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let target = parse_target(&args.remote)?;
     let key = node_key(args.key.as_deref())?;
     let locator = keys.locator().to_string();
+    let manifests_peer = args
+        .remote_manifests
+        .as_deref()
+        .map(parse_target)
+        .transpose()?;
+    let verifying = manifests_peer.is_some() || !args.trust.is_empty();
     let mut kinds = vec![TrackKind::Chunks];
-    if args.manifests {
+    if args.manifests || verifying {
         kinds.push(TrackKind::Manifests);
     }
     let tracks = kinds
@@ -91,13 +106,37 @@ pub fn run(args: Args) -> Result<(), Failure> {
     println!("{}", ready_line(Some(endpoint), &tracks));
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
+    let spec = |target: &Target| PeerSpec {
+        check: peer_check(target, args.relay_ca.clone(), args.insecure),
+        target: target.clone(),
+    };
+    let verify = if verifying {
+        let signers = std::slice::from_ref(manifests_peer.as_ref().unwrap_or(&target));
+        let trusted = trusted_signers(&args.trust, signers)?;
+        if trusted.is_empty() {
+            return Err(Failure::usage(
+                "verifying needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",
+            ));
+        }
+        let mut policy = Policy::new(trusted);
+        policy.require_manifest = true;
+        Some(Verification {
+            keys: keys.clone(),
+            policy,
+            manifests: manifests_peer.as_ref().map(spec),
+        })
+    } else {
+        eprintln!(
+            "moq-forward: forwarding unverified bytes (give --trust or --remote-manifests to \
+             verify before forwarding); subscribers verify what they get"
+        );
+        None
+    };
     let config = ForwardConfig {
-        upstream: PeerSpec {
-            check: peer_check(&target, args.relay_ca.clone(), args.insecure),
-            target,
-        },
+        upstream: spec(&target),
         tracks,
         tamper: Tamper::new(args.tamper, args.tamper_every),
+        verify,
     };
     let outcome = forward(&mut outlet, config, &stop);
     outlet.shutdown();
@@ -110,6 +149,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                     summary.forwarded, summary.tampered
                 ),
             )
+            .parts(verifying.then(|| format!("{} rejected before forwarding", summary.rejected)))
             .print(false);
             Ok(())
         }
