@@ -2,15 +2,18 @@
 //! own subscribers — an availability node without a tuner.
 //!
 //! ```text
-//!  upstream peer ─(endpoint thread)─► forward loop (caller): Tamper (test faults only)
-//!                 ─(the outlet's feed: bounded)─► endpoint thread: TrackServer ─► subscribers
+//!  upstream peer(s) ─(endpoint threads)─► forward loop (caller): [Verifier] → Tamper (test faults)
+//!                   ─(the outlet's feed: bounded)─► endpoint thread: TrackServer ─► subscribers
 //! ```
 //!
 //! Each track is subscribed from the next group with a joining FETCH of the current one, and
 //! every group is handed to the outlet as received (duplicates and groups behind the newest are
-//! skipped, as a track's groups only increase). The node holds no key: what it forwards is only as good as a
-//! subscriber's verifier finds it, which is the point of ECP-0032. [`tamper::Tamper`] makes it
-//! deliberately hostile for tests. This module only wires the upstream, the tamperer and the outlet.
+//! skipped, as a track's groups only increase). Without [`Verification`] the node holds no key:
+//! what it forwards is only as good as a subscriber's verifier finds it, which is the point of
+//! ECP-0032. With it, every object waits (bounded) for the verifier and only what a trusted
+//! manifest vouches for, and the manifests that vouched, enter the cache. [`tamper::Tamper`]
+//! makes the node deliberately hostile for tests. This module only wires the upstreams, the
+//! verifier, the tamperer and the outlet.
 
 pub mod tamper;
 
