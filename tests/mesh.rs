@@ -36,6 +36,13 @@ impl Publisher {
         Publisher::from_input(&format!("hdhr://{}/5.1", sim.addr), key, extra)
     }
 
+    /// A leader of channel 5.1 of `sim`: signed manifests only, no chunk objects.
+    fn leader(sim: &Sim, key: &Path, extra: &[&str]) -> Publisher {
+        let mut args = vec!["--publish-manifests", "--publish-chunks=false"];
+        args.extend_from_slice(extra);
+        Publisher::start(sim, key, &args)
+    }
+
     fn from_input(input: &str, key: &Path, extra: &[&str]) -> Publisher {
         let mut args = vec!["moq-publish", "--input", input, "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
@@ -684,11 +691,7 @@ fn serve_plays_a_mesh_channel_and_no_tampered_object_reaches_a_viewer() {
     let (key_a, _) = key("serve-a");
     let (key_b, _) = key("serve-b");
     let (key_f, _) = key("serve-f");
-    let a = Publisher::start(
-        &sim,
-        &key_a,
-        &["--publish-manifests", "--publish-chunks=false"],
-    );
+    let a = Publisher::leader(&sim, &key_a, &[]);
     let b = Publisher::start(&sim, &key_b, &[]);
     let f = Publisher::forward(&b, &key_f, &["--tamper", "flip", "--tamper-every", "2"]);
     let mesh = format!("5.1={STREAM}");
@@ -808,16 +811,7 @@ fn swarm_a_source_killed_mid_stream_leaves_no_gap() {
     let sim = Sim::start(&["--tuners", "4"]);
     let fast = ["--chunk-ms", "1000"];
     let (key_a, _) = key("swarm-kill-a");
-    let leader = Publisher::start(
-        &sim,
-        &key_a,
-        &[
-            "--publish-manifests",
-            "--publish-chunks=false",
-            "--chunk-ms",
-            "1000",
-        ],
-    );
+    let leader = Publisher::leader(&sim, &key_a, &fast);
     let nodes: Vec<Publisher> = (0..3)
         .map(|i| Publisher::start(&sim, &key(&format!("swarm-kill-{i}")).0, &fast))
         .collect();
@@ -878,16 +872,7 @@ fn swarm_a_tampering_source_is_demoted_and_nothing_invalid_is_written() {
     let sim = Sim::start(&["--tuners", "3"]);
     let fast = ["--chunk-ms", "1000"];
     let (key_a, _) = key("swarm-tamper-a");
-    let leader = Publisher::start(
-        &sim,
-        &key_a,
-        &[
-            "--publish-manifests",
-            "--publish-chunks=false",
-            "--chunk-ms",
-            "1000",
-        ],
-    );
+    let leader = Publisher::leader(&sim, &key_a, &fast);
     let honest = Publisher::start(&sim, &key("swarm-tamper-b").0, &fast);
     let upstream = Publisher::start(&sim, &key("swarm-tamper-c").0, &fast);
     let tamper = [
@@ -948,11 +933,7 @@ fn swarm_a_tampering_source_is_demoted_and_nothing_invalid_is_written() {
 fn a_verifying_forwarder_stops_junk_before_its_subscribers() {
     let sim = Sim::start(&["--tuners", "2"]);
     let (key_a, leader_id) = key("verify-fwd-a");
-    let leader = Publisher::start(
-        &sim,
-        &key_a,
-        &["--publish-manifests", "--publish-chunks=false"],
-    );
+    let leader = Publisher::leader(&sim, &key_a, &[]);
     let honest = Publisher::start(&sim, &key("verify-fwd-b").0, &[]);
     let tamper = [
         "--tamper",

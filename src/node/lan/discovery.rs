@@ -43,7 +43,6 @@ pub trait DeviceView: Send + Sync {
 /// The running responder; dropping it (or [`Discovery::join`]) stops both threads.
 pub struct Discovery {
     udp: SocketAddr,
-    tcp: SocketAddr,
     halt: StopFlag,
     threads: Vec<JoinHandle<()>>,
 }
@@ -99,33 +98,18 @@ impl Discovery {
         match tcp_thread {
             Ok(t) => threads.push(t),
             Err(e) => {
-                let failed = Discovery {
-                    udp,
-                    tcp,
-                    halt,
-                    threads,
-                };
+                let failed = Discovery { udp, halt, threads };
                 drop(failed);
                 return Err(BindError::Listener(e));
             }
         }
         log::info!("hdhomerun discovery on udp {udp}, control on tcp {tcp}");
-        Ok(Discovery {
-            udp,
-            tcp,
-            halt,
-            threads,
-        })
+        Ok(Discovery { udp, halt, threads })
     }
 
     /// The bound UDP (discovery) address.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp
-    }
-
-    /// The bound TCP (control) address.
-    pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp
     }
 
     /// Stops both threads and waits for them (and every control connection) to end.

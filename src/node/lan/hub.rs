@@ -358,11 +358,6 @@ impl Hub {
         free + tuned
     }
 
-    /// The HLS target duration, seconds.
-    pub fn target_duration(&self) -> u64 {
-        self.config.target_duration
-    }
-
     fn find(&self, guide: &GuideNumber) -> Option<usize> {
         self.channels
             .iter()

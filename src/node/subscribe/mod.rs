@@ -533,14 +533,24 @@ impl Run<'_> {
     /// A peer failed. With several chunk sources a source's failure is the swarm's to handle
     /// (redial, another source meanwhile); otherwise it ends the run.
     fn source_failed(&mut self, peer: &mut Peer, e: UpstreamError) -> Result<(), SubscribeError> {
+        let why = format!("source {} left: {e}", peer.name());
+        match self.leave_swarm(peer, &why) {
+            true => Ok(()),
+            false => Err(upstream_failure(&peer.kinds, e)),
+        }
+    }
+
+    /// Hands a chunk source that left (for `why`) to the swarm, which redials it while the
+    /// others carry the stream; false when it is the only source, whose leaving ends the run.
+    fn leave_swarm(&mut self, peer: &mut Peer, why: &str) -> bool {
         match peer.source {
             Some(at) if self.config.objects.len() > 1 => {
-                log::warn!("source {} left: {e}", peer.name());
+                log::warn!("{why}");
                 peer.close();
                 self.swarm.gone(at, Instant::now());
-                Ok(())
+                true
             }
-            _ => Err(upstream_failure(&peer.kinds, e)),
+            _ => false,
         }
     }
 
@@ -704,14 +714,9 @@ impl Run<'_> {
             Delivery::FetchDone { .. } => Ok(()),
             Delivery::Ended { track, reason } if peer.kinds[track] == TrackKind::Chunks => {
                 let why = format!("{} ended the stream: {reason}", peer.name());
-                match peer.source {
-                    Some(at) if self.config.objects.len() > 1 => {
-                        log::warn!("{why}");
-                        peer.close();
-                        self.swarm.gone(at, Instant::now());
-                        Ok(())
-                    }
-                    _ => Err(SubscribeError::Left(why)),
+                match self.leave_swarm(peer, &why) {
+                    true => Ok(()),
+                    false => Err(SubscribeError::Left(why)),
                 }
             }
             Delivery::Connected(_) => {

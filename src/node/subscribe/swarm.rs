@@ -216,17 +216,6 @@ impl Swarm {
         (self.sources[at].state, &self.sources[at].stats)
     }
 
-    /// How many sources are up, and how many demoted.
-    pub fn counts(&self) -> (usize, usize) {
-        let up = self.sources.iter().filter(|s| s.usable()).count();
-        let demoted = self
-            .sources
-            .iter()
-            .filter(|s| matches!(s.state, SourceState::Demoted { .. }))
-            .count();
-        (up, demoted)
-    }
-
     /// The session with `at` is up.
     pub fn connected(&mut self, at: usize) {
         if matches!(self.sources[at].state, SourceState::Connecting) {
