@@ -36,10 +36,11 @@ pub struct Args {
     /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
     #[argh(option)]
     listen: Option<SocketAddr>,
-    /// publish into this MoQT relay too (moqt://HOST:PORT[/path])
+    /// publish into this MoQT relay too (moqt://HOST:PORT[/path]); repeat for several relays,
+    /// each announced independently and dialled again with back-off when it leaves
     #[argh(option)]
-    relay: Option<String>,
-    /// trust this PEM certificate or CA for the relay instead of the system roots
+    relay: Vec<String>,
+    /// trust the PEM certificates or CAs in this file for the relays instead of the system roots
     #[argh(option)]
     relay_ca: Option<PathBuf>,
     /// do not check the relay's certificate (warns)
@@ -103,16 +104,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Some(&source),
     )?;
     let key = node_key(args.key.as_deref())?;
-    if args.listen.is_none() && args.relay.is_none() {
+    if args.listen.is_none() && args.relay.is_empty() {
         return Err(Failure::usage("give --listen, --relay or both"));
     }
-    let relay = args.relay.as_deref().map(parse_target).transpose()?;
-    if relay
-        .as_ref()
-        .is_some_and(|t| !matches!(t, Target::Relay(_)))
-    {
-        return Err(Failure::usage("--relay takes a moqt:// URL"));
-    }
+    let relays = args
+        .relay
+        .iter()
+        .map(|url| match parse_target(url)? {
+            target @ Target::Relay(_) => Ok(target),
+            Target::Node(_) => Err(Failure::usage("--relay takes a moqt:// URL")),
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
     let node_id = key.node_id();
     let config = PublishConfig {
         source: source.clone(),
@@ -145,12 +147,26 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let endpoint = outlets
         .first()
         .map(|o| format!("{node_id}@{}", advertised(o.local_addr())));
-    if let Some(target) = relay {
-        let check = peer_check(&target, args.relay_ca.clone(), args.insecure);
-        match Outlet::relay(&target, check, config.server(), &stop).map_err(serve_failure)? {
-            Some(outlet) => outlets.push(outlet),
-            None => return Ok(()),
+    let mut relay_outlets = Vec::new();
+    for target in &relays {
+        let check = peer_check(target, args.relay_ca.clone(), args.insecure);
+        relay_outlets.push(Outlet::relay(target, check, config.server()).map_err(serve_failure)?);
+    }
+    let mut refused = Vec::new();
+    for mut outlet in relay_outlets {
+        match outlet.announced(&stop) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => refused.push(e),
         }
+        outlets.push(outlet);
+    }
+    // Exit only when no outlet is up; a refusing relay is dialled again with back-off.
+    if !refused.is_empty() && refused.len() == outlets.len() {
+        return Err(serve_failure(refused.swap_remove(0)));
+    }
+    for e in &refused {
+        eprintln!("warning: {e}; dialling it again with back-off");
     }
     println!("{}", ready_line(endpoint, &config.tracks()));
     log::info!("publishing {source}");
@@ -160,7 +176,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     match outcome {
         Ok(summary) => {
-            summary_of(&summary).print(false);
+            summary_of(&summary, !relays.is_empty()).print(false);
             match summary.ingest.and_then(|r| r.capture) {
                 Some(Err(e)) => Err(capture_failure(e)),
                 _ => Ok(()),
@@ -172,7 +188,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-fn summary_of(s: &PublishSummary) -> Summary {
+/// The run's summary; `relays`: whether it published into relays.
+fn summary_of(s: &PublishSummary, relays: bool) -> Summary {
     let (lost, overrun, discontinuities) = s.ingest.as_ref().map_or((0, 0, 0), |r| {
         (
             r.chunker.lost_packets,
@@ -191,4 +208,5 @@ fn summary_of(s: &PublishSummary) -> Summary {
     .part(format!(
         "capture: {lost} packets lost, {overrun} bytes overrun, {discontinuities} discontinuities"
     ))
+    .parts(relays.then(|| format!("relays dialled again {} times", s.relay_reconnects)))
 }

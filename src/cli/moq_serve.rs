@@ -78,11 +78,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 return Err(Failure::usage("--relay takes a moqt:// URL"));
             }
             let check = peer_check(&target, args.relay_ca.clone(), args.insecure);
-            let Some(outlet) =
-                Outlet::relay(&target, check, server, &stop).map_err(serve_failure)?
-            else {
+            let mut outlet = Outlet::relay(&target, check, server).map_err(serve_failure)?;
+            if !outlet.announced(&stop).map_err(serve_failure)? {
                 return Ok(());
-            };
+            }
             println!("{}", ready_line(None, tracks));
             outlet
         }

@@ -134,8 +134,10 @@ pub fn net_failure(e: NetError) -> Failure {
 pub fn serve_failure(e: ServeError) -> Failure {
     match e {
         ServeError::Net(e) => net_failure(e),
-        ServeError::Refused(_) => Failure::new(Exit::Connect, e.to_string()),
-        ServeError::RelayLeft(_) => Failure::new(Exit::Idle, e.to_string()),
+        // Only a relay's first attempt can end a run: later ones are retried.
+        ServeError::Refused(_) | ServeError::RelayLeft(..) | ServeError::NoAnswer(_) => {
+            Failure::new(Exit::Connect, e.to_string())
+        }
     }
 }
 

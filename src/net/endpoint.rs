@@ -127,6 +127,10 @@ pub struct Settings {
     pub session: SessionConfig,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
+    /// A dialing endpoint stays up when its connection ends, so [`Endpoint::redial`] can dial
+    /// the same peer again (a relay link that reconnects); otherwise it ends with its
+    /// connection.
+    pub redials: bool,
 }
 
 impl Default for Settings {
@@ -134,6 +138,7 @@ impl Default for Settings {
         Settings {
             session: SessionConfig::default(),
             idle_timeout: Duration::from_secs(30),
+            redials: false,
         }
     }
 }
@@ -246,6 +251,8 @@ enum Command {
         code: SessionCode,
         reason: String,
     },
+    /// Dial the dialing endpoint's peer again; the new connection's id is sent back.
+    Redial(Sender<Result<ConnId, NetError>>),
     /// GOAWAY everywhere, then close everything and end the thread.
     Shutdown,
 }
@@ -394,6 +401,7 @@ impl Endpoint {
             handler,
             work: work_rx,
             shutdown_at: None,
+            dial: dial.clone(),
         };
         if let Some(dial) = dial {
             lp.connect(dial)?;
@@ -438,15 +446,30 @@ impl Endpoint {
             let _ = tx.send(f(s));
         });
         self.send(Command::Session { conn, op })?;
+        self.reply(rx)?.ok_or(NetError::NoConnection(conn))
+    }
+
+    /// Waits for the endpoint thread's reply on `rx` (`None`: it dropped the command), keeping
+    /// the events that arrive meanwhile for [`Endpoint::next_event`].
+    fn reply<R>(&mut self, rx: Receiver<R>) -> Result<Option<R>, NetError> {
         loop {
             select! {
-                recv(rx) -> r => return r.map_err(|_| NetError::NoConnection(conn)),
+                recv(rx) -> r => return Ok(r.ok()),
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => self.backlog.push_back(ev),
                     Err(_) => return Err(NetError::Stopped),
                 },
             }
         }
+    }
+
+    /// Dials the peer of a dialing endpoint made with [`Settings::redials`] again, and returns
+    /// the new connection (a dialing endpoint has one connection at a time: call this once the
+    /// previous one is `Disconnected`).
+    pub fn redial(&mut self) -> Result<ConnId, NetError> {
+        let (tx, rx) = bounded(1);
+        self.send(Command::Redial(tx))?;
+        self.reply(rx)?.unwrap_or(Err(NetError::Stopped))
     }
 
     /// The next event, waiting at most `timeout`; `None` if nothing came in time.
@@ -524,6 +547,7 @@ enum Mode {
     Client,
 }
 
+#[derive(Clone)]
 struct Dial {
     peer: SocketAddr,
     server_name: Option<String>,
@@ -555,6 +579,8 @@ struct Conn {
     open: HashSet<u64>,
     /// Why it ended, once known before quiche's own reason (identity, session close).
     end: Option<NetError>,
+    /// When to send the next keep-alive PING.
+    ping_at: Instant,
 }
 
 struct Loop<H: Handler> {
@@ -573,6 +599,8 @@ struct Loop<H: Handler> {
     handler: H,
     work: Receiver<H::Work>,
     shutdown_at: Option<Instant>,
+    /// What a dialing endpoint dialled, to dial again.
+    dial: Option<Dial>,
 }
 
 /// What a pass over the connections found, in order, for the handler and the channel.
@@ -644,7 +672,7 @@ fn random_cid() -> Result<[u8; quiche::MAX_CONN_ID_LEN], NetError> {
 }
 
 impl<H: Handler> Loop<H> {
-    fn connect(&mut self, dial: Dial) -> Result<(), NetError> {
+    fn connect(&mut self, dial: Dial) -> Result<ConnId, NetError> {
         let scid = random_cid()?;
         let quic = quiche::connect(
             dial.server_name.as_deref(),
@@ -656,8 +684,7 @@ impl<H: Handler> Loop<H> {
         .map_err(|e| NetError::Handshake {
             detail: e.to_string(),
         })?;
-        self.add_conn(quic, dial.peer, vec![scid.to_vec()], dial.pin);
-        Ok(())
+        Ok(self.add_conn(quic, dial.peer, vec![scid.to_vec()], dial.pin))
     }
 
     fn add_conn(
@@ -684,6 +711,7 @@ impl<H: Handler> Loop<H> {
                 pending_bytes: 0,
                 open: HashSet::new(),
                 end: None,
+                ping_at: Instant::now(),
             },
         );
         id
@@ -706,7 +734,9 @@ impl<H: Handler> Loop<H> {
                 return; // the application dropped the event receiver
             }
             let mut ended = Vec::new();
+            let ping_every = self.settings.idle_timeout / 3;
             for (id, conn) in self.conns.iter_mut() {
+                conn.keep_alive(now, ping_every);
                 conn.pump_out(*id, &mut found);
                 conn.flush(&self.socket, &mut self.tx);
                 if conn.quic.is_closed() {
@@ -747,7 +777,11 @@ impl<H: Handler> Loop<H> {
                     }
                 }
             }
-            if self.mode == Mode::Client && self.conns.is_empty() && self.shutdown_at.is_none() {
+            if self.mode == Mode::Client
+                && !self.settings.redials
+                && self.conns.is_empty()
+                && self.shutdown_at.is_none()
+            {
                 // A dialing endpoint has one connection; once it is gone, wait for the handle.
                 self.shutdown_at = Some(Instant::now());
             }
@@ -818,6 +852,14 @@ impl<H: Handler> Loop<H> {
                             }
                         }
                     }
+                }
+                Ok(Command::Redial(reply)) => {
+                    let dialled = match (&self.dial, self.shutdown_at) {
+                        (Some(dial), None) => self.connect(dial.clone()),
+                        _ => Err(NetError::Stopped),
+                    };
+                    // The caller waits on `reply`; if it gave up, the connection idles out.
+                    let _ = reply.send(dialled);
                 }
                 Ok(Command::Shutdown) => {
                     if self.shutdown_at.is_none() {
@@ -1024,6 +1066,17 @@ impl Conn {
 
     /// Writes what the session has for QUIC: buffered writes, then new ones; writing can
     /// produce outputs again.
+    /// PINGs the peer every `every` (the loop wakes at least once a second): a quiet session
+    /// (a relay link nobody subscribes through) stays up, and a peer that died without a word
+    /// is noticed at the idle timeout.
+    fn keep_alive(&mut self, now: Instant, every: Duration) {
+        if self.quic.is_established() && now >= self.ping_at {
+            // Fails only on a closed connection, which needs no PING.
+            let _ = self.quic.send_ack_eliciting();
+            self.ping_at = now + every;
+        }
+    }
+
     fn pump_out(&mut self, id: ConnId, found: &mut Vec<Found>) {
         for _ in 0..2 {
             self.write_pending();

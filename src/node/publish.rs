@@ -10,9 +10,9 @@
 //! The seal thread encrypts each chunk (and on a leader signs one manifest per epoch); a
 //! manifests-only leader seals too, to learn the object ids its manifests vouch for, but hands
 //! out no objects. Each sealed group goes by value to the [`TrackServer`] of every [`Outlet`]
-//! (a listening endpoint, a relay session, or both), which caches it and puts it on every
-//! subscription on its own thread. The caller's thread only watches the outlets (a relay
-//! leaving ends the run), ends the tracks when the input ends and lingers. Capture never waits
+//! (a listening endpoint, relay links, or both), which caches it and puts it on every
+//! subscription on its own thread. The caller's thread only polls the outlets (a relay that
+//! leaves is dialled again while the others go on), ends the tracks when the input ends and lingers. Capture never waits
 //! for the network: the ring overwrites, and a slow subscriber's session drops its oldest queued
 //! groups (counted). Nothing here speaks the protocol or knows a format: it only wires the
 //! stages.
@@ -98,6 +98,8 @@ pub struct PublishSummary {
     pub evicted: u64,
     /// Groups dropped for slow subscribers.
     pub dropped: u64,
+    /// Times a relay was dialled again after it left or refused, all relays.
+    pub relay_reconnects: u64,
     /// How ingest ended (`None` if it never started).
     pub ingest: Option<IngestReport>,
 }
@@ -174,7 +176,7 @@ struct Sealed {
 }
 
 /// Publishes from `outlets` until the input ends and `linger` passes, or `stop` is set. A
-/// relay outlet's session ending is an error; subscribers come and go.
+/// relay that leaves is dialled again; subscribers come and go.
 pub fn publish(
     outlets: &mut [Outlet],
     config: PublishConfig,
@@ -237,12 +239,12 @@ pub fn publish(
             .max()
             .unwrap_or(0),
         dropped: outlets.iter().map(|o| o.stats().dropped_groups()).sum(),
+        relay_reconnects: outlets.iter().map(Outlet::reconnects).sum(),
         ingest: sealed.ingest,
     })
 }
 
-/// Watches the outlets while `going` holds and no stop was requested; the relay leaving is an
-/// error.
+/// Watches the outlets while `going` holds and no stop was requested.
 fn watch(
     outlets: &mut [Outlet],
     stop: &StopFlag,

@@ -294,13 +294,23 @@ pub fn strip_ansi(s: &str) -> String {
 
 /// Starts the relay on a free loopback port; returns it, its moqt:// URL and its certificate.
 pub fn relay(dir: &Path) -> (Proc, String, PathBuf) {
-    let (cert, key) = openssl_cert(dir);
+    relay_on(dir, "127.0.0.1:0")
+}
+
+/// Starts the relay on `bind` with the certificate in `dir` (made on the first start, so a relay
+/// started again in the same folder is the same relay to its peers); returns it, its moqt://
+/// URL and its certificate.
+pub fn relay_on(dir: &Path, bind: &str) -> (Proc, String, PathBuf) {
+    let (cert, key) = match (dir.join("cert.pem"), dir.join("key.pem")) {
+        (cert, key) if cert.exists() && key.exists() => (cert, key),
+        _ => openssl_cert(dir),
+    };
     let p = Proc::spawn_stderr(
         "moq-relay-ietf",
         tool("relay/bin/moq-relay-ietf")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            .args(["--bind", "127.0.0.1:0", "--tls-cert"])
+            .args(["--bind", bind, "--tls-cert"])
             .arg(&cert)
             .arg("--tls-key")
             .arg(&key)

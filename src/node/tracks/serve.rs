@@ -283,6 +283,8 @@ impl Handler for TrackServer {
     }
 
     fn on_disconnected(&mut self, conn: ConnId) {
+        // Only a dialed relay session announces, one at a time: its requests end with it.
+        self.announcing.clear();
         for track in &mut self.tracks {
             if let Some(playouts) = &mut track.playouts {
                 playouts.leave(conn);
