@@ -144,12 +144,18 @@ fn swarm_a_tampering_source_is_demoted_and_nothing_invalid_is_written() {
     drop((liar, upstream, honest, leader));
 }
 
+/// Issue 16, test 3: a verifying forwarder with a tampering upstream (given first) and an
+/// honest one: the junk stops at the forwarder, which fetches those chunks from the honest
+/// upstream, so its subscriber rejects nothing and misses nothing.
 #[test]
-fn a_verifying_forwarder_stops_junk_before_its_subscribers() {
-    let sim = Sim::start(&["--tuners", "2"]);
+fn a_verifying_forwarder_stops_junk_and_fills_the_gap_from_another_upstream() {
+    media::require_tool("ffmpeg");
+    let sim = Sim::start(&["--tuners", "3"]);
+    let fast = ["--chunk-ms", "1000"];
     let (key_a, leader_id) = key("verify-fwd-a");
-    let leader = Publisher::leader(&sim, &key_a, &[]);
-    let honest = Publisher::start(&sim, &key("verify-fwd-b").0, &[]);
+    let leader = Publisher::leader(&sim, &key_a, &fast);
+    let honest = Publisher::start(&sim, &key("verify-fwd-b").0, &fast);
+    let upstream = Publisher::start(&sim, &key("verify-fwd-c").0, &fast);
     let tamper = [
         "--tamper",
         "flip",
@@ -158,37 +164,171 @@ fn a_verifying_forwarder_stops_junk_before_its_subscribers() {
         "--tamper-every",
         "2",
     ];
-    let liar = Publisher::forward(&honest, &key("verify-fwd-f").0, &tamper);
-    // Between the liar and the subscriber: a forwarder that verifies against the leader's
+    let liar = Publisher::forward(&upstream, &key("verify-fwd-f").0, &tamper);
+    // Between the upstreams and the subscriber: a forwarder that verifies against the leader's
     // manifests before anything enters its cache, and forwards those manifests too.
     let gate = Publisher::forward(
         &liar,
         &key("verify-fwd-v").0,
-        &["--remote-manifests", &leader.endpoint],
+        &[
+            "--remote",
+            &honest.endpoint,
+            "--remote-manifests",
+            &leader.endpoint,
+            "--group-timeout",
+            "1000",
+            "--max-source-invalid",
+            "2",
+        ],
     );
-    let dir = process::out_dir("mesh", "verifying-forwarder");
-    let trust = leader_id.as_str();
+    let dir = process::out_dir("swarm", "verifying-forwarder");
     let args = [
         "--remote",
         &gate.endpoint,
         "--trust",
-        trust,
+        &leader_id,
         "--require-manifest",
         "--backfill",
         "0",
+        "--chunk-ms",
+        "1000",
         "--stop-after",
-        "4",
+        "8",
         "--max-invalid-chunks",
         "0",
     ];
     let out = subscribe(&dir, &args, Duration::from_secs(120));
     assert!(out.status.success(), "{}", process::stderr(&out));
-    // The junk stopped at the forwarder: the subscriber rejected nothing.
+    // The junk stopped at the forwarder: the subscriber rejected nothing, and no chunk is
+    // missing.
     let line = summary(&out);
     assert!(line.contains(", 0 rejected"), "{line}");
-    assert_eq!(hls::read_playlist(&dir).segments.len(), 4);
+    let indices = playlist_indices(&dir);
+    assert_eq!(indices.len(), 8, "{indices:?}");
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1), "{indices:?}");
     hls::assert_decodes_clean(&dir);
-    drop((gate, liar, honest, leader));
+    drop((gate, liar, upstream, honest, leader));
+}
+
+/// Issue 16, test 4: two sources of the stream, one through the third-party relay (given
+/// first, so it starts with the live subscription) and one direct; the relayed one dies and the
+/// direct one carries on.
+#[test]
+fn a_relayed_source_and_a_direct_source_are_combined() {
+    media::require_tool("ffmpeg");
+    let relay_dir = process::out_dir("swarm", "combined-relay");
+    std::fs::create_dir_all(&relay_dir).unwrap();
+    let (_relay, url, cert) = moq::relay(&relay_dir);
+    let cert = cert.to_str().unwrap();
+    let sim = Sim::start(&["--tuners", "3"]);
+    let fast = ["--chunk-ms", "1000"];
+    let (key_a, leader_id) = key("combined-a");
+    let leader = Publisher::leader(&sim, &key_a, &fast);
+    let input = format!("hdhr://{}/5.1", sim.addr);
+    let relayed = Publisher::spawn(
+        &[
+            "moq-publish",
+            "--input",
+            &input,
+            "--relay",
+            &url,
+            "--relay-ca",
+            cert,
+            "--chunk-ms",
+            "1000",
+        ],
+        &key("combined-r").0,
+    );
+    let direct = Publisher::start(&sim, &key("combined-d").0, &fast);
+    let dir = process::out_dir("swarm", "combined");
+    let json = dir.with_extension("json");
+    let json_arg = json.to_str().unwrap().to_string();
+    let args = [
+        "--remote",
+        &url,
+        "--remote",
+        &direct.endpoint,
+        "--relay-ca",
+        cert,
+        "--remote-manifests",
+        &leader.endpoint,
+        "--trust",
+        &leader_id,
+        "--require-manifest",
+        "--backfill",
+        "0",
+        "--chunk-ms",
+        "1000",
+        "--stop-after",
+        "10",
+        "--summary-json",
+        &json_arg,
+    ];
+    let subscriber = start_subscriber(STREAM, &dir, &args);
+    wait_for_segments(&dir, 3);
+    drop(relayed);
+    let out = wait_limited(subscriber, Duration::from_secs(90));
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let indices = playlist_indices(&dir);
+    assert_eq!(indices.len(), 10, "{indices:?}");
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1), "{indices:?}");
+    hls::assert_decodes_clean(&dir);
+    let summary = summary_json(&json);
+    let sources = summary["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["remote"], url.as_str(), "{summary}");
+    for source in sources {
+        assert!(source["chunks"].as_u64().unwrap() > 0, "{summary}");
+    }
+    drop((direct, leader));
+}
+
+/// Issue 16, test 5: every source killed: the subscriber exits 5 once nothing came for
+/// `--idle-timeout`, and its playlist is finished (ENDLIST) with whole, verified segments only.
+#[test]
+fn all_sources_killed_ends_the_subscriber_with_exit_5_and_a_finished_playlist() {
+    media::require_tool("ffmpeg");
+    let sim = Sim::start(&["--tuners", "3"]);
+    let fast = ["--chunk-ms", "1000"];
+    let (key_a, _) = key("all-killed-a");
+    let leader = Publisher::leader(&sim, &key_a, &fast);
+    let nodes: Vec<Publisher> = (0..2)
+        .map(|i| Publisher::start(&sim, &key(&format!("all-killed-{i}")).0, &fast))
+        .collect();
+    let dir = process::out_dir("swarm", "all-killed");
+    let mut args = vec![];
+    for node in &nodes {
+        args.extend(["--remote", node.endpoint.as_str()]);
+    }
+    args.extend([
+        "--remote-manifests",
+        &leader.endpoint,
+        "--require-manifest",
+        "--backfill",
+        "0",
+        "--chunk-ms",
+        "1000",
+        "--idle-timeout",
+        "4",
+    ]);
+    let subscriber = start_subscriber(STREAM, &dir, &args);
+    wait_for_segments(&dir, 3);
+    drop(nodes);
+    drop(leader);
+    // Bounded well above the idle timeout: the claim is the exit code and the playlist.
+    let out = wait_limited(subscriber, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(5), "{}", process::stderr(&out));
+    let last = process::stderr(&out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains("no object for 4 s"), "{last}");
+    let playlist = hls::read_playlist(&dir);
+    assert!(playlist.ended, "the playlist ends with ENDLIST");
+    let indices = playlist_indices(&dir);
+    assert!(indices.len() >= 3, "{indices:?}");
+    assert!(indices.windows(2).all(|w| w[1] == w[0] + 1), "{indices:?}");
+    hls::assert_decodes_clean(&dir);
 }
 
 /// Issue 16, test 6: a publisher in two third-party relays; one relay killed: the subscribers of

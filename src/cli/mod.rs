@@ -99,7 +99,8 @@ impl Failure {
 /// Runs the process: parses `std::env::args`, runs the subcommand, returns its exit code.
 pub fn main() -> ExitCode {
     return_large_buffers_to_the_system();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // People get warnings, a progress line and a summary; INFO and below only when asked.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp_millis()
         .init();
     let args = split_equals_flags(std::env::args().collect());

@@ -4,6 +4,7 @@
 //! Flags become a [`ForwardConfig`]; the endpoint listens, the ready line names it and the
 //! tracks, and [`ec_node::node::forward`] runs the loop. Exit codes as every command.
 
+use super::moq_subscribe::{reasons, sources_lines, subscribe_failure};
 use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
     trusted_signers, upstream_failure,
@@ -15,20 +16,25 @@ use ec_node::manifest::Policy;
 use ec_node::moq::track::{BroadcastTrack, TrackKind};
 use ec_node::net::Target;
 use ec_node::node::forward::tamper::{Mode, Tamper};
-use ec_node::node::forward::{forward, ForwardConfig, ForwardError, Verification};
+use ec_node::node::forward::{
+    forward, ForwardConfig, ForwardError, ForwardSummary, Upstreams, Verification,
+};
 use ec_node::node::tracks::{Outlet, PeerSpec, TrackServer};
 use ec_node::stop::StopFlag;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Re-serve a stream received from another peer: subscribe to its tracks and publish them to
 /// our own subscribers. What is forwarded is verified by subscribers, never trusted.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "moq-forward")]
 pub struct Args {
-    /// the peer to forward from: NODE_ID@HOST:PORT, HOST:PORT or moqt://URL
+    /// a peer to forward from: NODE_ID@HOST:PORT, HOST:PORT or moqt://URL (repeatable when
+    /// verifying: the first is tried first, the others take over a chunk or the stream when it
+    /// stalls, lies or leaves)
     #[argh(option)]
-    remote: String,
+    remote: Vec<String>,
     /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
     #[argh(option)]
     listen: SocketAddr,
@@ -41,13 +47,25 @@ pub struct Args {
     /// forward the manifests track too (default: the chunks track only; always when verifying)
     #[argh(switch)]
     manifests: bool,
-    /// verify before forwarding, with the manifests from this peer (default: --remote)
+    /// verify before forwarding, with the manifests from this peer (repeatable; default: the
+    /// --remote peers)
     #[argh(option)]
-    remote_manifests: Option<String>,
+    remote_manifests: Vec<String>,
     /// verify before forwarding, trusting manifests signed by this node id (repeatable; default
     /// with --remote-manifests: its pinned node id)
     #[argh(option)]
     trust: Vec<String>,
+    /// when verifying: milliseconds a chunk a manifest vouches for may take before it is fetched
+    /// from the next --remote (default 2000)
+    #[argh(option, default = "2000")]
+    group_timeout: u64,
+    /// when verifying with several --remote: rejections after which a source is demoted
+    /// (default 3)
+    #[argh(option, default = "3")]
+    max_source_invalid: u32,
+    /// when verifying: exit 5 when no object came for this many seconds (default 30)
+    #[argh(option, default = "30")]
+    idle_timeout: u64,
     /// node key file for the listening identity (default: a fresh key)
     #[argh(option)]
     key: Option<PathBuf>,
@@ -75,16 +93,32 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "--cache-mb and --tamper-every must be at least 1",
         ));
     }
+    if args.group_timeout == 0 || args.max_source_invalid == 0 || args.idle_timeout == 0 {
+        return Err(Failure::usage(
+            "--group-timeout, --max-source-invalid and --idle-timeout must be at least 1",
+        ));
+    }
     let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
-    let target = parse_target(&args.remote)?;
+    let targets = |list: &[String]| {
+        list.iter()
+            .map(|r| parse_target(r))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (objects, manifests) = (targets(&args.remote)?, targets(&args.remote_manifests)?);
+    let verifying = !manifests.is_empty() || !args.trust.is_empty();
+    match objects.len() {
+        0 => return Err(Failure::usage("--remote is required")),
+        1 => {}
+        _ if !verifying => {
+            return Err(Failure::usage(
+                "several --remote need --trust or --remote-manifests: without manifests there \
+                 is nothing to tell which source to take a chunk from",
+            ))
+        }
+        _ => {}
+    }
     let key = node_key(args.key.as_deref())?;
     let locator = keys.locator().to_string();
-    let manifests_peer = args
-        .remote_manifests
-        .as_deref()
-        .map(parse_target)
-        .transpose()?;
-    let verifying = manifests_peer.is_some() || !args.trust.is_empty();
     let mut kinds = vec![TrackKind::Chunks];
     if args.manifests || verifying {
         kinds.push(TrackKind::Manifests);
@@ -94,6 +128,40 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .map(|k| BroadcastTrack::new(&locator, k).map(|t| t.full_name()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::other(e.to_string()))?;
+    let spec = |target: &Target| PeerSpec {
+        check: peer_check(target, args.relay_ca.clone(), args.insecure),
+        target: target.clone(),
+    };
+    let upstreams = if verifying {
+        let signers = if manifests.is_empty() {
+            &objects
+        } else {
+            &manifests
+        };
+        let trusted = trusted_signers(&args.trust, signers)?;
+        if trusted.is_empty() {
+            return Err(Failure::usage(
+                "verifying needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",
+            ));
+        }
+        let mut policy = Policy::new(trusted);
+        policy.require_manifest = true;
+        Upstreams::Verified(Verification {
+            objects: objects.iter().map(spec).collect(),
+            manifests: manifests.iter().map(spec).collect(),
+            keys: keys.clone(),
+            policy,
+            group_timeout: Duration::from_millis(args.group_timeout),
+            max_source_invalid: args.max_source_invalid,
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+        })
+    } else {
+        eprintln!(
+            "moq-forward: forwarding unverified bytes (give --trust or --remote-manifests to \
+             verify before forwarding); subscribers verify what they get"
+        );
+        Upstreams::Unverified(spec(&objects[0]))
+    };
     if !args.tamper.is_empty() {
         log::warn!(
             "--tamper {:?}: this node forwards corrupted objects on purpose",
@@ -106,54 +174,38 @@ pub fn run(args: Args) -> Result<(), Failure> {
     println!("{}", ready_line(Some(endpoint), &tracks));
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
-    let spec = |target: &Target| PeerSpec {
-        check: peer_check(target, args.relay_ca.clone(), args.insecure),
-        target: target.clone(),
-    };
-    let verify = if verifying {
-        let signers = std::slice::from_ref(manifests_peer.as_ref().unwrap_or(&target));
-        let trusted = trusted_signers(&args.trust, signers)?;
-        if trusted.is_empty() {
-            return Err(Failure::usage(
-                "verifying needs a signer to trust: --trust NODE_ID or a NODE_ID@ address",
-            ));
-        }
-        let mut policy = Policy::new(trusted);
-        policy.require_manifest = true;
-        Some(Verification {
-            keys: keys.clone(),
-            policy,
-            manifests: manifests_peer.as_ref().map(spec),
-        })
-    } else {
-        eprintln!(
-            "moq-forward: forwarding unverified bytes (give --trust or --remote-manifests to \
-             verify before forwarding); subscribers verify what they get"
-        );
-        None
-    };
     let config = ForwardConfig {
-        upstream: spec(&target),
+        upstreams,
         tracks,
         tamper: Tamper::new(args.tamper, args.tamper_every),
-        verify,
     };
     let outcome = forward(&mut outlet, config, &stop);
     outlet.shutdown();
     match outcome {
         Ok(summary) => {
-            Summary::new(
-                "moq-forward",
-                format!(
-                    "{} groups forwarded, {} tampered with",
-                    summary.forwarded, summary.tampered
-                ),
-            )
-            .parts(verifying.then(|| format!("{} rejected before forwarding", summary.rejected)))
-            .print(false);
+            summary_of(&summary, verifying).print(false);
             Ok(())
         }
         Err(ForwardError::Upstream(e)) => Err(upstream_failure(e, "the upstream peer")),
+        Err(ForwardError::Verified(e)) => Err(subscribe_failure(e, &Default::default())),
         Err(ForwardError::Serve(e)) => Err(serve_failure(e)),
     }
+}
+
+/// The run's summary; `verifying`: whether it verified before forwarding.
+fn summary_of(s: &ForwardSummary, verifying: bool) -> Summary {
+    let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+    let reasons = reasons(&s.rejected);
+    Summary::new(
+        "moq-forward",
+        format!(
+            "{} groups forwarded, {} tampered with",
+            s.forwarded, s.tampered
+        ),
+    )
+    .parts(verifying.then(|| match reasons.is_empty() {
+        true => format!("{rejected} rejected before forwarding"),
+        false => format!("{rejected} rejected before forwarding — {reasons}"),
+    }))
+    .parts(sources_lines(&s.sources))
 }

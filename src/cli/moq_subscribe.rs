@@ -11,10 +11,11 @@ use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::chunk::ChunkerConfig;
 use ec_node::hls;
-use ec_node::manifest::Policy;
+use ec_node::manifest::{Policy, Reason};
 use ec_node::net::{NetError, Target};
 use ec_node::node::subscribe::{
-    subscribe, Destination, Latency, SubscribeConfig, SubscribeError, SubscribeSummary,
+    subscribe, Destination, Latency, SourceSummary, SubscribeConfig, SubscribeError,
+    SubscribeSummary,
 };
 use ec_node::node::tracks::PeerSpec;
 use ec_node::stop::StopFlag;
@@ -228,12 +229,7 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
 /// demo's subscriber).
 pub(super) fn summary_of(command: &str, s: &SubscribeSummary, out: &std::path::Path) -> Summary {
     let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
-    let reasons = s
-        .rejected
-        .iter()
-        .map(|(r, n)| format!("{r}: {n}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let reasons = reasons(&s.rejected);
     Summary::new(
         command,
         format!(
@@ -252,16 +248,25 @@ pub(super) fn summary_of(command: &str, s: &SubscribeSummary, out: &std::path::P
     )
     .part(format!("latency {}", latency(&s.latency)))
     .part(format!("in {:.1} s", s.elapsed.as_secs_f64()))
-    .parts(sources_lines(s))
+    .parts(sources_lines(&s.sources))
+}
+
+/// Rejections by reason, for people: `reason: n; reason: n`.
+pub(super) fn reasons(rejected: &[(Reason, u64)]) -> String {
+    rejected
+        .iter()
+        .map(|(r, n)| format!("{r}: {n}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One line per chunk source when there are several: what each delivered, what of it was
 /// rejected, how often it stalled or was redialled, and where it stands.
-fn sources_lines(s: &SubscribeSummary) -> Vec<String> {
-    if s.sources.len() < 2 {
+pub(super) fn sources_lines(sources: &[SourceSummary]) -> Vec<String> {
+    if sources.len() < 2 {
         return Vec::new();
     }
-    s.sources
+    sources
         .iter()
         .map(|src| {
             let rejected: u64 = src.stats.rejections.values().sum();

@@ -972,7 +972,12 @@ impl<H: Handler> Loop<H> {
             to: self.local,
         };
         let id = match self.mode {
-            Mode::Client => self.conns.keys().next().copied(),
+            // By the connection id we chose; else the newest connection (a redialled one
+            // while the previous one still drains).
+            Mode::Client => quiche::Header::from_slice(pkt, quiche::MAX_CONN_ID_LEN)
+                .ok()
+                .and_then(|hdr| self.routes.get(hdr.dcid.as_ref()).copied())
+                .or_else(|| self.conns.keys().next_back().copied()),
             Mode::Server => match self.route(pkt, from) {
                 Some(id) => Some(id),
                 None => return,

@@ -337,7 +337,8 @@ pub enum Event {
         request: RequestId,
         /// Whether the range reaches the end of the track.
         end_of_track: bool,
-        /// The largest location the response covers.
+        /// Where the response ends, exclusive as FETCH's End Location (object 0: the whole
+        /// group).
         end: Location,
     },
     /// An object of one of our subscriptions or fetches.

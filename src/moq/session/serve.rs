@@ -490,9 +490,12 @@ impl Session {
             .range(first, last)
             .map(|(g, p)| (g, p.clone()))
             .collect();
+        // The end as FETCH's own End Location reads, exclusive (object 0 would mean the whole
+        // group): just past the one object of the last group sent. A relay checks it against
+        // the End Location it asked for.
         let Some(end) = groups.last().map(|(g, _)| Location {
             group: *g,
-            object: ObjectId(0),
+            object: ObjectId(1),
         }) else {
             self.refuse(
                 request,

@@ -592,7 +592,7 @@ fn late_join_pipelines_subscribe_and_joining_fetch() {
     assert!(ev.contains(&Event::FetchAccepted {
         request: fetch,
         end_of_track: false,
-        end: Location::new(9, 0)
+        end: Location::new(9, 1)
     }));
     assert!(ev.contains(&Event::FetchComplete { request: fetch }));
     // A relative joining fetch further back, then an absolute one.

@@ -29,7 +29,9 @@ use crate::chunk::ChunkIndex;
 use crate::crypto::StreamKeys;
 use crate::hls::playlist::SegmentEntry;
 use crate::hls::{HlsError, ProgramClock};
-use crate::manifest::{AcceptedChunk, Event as Verdict, ManifestId, Policy, Reason, Verifier};
+use crate::manifest::{
+    AcceptedChunk, Event as Verdict, Manifest, ManifestId, Policy, Reason, Verifier,
+};
 use crate::moq::track::{BroadcastTrack, TrackKind};
 use crate::moq::GroupId;
 use crate::net::NetError;
@@ -38,10 +40,11 @@ use crate::node::tracks::{Ask, Delivery, FetchEnd, PeerSpec, Upstream, UpstreamE
 use crate::stop::StopFlag;
 use crate::time::UnixMillis;
 use order::Reorder;
-pub use output::{Destination, SegmentSink};
+pub use output::{Destination, Onward, SegmentSink};
 use output::{Output, OutputError, Segment};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swarm::{Action, SourceState, SourceStats, Swarm, SwarmConfig};
 
@@ -55,8 +58,11 @@ const MANIFEST_TIMES: usize = 1024;
 const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two progress reports.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// Chunk sources remembered by index, to blame a rejection on the source that sent it.
+/// Chunk sources remembered by index, to blame a rejection on the source that sent it; also
+/// the most sealed objects kept for an [`Onward`] until their chunk is written.
 const SOURCES_REMEMBERED: usize = 1024;
+/// Manifests kept for an [`Onward`] until the verifier decides on them.
+const MANIFESTS_HELD: usize = 64;
 
 /// What to subscribe to and how.
 pub struct SubscribeConfig {
@@ -325,6 +331,8 @@ pub fn subscribe(
             let mut run = Run {
                 swarm: &mut swarm,
                 source_of: BTreeMap::new(),
+                sealed: BTreeMap::new(),
+                manifests_held: VecDeque::new(),
                 refetching: BTreeSet::new(),
                 newest_handed: None,
                 pushing_from: None,
@@ -441,6 +449,10 @@ struct Run<'a> {
     swarm: &'a mut Swarm,
     /// Which source sent the object of each recent chunk index.
     source_of: BTreeMap<ChunkIndex, usize>,
+    /// For an [`Onward`]: the sealed objects of chunks not written yet.
+    sealed: BTreeMap<ChunkIndex, Arc<[u8]>>,
+    /// For an [`Onward`]: manifests the verifier has not decided on, with their groups.
+    manifests_held: VecDeque<(ManifestId, GroupId, Arc<[u8]>)>,
     /// Chunks asked of another source by FETCH (not part of the join's backfill).
     refetching: BTreeSet<ChunkIndex>,
     /// The newest chunk handed to the output.
@@ -683,6 +695,12 @@ impl Run<'_> {
                         if fetched && !self.refetching.remove(&placed) {
                             self.backfill_indices.push(placed);
                         }
+                        if self.output.passes_on() {
+                            self.sealed.insert(placed, object.payload.as_slice().into());
+                            while self.sealed.len() > SOURCES_REMEMBERED {
+                                self.sealed.pop_first();
+                            }
+                        }
                         // What the verifier rejects at once is this source's doing.
                         self.pushing_from = peer.source;
                         self.verifier
@@ -691,7 +709,10 @@ impl Run<'_> {
                         self.pushing_from = None;
                         return drained;
                     }
-                    TrackKind::Manifests => self.verifier.push_manifest(&object.payload, now),
+                    TrackKind::Manifests => {
+                        self.hold_manifest(object.group, &object.payload);
+                        self.verifier.push_manifest(&object.payload, now);
+                    }
                 }
                 self.drain()
             }
@@ -764,6 +785,7 @@ impl Run<'_> {
                     }
                     self.manifest_times.push_back((id, created));
                     log::debug!("manifest for epoch {epoch} from {signer}");
+                    self.pass_on_manifest(id)?;
                 }
                 Verdict::Rejected(r) => {
                     log::warn!("rejected: {r}");
@@ -789,6 +811,34 @@ impl Run<'_> {
             return Err(SubscribeError::TooManyInvalid(invalid));
         }
         Ok(())
+    }
+
+    /// Keeps a manifest's bytes for an [`Onward`] until the verifier decides on it.
+    fn hold_manifest(&mut self, group: GroupId, bytes: &[u8]) {
+        if !self.output.passes_on() {
+            return;
+        }
+        if let Ok(manifest) = Manifest::decode(bytes) {
+            if self.manifests_held.len() == MANIFESTS_HELD {
+                self.manifests_held.pop_front();
+            }
+            self.manifests_held
+                .push_back((manifest.id, group, bytes.into()));
+        }
+    }
+
+    /// Hands a trusted manifest to an [`Onward`] (the first copy; any other is dropped).
+    fn pass_on_manifest(&mut self, id: ManifestId) -> Result<(), SubscribeError> {
+        let Some(at) = self.manifests_held.iter().position(|(m, ..)| *m == id) else {
+            return Ok(());
+        };
+        let (_, group, bytes) = self.manifests_held.remove(at).expect("found above");
+        // Copies of it from other manifests peers are not passed on again.
+        self.manifests_held.retain(|(m, ..)| *m != id);
+        match self.output.send_manifest(group, bytes) {
+            true => Ok(()),
+            false => Err(SubscribeError::OutputStopped),
+        }
     }
 
     /// The chunks `first..=last` a manifest vouches for are awaited (from the live source, then
@@ -836,6 +886,7 @@ impl Run<'_> {
                 entry,
                 bytes: chunk.bytes,
                 created,
+                sealed: self.sealed.remove(&index),
             };
             if !self.output.send(segment) {
                 return Err(SubscribeError::OutputStopped);

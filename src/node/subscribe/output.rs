@@ -1,8 +1,9 @@
 //! The subscriber's output stage: its own thread, fed verified chunks in index order over a
 //! bounded channel, writing them to their [`Destination`]: an HLS folder (each segment, then the
-//! playlist, finished with ENDLIST however the run ends) or a [`SegmentSink`] (`serve`'s hub). It
-//! keeps the figures of what was written, shared for the progress line. It verifies nothing:
-//! only chunks the verifier accepted are sent here.
+//! playlist, finished with ENDLIST however the run ends), a [`SegmentSink`] (`serve`'s hub), or
+//! an [`Onward`] (a verifying forwarder, which passes on the sealed objects and the trusted
+//! manifests rather than plaintext). It keeps the figures of what was written, shared for the
+//! progress line. It verifies nothing: only what the verifier accepted is sent here.
 
 use super::Latency;
 use crate::chunk::ChunkIndex;
@@ -10,6 +11,7 @@ use crate::crypto::object::Plaintext;
 use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::writer::HlsWriter;
 use crate::hls::HlsError;
+use crate::moq::GroupId;
 use crate::node::timing::{self, Stage};
 use crate::time::UnixMillis;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -27,18 +29,38 @@ pub trait SegmentSink: Send + 'static {
     fn put(&mut self, entry: &SegmentEntry, bytes: &[u8]) -> bool;
 }
 
+/// Takes what a verifying forwarder passes on, on the output thread: each trusted manifest as
+/// it is verified, and each verified chunk in index order as the sealed object it came as.
+pub trait Onward: Send + 'static {
+    /// A trusted manifest: its group on the manifests track and its bytes; false when it takes
+    /// no more.
+    fn manifest(&mut self, group: GroupId, bytes: Arc<[u8]>) -> bool;
+    /// A verified chunk's sealed object; false when it takes no more.
+    fn object(&mut self, index: ChunkIndex, sealed: Arc<[u8]>) -> bool;
+}
+
 /// Where a subscriber's verified segments go.
 pub enum Destination {
     /// An HLS folder: an EVENT playlist and its segments.
     Folder(PathBuf),
     /// A sink that takes each segment.
     Sink(Box<dyn SegmentSink>),
+    /// A forwarder's outlet: the sealed objects and the manifests that vouched for them.
+    Onward(Box<dyn Onward>),
 }
 
 /// The writer the output thread owns.
 enum Writer {
     Hls(HlsWriter),
     Sink(Box<dyn SegmentSink>),
+    Onward(Box<dyn Onward>),
+}
+
+/// What the output thread is handed.
+enum Item {
+    Segment(Segment),
+    /// A trusted manifest for an [`Onward`]: its group and bytes.
+    Manifest(GroupId, Arc<[u8]>),
 }
 
 /// A verified chunk on its way to disk.
@@ -50,6 +72,8 @@ pub struct Segment {
     /// When the manifest that vouched for it was created, for the latency figure (`None`: not
     /// a live chunk, or no manifest known).
     pub created: Option<UnixMillis>,
+    /// The sealed object it came as, for an [`Onward`] (`None` for other destinations).
+    pub sealed: Option<Arc<[u8]>>,
 }
 
 /// What reached the disk.
@@ -78,7 +102,9 @@ pub enum OutputError {
 
 /// The running output stage.
 pub struct Output {
-    tx: Sender<Segment>,
+    tx: Sender<Item>,
+    /// Whether it passes on sealed objects and manifests.
+    onward: bool,
     thread: JoinHandle<Result<(), OutputError>>,
     written: Arc<Mutex<Written>>,
 }
@@ -93,7 +119,9 @@ impl Output {
                     .map_err(OutputError::Hls)?,
             ),
             Destination::Sink(sink) => Writer::Sink(sink),
+            Destination::Onward(onward) => Writer::Onward(onward),
         };
+        let onward = matches!(writer, Writer::Onward(_));
         let (tx, rx) = bounded(SEGMENT_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
         let thread = std::thread::Builder::new()
@@ -105,6 +133,7 @@ impl Output {
             .map_err(OutputError::Start)?;
         Ok(Output {
             tx,
+            onward,
             thread,
             written,
         })
@@ -113,7 +142,17 @@ impl Output {
     /// Hands a segment to the HLS thread (waiting while its queue is full); false when the
     /// thread stopped on an error, which [`Output::finish`] returns.
     pub fn send(&self, segment: Segment) -> bool {
-        self.tx.send(segment).is_ok()
+        self.tx.send(Item::Segment(segment)).is_ok()
+    }
+
+    /// Whether the destination takes sealed objects and manifests (an [`Onward`]).
+    pub fn passes_on(&self) -> bool {
+        self.onward
+    }
+
+    /// Hands a trusted manifest to an [`Onward`]; false when the thread stopped.
+    pub fn send_manifest(&self, group: GroupId, bytes: Arc<[u8]>) -> bool {
+        self.tx.send(Item::Manifest(group, bytes)).is_ok()
     }
 
     /// Runs `f` on what reached the disk so far.
@@ -135,22 +174,24 @@ impl Output {
 /// finishes the playlist.
 fn write_all(
     mut writer: Writer,
-    rx: &Receiver<Segment>,
+    rx: &Receiver<Item>,
     written: &Mutex<Written>,
 ) -> Result<(), OutputError> {
     let mut result = Ok(());
-    for segment in rx {
-        let bytes = segment.bytes.as_bytes();
-        let put = match &mut writer {
-            Writer::Hls(hls) => hls
-                .write(&segment.entry, &[bytes])
-                .map_err(OutputError::Hls),
-            Writer::Sink(sink) => match sink.put(&segment.entry, bytes) {
-                true => Ok(()),
-                false => Err(OutputError::SinkClosed),
-            },
+    for item in rx {
+        let segment = match item {
+            Item::Segment(segment) => segment,
+            Item::Manifest(group, bytes) => {
+                if let Writer::Onward(onward) = &mut writer {
+                    if !onward.manifest(group, bytes) {
+                        result = Err(OutputError::SinkClosed);
+                        break;
+                    }
+                }
+                continue;
+            }
         };
-        if let Err(e) = put {
+        if let Err(e) = put(&mut writer, &segment) {
             result = Err(e);
             break;
         }
@@ -158,7 +199,7 @@ fn write_all(
         timing::mark(Stage::Written, index);
         let mut w = written.lock();
         w.segments += 1;
-        w.bytes += bytes.len() as u64;
+        w.bytes += segment.bytes.as_bytes().len() as u64;
         w.newest = Some(index);
         if let Some(created) = segment.created {
             w.latency
@@ -167,6 +208,34 @@ fn write_all(
     }
     match writer {
         Writer::Hls(hls) => result.and(hls.finish().map_err(OutputError::Hls)),
-        Writer::Sink(_) => result,
+        Writer::Sink(_) | Writer::Onward(_) => result,
+    }
+}
+
+/// Writes one segment to the writer.
+fn put(writer: &mut Writer, segment: &Segment) -> Result<(), OutputError> {
+    let bytes = segment.bytes.as_bytes();
+    let taken = match writer {
+        Writer::Hls(hls) => {
+            return hls
+                .write(&segment.entry, &[bytes])
+                .map_err(OutputError::Hls)
+        }
+        Writer::Sink(sink) => sink.put(&segment.entry, bytes),
+        Writer::Onward(onward) => match &segment.sealed {
+            Some(sealed) => onward.object(segment.entry.index, sealed.clone()),
+            // Kept for every chunk the receive loop hands over while passing on.
+            None => {
+                log::warn!(
+                    "chunk {}: its sealed object was not kept",
+                    segment.entry.index
+                );
+                true
+            }
+        },
+    };
+    match taken {
+        true => Ok(()),
+        false => Err(OutputError::SinkClosed),
     }
 }
