@@ -11,6 +11,8 @@
 //!   (`mesh.rs`).
 //! - `bench serve`: HTTP fan-out of one channel by `ec-node serve` to many viewers, next to a
 //!   plain copier of the same bytes (`serve.rs`).
+//! - `bench swarm`: bytes pulled, CPU and failover gap of subscribers pulling from several
+//!   availability nodes, next to the same subscribers with one source (`swarm.rs`).
 //!
 //! One file per benchmark; `proc` measures child processes and `broadcast` makes the shared
 //! input. Nothing here is imported by the library.
@@ -22,6 +24,7 @@ mod mesh;
 mod proc;
 mod record;
 mod serve;
+mod swarm;
 mod trust;
 
 use crate::cli::Failure;
@@ -43,6 +46,7 @@ enum What {
     Mesh(mesh::Args),
     Record(record::Args),
     Serve(serve::Args),
+    Swarm(swarm::Args),
     Trust(trust::Args),
 }
 
@@ -54,6 +58,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         What::Mesh(args) => mesh::run(args),
         What::Record(args) => record::run(args),
         What::Serve(args) => serve::run(args),
+        What::Swarm(args) => swarm::run(args),
         What::Trust(args) => trust::run(args),
     }
 }
