@@ -14,6 +14,9 @@
 //! Latency (p50/p99 from the subscriber's `--summary-json`) and what the proxy did are printed,
 //! never asserted (`cargo test --test network -- --nocapture` shows them).
 //!
+//! Everything stays on loopback; both nodes run with `EC_NODE_UDP_PAYLOAD=1350`, so they size
+//! their datagrams for a real path (1350 bytes) rather than for the loopback interface (16 KiB).
+//!
 //! `EC_NODE_IMPAIR_SEED=N` replaces each scenario's fixed seed, to try other draws.
 
 #[path = "common/hls.rs"]
@@ -31,7 +34,7 @@ use impair::{Cap, Impairment, Proxy};
 use process::ec_node;
 use sim::Sim;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +48,9 @@ const CHUNKS: usize = 8;
 const LIMIT: Duration = Duration::from_secs(45);
 
 const MS: Duration = Duration::from_millis(1);
+
+/// A real path's UDP payload, for both nodes (see the module doc).
+const PATH_PAYLOAD: (&str, &str) = ("EC_NODE_UDP_PAYLOAD", "1350");
 
 /// A running `moq-publish`; killed on drop.
 struct Publisher {
@@ -79,6 +85,7 @@ impl Publisher {
             "--stream-id",
             STREAM,
         ])
+        .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
         .stderr(Stdio::from(log))
         .spawn()
         .expect("start moq-publish");
@@ -153,9 +160,7 @@ fn scenario(name: &str, impairments: [Impairment; 2], seed: u64) {
     let sim = Sim::start(&["--input", clip.to_str().unwrap(), "--tuners", "1"]);
     let dir = process::out_dir("network", name);
     let publisher = Publisher::start(&sim, &dir.join("publisher"));
-    // Dialled at the host's own address, the subscriber sizes datagrams for a real path.
-    let ip = impair::host_address().unwrap_or(Ipv4Addr::LOCALHOST.into());
-    let proxy = Proxy::start_at(ip, publisher.addr, impairments, seed);
+    let proxy = Proxy::start(publisher.addr, impairments, seed);
     let remote = format!("{}@{}", publisher.node_id, proxy.addr());
     let hls_dir = dir.join("hls");
     let summary_path = dir.join("summary.json");
@@ -176,6 +181,7 @@ fn scenario(name: &str, impairments: [Impairment; 2], seed: u64) {
         "--summary-json",
         summary_path.to_str().unwrap(),
     ])
+    .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
     .spawn()
     .expect("start moq-subscribe");
     let out = wait_limited(child, LIMIT);
@@ -186,7 +192,7 @@ fn scenario(name: &str, impairments: [Impairment; 2], seed: u64) {
         "{name} (seed {seed}): subscriber ran {wall:.1?}, exit {:?}",
         out.status.code()
     );
-    println!("{name}: dialled {remote} (proxy on {ip}), proxy {stats}");
+    println!("{name}: dialled {remote}, proxy {stats}");
     assert_eq!(out.status.code(), Some(0), "{name}: {err}");
 
     let summary: serde_json::Value =

@@ -61,7 +61,11 @@ fn records_atsc_like_mpeg2_ac3_to_a_playable_event_playlist() {
 fn without_input_it_records_ten_seconds_of_the_built_in_broadcast() {
     // The README's main job.
     let dir = out_dir("builtin");
-    let out = run(&["record", "--out", dir.to_str().unwrap()]);
+    // What it records is an INFO line, shown when asked for.
+    let out = ec_node(&["record", "--out", dir.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run ec-node");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("recording hdhr://127.0.0.1:"),

@@ -19,8 +19,9 @@
 //!   thread sends each datagram when its time comes. Dropping the proxy stops and joins them.
 //!
 //! Usage: `let proxy = Proxy::start(target, Impairment { .. }.both(), seed);` then dial
-//! `proxy.addr()` instead of `target`; `proxy.stop()` returns the [`Stats`].
-//! [`Proxy::start_at`] listens on another of the host's addresses instead of `127.0.0.1`.
+//! `proxy.addr()` instead of `target`; `proxy.stop()` returns the [`Stats`]. Traffic never
+//! leaves loopback; nodes that should size datagrams for a real path run with
+//! `EC_NODE_UDP_PAYLOAD=1350`.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -278,18 +279,6 @@ impl Policy {
     }
 }
 
-/// This host's own non-loopback IPv4 address (the one its default route leaves from), if it has
-/// one. A peer dialled at such an address is, to the node, a real path: it sizes its datagrams
-/// for one (1350 bytes) instead of for the loopback interface (16 KiB), while the packets still
-/// never leave the host.
-pub fn host_address() -> Option<IpAddr> {
-    let probe = UdpSocket::bind("0.0.0.0:0").ok()?;
-    // Connecting a UDP socket sends nothing; it only asks the routing table for a source address.
-    probe.connect("198.51.100.1:9").ok()?;
-    let ip = probe.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
 /// A datagram waiting for its send time; ordered by time, then arrival.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Pending {
@@ -319,18 +308,8 @@ const READ_TIMEOUT: Duration = Duration::from_millis(20);
 impl Proxy {
     /// Listens on `127.0.0.1:0` and forwards to `target` through `impairments` (up, down).
     pub fn start(target: SocketAddr, impairments: [Impairment; 2], seed: u64) -> Proxy {
-        Proxy::start_at(Ipv4Addr::LOCALHOST.into(), target, impairments, seed)
-    }
-
-    /// As [`Proxy::start`], listening on `ip` (port 0) instead: one of this host's own
-    /// addresses, e.g. [`host_address`].
-    pub fn start_at(
-        ip: IpAddr,
-        target: SocketAddr,
-        impairments: [Impairment; 2],
-        seed: u64,
-    ) -> Proxy {
-        let front = UdpSocket::bind((ip, 0)).expect("bind the proxy's front socket");
+        let front =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy's front socket");
         let unspecified: IpAddr = match target {
             SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
             SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),

@@ -742,7 +742,7 @@ impl Run<'_> {
             }
             Delivery::Connected(_) => {
                 if let Some(at) = peer.source {
-                    self.swarm.connected(at);
+                    self.swarm.connected(at, Instant::now());
                 }
                 Ok(())
             }

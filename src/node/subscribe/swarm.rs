@@ -10,8 +10,10 @@
 //! The rules (docs/PROTOCOL.md, "Swarm"):
 //! - Each chunk is pulled from one source. The live subscription is held by the best source
 //!   that is up; sources start equal and ties go to the order given, so the first is tried
-//!   first. A source's score is the mean delay of its recent deliveries past the chunk's
-//!   expected time, plus a penalty for every timeout and rejection.
+//!   first (at start, a source that is up waits up to [`STARTUP_GRACE`] for sources given
+//!   before it that are still connecting). A source's score is the mean delay of its recent
+//!   deliveries — past the chunk's expected time, or for a fetch past the moment it was asked —
+//!   plus a penalty for every timeout and rejection.
 //! - A chunk a trusted manifest vouches for and that was not accepted `group_timeout` after the
 //!   subscriber learned of it is fetched from the next-best source that was not asked for it
 //!   yet, another one than the source waited for if there is one (the live source may be
@@ -149,8 +151,10 @@ impl Source {
 struct Wanted {
     /// When the current source is given up on.
     deadline: Instant,
-    /// When the subscriber learned of it (delays are measured from here).
+    /// When the subscriber learned of it (a live delivery's delay is measured from here).
     since: Instant,
+    /// The source last fetched from and when (its delivery's delay is measured from then).
+    fetched: Option<(usize, Instant)>,
     /// The source waited for: the live one, then the last one fetched from.
     waiting: Option<usize>,
     /// The sources it was fetched from so far.
@@ -171,12 +175,17 @@ const STALLS_BEFORE_HANDOVER: u32 = 2;
 pub const FETCH_RETRIES: u32 = 5;
 /// How long after such an answer it is asked again.
 const FETCH_RETRY_AFTER: Duration = Duration::from_millis(200);
+/// How long, at start, the first source up waits for sources given before it to come up, so
+/// that ties go to the order given rather than to whichever handshake finished first.
+pub const STARTUP_GRACE: Duration = Duration::from_millis(250);
 
 /// The sources of one stream's chunks.
 pub struct Swarm {
     config: SwarmConfig,
     sources: Vec<Source>,
     live: Option<usize>,
+    /// When the first source came up.
+    first_up: Option<Instant>,
     wanted: BTreeMap<ChunkIndex, Wanted>,
     accepted: BTreeMap<ChunkIndex, Instant>,
     actions: Vec<Action>,
@@ -200,6 +209,7 @@ impl Swarm {
                 })
                 .collect(),
             live: None,
+            first_up: None,
             wanted: BTreeMap::new(),
             accepted: BTreeMap::new(),
             actions: Vec::new(),
@@ -217,11 +227,12 @@ impl Swarm {
     }
 
     /// The session with `at` is up.
-    pub fn connected(&mut self, at: usize) {
+    pub fn connected(&mut self, at: usize, now: Instant) {
         if matches!(self.sources[at].state, SourceState::Connecting) {
             self.sources[at].state = SourceState::Up;
         }
-        self.place_live();
+        self.first_up.get_or_insert(now);
+        self.place_live(now);
     }
 
     /// The connection to `at` ended.
@@ -252,6 +263,7 @@ impl Swarm {
             Wanted {
                 deadline: now + self.config.group_timeout,
                 since: now,
+                fetched: None,
                 waiting: self.live,
                 asked: Vec::new(),
                 forced: false,
@@ -269,7 +281,11 @@ impl Swarm {
         source.stats.bytes += bytes as u64;
         source.stalls = 0;
         let delay = self.wanted.get(&index).map_or(0.0, |w| {
-            now.saturating_duration_since(w.since).as_secs_f64() * 1000.0
+            let from = match w.fetched {
+                Some((source, asked)) if source == at => asked,
+                _ => w.since,
+            };
+            now.saturating_duration_since(from).as_secs_f64() * 1000.0
         });
         source.delay_ms = 0.8 * source.delay_ms + 0.2 * delay;
         source.penalty *= 0.9;
@@ -324,6 +340,7 @@ impl Swarm {
     /// Advances the clocks: timed-out chunks are asked of the next source, demotions and redial
     /// delays that ended are acted on. Returns what to do.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        self.place_live(now);
         for at in 0..self.sources.len() {
             match self.sources[at].state {
                 SourceState::Demoted { until: due } | SourceState::Gone { redial_at: due }
@@ -354,6 +371,7 @@ impl Swarm {
                 wanted.forced = false;
                 wanted.deadline = now + self.config.group_timeout;
                 if let Some(source) = wanted.waiting {
+                    wanted.fetched = Some((source, now));
                     self.actions.push(Action::Fetch { source, index });
                 }
                 continue;
@@ -377,6 +395,7 @@ impl Swarm {
                     let wanted = self.wanted.get_mut(&index).expect("present above");
                     wanted.asked.push(next);
                     wanted.waiting = Some(next);
+                    wanted.fetched = Some((next, now));
                     wanted.deadline = now + self.config.group_timeout;
                     wanted.forced = false;
                     wanted.again = false;
@@ -407,7 +426,11 @@ impl Swarm {
             SourceState::Gone { redial_at } => Some(redial_at),
             _ => None,
         });
-        wanted.chain(sources).min()
+        let grace = self
+            .first_up
+            .filter(|_| self.live.is_none())
+            .map(|t| t + STARTUP_GRACE);
+        wanted.chain(sources).chain(grace).min()
     }
 
     /// The best usable source among those `allowed`: lowest score, ties to the lowest index.
@@ -430,12 +453,25 @@ impl Swarm {
         }
     }
 
-    /// Gives the live subscription to the best usable source if nobody holds it.
-    fn place_live(&mut self) {
+    /// Gives the live subscription to the best usable source if nobody holds it — at start,
+    /// once no source given before it is still connecting for the first time, or the grace
+    /// is over.
+    fn place_live(&mut self, now: Instant) {
         if self.live.is_some_and(|l| self.sources[l].usable()) {
             return;
         }
-        self.live = self.best(|_| true);
+        let Some(best) = self.best(|_| true) else {
+            self.live = None;
+            return;
+        };
+        let starting = self.first_up.is_some_and(|t| now < t + STARTUP_GRACE);
+        let earlier_connecting = self.sources[..best]
+            .iter()
+            .any(|s| s.state == SourceState::Connecting && s.redials == 0);
+        if starting && earlier_connecting {
+            return;
+        }
+        self.live = Some(best);
         if let Some(at) = self.live {
             self.actions.push(Action::Subscribe(at));
         }
@@ -452,7 +488,7 @@ impl Swarm {
         }
         if self.live == Some(at) && !self.sources[at].usable() {
             self.live = None;
-            self.place_live();
+            self.place_live(now);
         }
     }
 }
@@ -477,15 +513,24 @@ mod tests {
     }
 
     #[test]
-    fn the_first_source_up_takes_the_live_subscription_ties_to_the_order_given() {
+    fn ties_go_to_the_order_given_even_when_a_later_source_comes_up_first() {
+        // The second source is up first: it waits for the first, which comes up in time.
         let (mut s, t) = swarm(3);
-        s.connected(1);
-        s.connected(0);
-        assert_eq!(s.poll(t), [Action::Subscribe(1)]);
-        assert_eq!(s.live(), Some(1));
+        s.connected(1, t);
+        assert_eq!(s.poll(ms(t, 100)), []);
+        assert_eq!(s.live(), None);
+        s.connected(0, ms(t, 150));
+        assert_eq!(s.poll(ms(t, 150)), [Action::Subscribe(0)]);
+        assert_eq!(s.live(), Some(0));
+        // The first never comes up: after the grace the best source that is up takes it.
         let (mut s, t) = swarm(3);
-        s.connected(0);
-        s.connected(1);
+        s.connected(2, t);
+        assert_eq!(s.poll_timeout(), Some(t + STARTUP_GRACE));
+        assert_eq!(s.poll(ms(t, 100)), []);
+        assert_eq!(s.poll(t + STARTUP_GRACE), [Action::Subscribe(2)]);
+        // The first up, the first given: at once.
+        let (mut s, t) = swarm(3);
+        s.connected(0, t);
         assert_eq!(s.poll(t), [Action::Subscribe(0)]);
     }
 
@@ -493,7 +538,7 @@ mod tests {
     fn a_chunk_not_delivered_in_time_is_fetched_from_the_next_source_once_each() {
         let (mut s, t) = swarm(3);
         for i in 0..3 {
-            s.connected(i);
+            s.connected(i, t);
         }
         s.poll(t);
         s.expected(ChunkIndex(7), t);
@@ -530,8 +575,8 @@ mod tests {
     #[test]
     fn a_delivered_chunk_is_not_asked_for_again() {
         let (mut s, t) = swarm(2);
-        s.connected(0);
-        s.connected(1);
+        s.connected(0, t);
+        s.connected(1, t);
         s.poll(t);
         s.expected(ChunkIndex(3), t);
         assert!(s.received(0, ChunkIndex(3), 100, ms(t, 100)));
@@ -545,8 +590,8 @@ mod tests {
     #[test]
     fn a_source_without_the_chunk_yet_is_asked_again_shortly_not_charged_a_timeout() {
         let (mut s, t) = swarm(2);
-        s.connected(0);
-        s.connected(1);
+        s.connected(0, t);
+        s.connected(1, t);
         s.poll(t);
         s.expected(ChunkIndex(5), t);
         let fetch = |source| Action::Fetch {
@@ -563,8 +608,8 @@ mod tests {
     #[test]
     fn a_live_source_that_stalls_twice_in_a_row_hands_the_live_subscription_over() {
         let (mut s, t) = swarm(2);
-        s.connected(0);
-        s.connected(1);
+        s.connected(0, t);
+        s.connected(1, t);
         s.poll(t);
         s.expected(ChunkIndex(1), t);
         s.expected(ChunkIndex(2), t);
@@ -577,8 +622,8 @@ mod tests {
     #[test]
     fn rejections_refetch_at_once_then_demote_and_readmit_later() {
         let (mut s, t) = swarm(2);
-        s.connected(0);
-        s.connected(1);
+        s.connected(0, t);
+        s.connected(1, t);
         s.poll(t);
         s.expected(ChunkIndex(1), t);
         s.received(0, ChunkIndex(1), 10, t);
@@ -604,7 +649,7 @@ mod tests {
         // After the demotion it is redialled and back, with a clean count.
         assert!(s.poll(ms(t, 10_011)).contains(&Action::Redial(0)));
         s.redialled(0);
-        s.connected(0);
+        s.connected(0, t);
         assert_eq!(s.source(0).0, SourceState::Up);
         assert_eq!(s.source(0).1.rejections[&Reason::IdMismatch], 1);
     }
@@ -612,8 +657,8 @@ mod tests {
     #[test]
     fn a_source_that_leaves_hands_over_the_live_subscription_and_is_redialled_with_backoff() {
         let (mut s, t) = swarm(2);
-        s.connected(0);
-        s.connected(1);
+        s.connected(0, t);
+        s.connected(1, t);
         s.poll(t);
         s.expected(ChunkIndex(4), t);
         s.gone(0, t);

@@ -25,8 +25,6 @@ const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
 const REDIAL_MIN: Duration = Duration::from_millis(500);
 /// The longest wait before a relay is dialled again.
 const REDIAL_MAX: Duration = Duration::from_secs(30);
-/// A relay that sent nothing for this long (keep-alive PINGs included) is dialled again.
-const RELAY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a relay may take to accept the namespaces before the attempt counts as failed.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -146,7 +144,6 @@ impl Outlet {
         let stats = server.stats();
         let settings = Settings {
             redials: true,
-            idle_timeout: RELAY_IDLE_TIMEOUT,
             ..Settings::default()
         };
         let (ep, conn, feed) =
