@@ -1,7 +1,10 @@
 //! Live sources: standard input, and HTTP streams (plain URLs and HDHomeRun tuners) with the
-//! device's errors, a first-byte timeout, and reconnection with backoff when a stream drops or
-//! stalls mid-way. Each reconnect leaves a gap marker in the ring, so the chunker drops the
-//! chunk it was building and flags the next one.
+//! device's errors, a first-byte timeout, and riding through signal loss: once the stream has
+//! started, a source that stalls, drops, refuses (805, 807) or cannot be reached is dialled again
+//! with a doubling back-off until it streams again or has delivered nothing for
+//! [`CaptureOptions::signal_loss_timeout`]. Each outage leaves one gap marker in the ring, so the
+//! chunker drops the chunk it was building and flags the next one; chunk indices come from the
+//! stream's own clock, so they carry on after the gap as on any node that saw no gap.
 
 use super::http::{self, Body, HttpError, HttpUrl};
 use super::pace::Pacer;
@@ -15,8 +18,10 @@ use std::time::{Duration, Instant};
 
 /// Longest wait for a TCP connection to a source.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The first wait between reconnect attempts; it doubles with each failed attempt.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(4);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// A duration body that ends this close to its duration ended normally.
 const DURATION_SLACK: Duration = Duration::from_millis(1500);
 /// A live HTTP source's bytes gather in the socket until this many have arrived or
@@ -29,17 +34,22 @@ const GATHER_BYTES: usize = 32 * 1024;
 /// latency at most), and how often the capture checks the stop flag and the stall clock.
 const GATHER_WAIT: Duration = Duration::from_millis(10);
 /// A connection that streamed at least this long before breaking counts as a recovery; shorter
-/// ones keep counting as failures, so a source that flaps every few seconds ends the run.
+/// ones keep counting as flaps, so a source that flaps every few seconds ends the run.
 const RECOVERED_AFTER: Duration = Duration::from_secs(30);
 
 /// How one read session ended.
 enum Session {
     /// The stop flag was set, or the duration of stream was reached.
     Done(CaptureEnd),
-    /// The body ended (EOF) after `received` bytes.
-    Ended { received: u64 },
-    /// The stream broke (read error or no data for the timeout) after `received` bytes.
-    Broken { why: String, received: u64 },
+    /// The body ended (EOF) after `received` bytes, the last at `last_byte`.
+    Ended { received: u64, last_byte: Instant },
+    /// The stream broke (read error or no data for the timeout) after `received` bytes, the
+    /// last at `last_byte`.
+    Broken {
+        why: String,
+        received: u64,
+        last_byte: Instant,
+    },
 }
 
 /// Copies standard input into the ring until it ends, the duration of stream is reached or the
@@ -58,6 +68,7 @@ pub(super) fn pump_stdin(
         stop,
         "standard input",
         options.first_byte_timeout,
+        &mut || {},
     ) {
         Session::Done(end) => Ok(end),
         Session::Ended { .. } => Ok(CaptureEnd::Finished),
@@ -66,6 +77,12 @@ pub(super) fn pump_stdin(
             std::io::Error::other(why),
         )),
     }
+}
+
+/// An outage of a live source: since when nothing has arrived, and the attempts made since.
+struct Outage {
+    since: Instant,
+    attempts: u32,
 }
 
 /// Streams an HTTP source into the ring; see the module doc. `url_for` gives the URL to request
@@ -93,9 +110,24 @@ pub(super) fn capture_http(
     );
     let started = Instant::now();
     let mut url = url_for(device_duration.map(|d| d.as_secs().max(1)));
-    let mut attempts = 0u32;
+    // Connections in a row that streamed and broke within RECOVERED_AFTER (or, before any
+    // data, every failure): a flapping source.
+    let mut flaps = 0u32;
+    let mut streamed = false;
+    let mut outage: Option<Outage> = None;
+    let mut gaps = 0u64;
     for connection in 0u64.. {
         let connected = Instant::now();
+        let mut on_first_byte = || {
+            if let Some(over) = outage.take() {
+                log::warn!(
+                    "capture: {url} streams again after {:.1} s without data and {} reconnect \
+                     attempts (gap {gaps})",
+                    over.since.elapsed().as_secs_f64(),
+                    over.attempts
+                );
+            }
+        };
         // One clock since the last byte serves as first-byte timeout and stall detector.
         let session = open(&url, options).and_then(|mut body| {
             body.gather(GATHER_BYTES, GATHER_WAIT)
@@ -107,41 +139,89 @@ pub(super) fn capture_http(
                 stop,
                 &url,
                 options.first_byte_timeout,
+                &mut on_first_byte,
             ))
         });
-        let (why, received) = match session {
+        let (why, received, last_byte) = match session {
             Err(e) if connection == 0 => return Err(e),
-            Err(e) => (e.to_string(), 0),
+            Err(e) => (e.to_string(), 0, connected),
             Ok(Session::Done(end)) => return Ok(end),
             // Headers came but no first byte: no signal lock. The first request is not retried.
             Ok(Session::Broken { received: 0, .. }) if connection == 0 => {
                 return Err(CaptureError::NoData(url, options.first_byte_timeout));
             }
-            Ok(Session::Broken { why, received }) => (why, received),
-            Ok(Session::Ended { received }) => match device_duration {
+            Ok(Session::Broken {
+                why,
+                received,
+                last_byte,
+            }) => (why, received, last_byte),
+            Ok(Session::Ended {
+                received,
+                last_byte,
+            }) => match device_duration {
                 Some(d) if started.elapsed() + DURATION_SLACK >= d => {
                     return Ok(CaptureEnd::Finished)
                 }
-                _ => (format!("{url} ended the stream"), received),
+                _ => (format!("{url} ended the stream"), received, last_byte),
             },
         };
-        // A connection that streamed for a while means the last reconnect worked: count only
-        // failures in a row (short-lived connections included).
-        let recovered = received > 0 && connected.elapsed() >= RECOVERED_AFTER;
-        attempts = if recovered { 1 } else { attempts + 1 };
-        if attempts > options.max_reconnects {
-            return Err(CaptureError::Lost {
-                url,
-                attempts: attempts - 1,
-                last: why,
+        if received > 0 {
+            // The stream broke after delivering: an outage begins, and one gap marks it.
+            streamed = true;
+            gaps += 1;
+            producer.mark_gap();
+            outage = Some(Outage {
+                since: last_byte,
+                attempts: 0,
             });
         }
-        producer.mark_gap();
-        log::warn!(
-            "capture: {why}; reconnecting (attempt {attempts} of {})",
-            options.max_reconnects
-        );
-        let backoff = (Duration::from_millis(500) * 2u32.pow(attempts.min(4) - 1)).min(MAX_BACKOFF);
+        if received > 0 || !streamed {
+            // A connection that streamed for a while means the last outage is over: count only
+            // flaps in a row (short-lived connections, and failures before any data).
+            let recovered = received > 0 && connected.elapsed() >= RECOVERED_AFTER;
+            flaps = if recovered { 1 } else { flaps + 1 };
+            if flaps > options.max_reconnects {
+                return Err(CaptureError::Lost {
+                    url,
+                    attempts: flaps - 1,
+                    last: why,
+                });
+            }
+        }
+        let over = outage.get_or_insert(Outage {
+            since: connected,
+            attempts: 0,
+        });
+        let silent_for = over.since.elapsed();
+        if streamed && silent_for >= options.signal_loss_timeout {
+            return Err(CaptureError::Lost {
+                url,
+                attempts: over.attempts,
+                last: format!(
+                    "{why}; no data for {:.0} s, the signal-loss timeout",
+                    silent_for.as_secs_f64()
+                ),
+            });
+        }
+        over.attempts += 1;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << (over.attempts - 1).min(5))
+            .min(MAX_BACKOFF);
+        if streamed {
+            log::warn!(
+                "capture: {why}; reconnect attempt {} in {:.1} s ({:.0} s without data, giving \
+                 up after {} s)",
+                over.attempts,
+                backoff.as_secs_f64(),
+                silent_for.as_secs_f64(),
+                options.signal_loss_timeout.as_secs()
+            );
+        } else {
+            log::warn!(
+                "capture: {why}; reconnecting (attempt {flaps} of {})",
+                options.max_reconnects
+            );
+        }
         if sleep_unless_stopped(backoff, stop) {
             return Ok(CaptureEnd::Stopped);
         }
@@ -176,7 +256,8 @@ fn open(url: &str, options: &CaptureOptions) -> Result<Body, CaptureError> {
 }
 
 /// Copies a body into the ring, in place, until it ends, breaks (no byte for `timeout`; a read
-/// that times out sooner is waited on again), or capture should stop.
+/// that times out sooner is waited on again), or capture should stop. `first_byte` is called
+/// when the first byte arrives.
 fn read_session(
     body: &mut dyn Read,
     producer: &mut Producer,
@@ -184,6 +265,7 @@ fn read_session(
     stop: &StopFlag,
     what: &str,
     timeout: Duration,
+    first_byte: &mut dyn FnMut(),
 ) -> Session {
     let mut received = 0u64;
     let mut last_byte = Instant::now();
@@ -198,21 +280,34 @@ fn read_session(
             Ok(n)
         });
         match result {
-            Ok(0) => return Session::Ended { received },
+            Ok(0) => {
+                return Session::Ended {
+                    received,
+                    last_byte,
+                }
+            }
             Ok(n) => {
+                if received == 0 {
+                    first_byte();
+                }
                 received += n as u64;
                 last_byte = Instant::now();
             }
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
                 if last_byte.elapsed() >= timeout {
                     let why = format!("{what} sent no data for {} s", timeout.as_secs());
-                    return Session::Broken { why, received };
+                    return Session::Broken {
+                        why,
+                        received,
+                        last_byte,
+                    };
                 }
             }
             Err(e) => {
                 return Session::Broken {
                     why: format!("{what}: {e}"),
                     received,
+                    last_byte,
                 }
             }
         }

@@ -74,7 +74,7 @@ impl Source {
         };
         let (authority, guide) = rest.split_once('/').ok_or_else(|| bad("no guide number"))?;
         let guide = GuideNumber::parse(guide).ok_or_else(|| bad("bad guide number"))?;
-        let (host, port) = parse_authority(authority).map_err(|why| bad(why))?;
+        let (host, port) = parse_authority(authority).map_err(bad)?;
         Ok(Source::Hdhr { host, port, guide })
     }
 
@@ -88,7 +88,7 @@ impl Source {
             .strip_prefix("hdhr://")
             .ok_or_else(|| bad("not an hdhr:// address"))?;
         let authority = authority.strip_suffix('/').unwrap_or(authority);
-        parse_authority(authority).map_err(|why| bad(why))
+        parse_authority(authority).map_err(bad)
     }
 
     /// Whether the source is live (unbounded unless a duration is given).
@@ -139,11 +139,19 @@ pub struct CaptureOptions {
     /// Pace a file or the built-in clip at its real-time rate (by PCR) instead of as fast as possible.
     pub realtime: bool,
     /// A live source that sends nothing for this long fails: before its first byte, the capture
-    /// ends (no signal lock); mid-stream, it is reconnected (a stall).
+    /// ends (no signal lock, exit 3); mid-stream, it is reconnected (a stall).
     pub first_byte_timeout: Duration,
-    /// Reconnect attempts in a row before giving up.
+    /// Connections in a row that streamed and broke within a short while (a flapping source)
+    /// before giving up.
     pub max_reconnects: u32,
+    /// Once the stream has started, how long it may deliver nothing — the tuner silent,
+    /// refusing (805/807) or unreachable — while the capture retries with back-off, before
+    /// giving up ([`CaptureError::Lost`]).
+    pub signal_loss_timeout: Duration,
 }
+
+/// The default [`CaptureOptions::signal_loss_timeout`]: long enough to ride through a storm.
+pub const SIGNAL_LOSS_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for CaptureOptions {
     fn default() -> Self {
@@ -152,6 +160,7 @@ impl Default for CaptureOptions {
             realtime: false,
             first_byte_timeout: Duration::from_secs(4),
             max_reconnects: 5,
+            signal_loss_timeout: SIGNAL_LOSS_TIMEOUT,
         }
     }
 }
@@ -188,7 +197,8 @@ pub enum CaptureError {
     Unreachable(String, String),
     /// Connected, but not one byte came within the first-byte timeout (no signal lock).
     NoData(String, Duration),
-    /// The live source dropped or stalled and every reconnect attempt failed.
+    /// The live source dropped or stalled, and either kept flapping or delivered nothing for the
+    /// signal-loss timeout while it was retried.
     Lost {
         /// The URL.
         url: String,

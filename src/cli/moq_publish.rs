@@ -79,9 +79,14 @@ pub struct Args {
     /// hold ingest this many milliseconds after the endpoint is ready (test helper)
     #[argh(option, default = "0")]
     startup_delay_ms: u64,
-    /// seconds without data before a live source counts as failed (default 4)
+    /// seconds without data before a live source counts as failed (default 4): at start it ends
+    /// the run (exit 3), mid-stream the source is dialled again
     #[argh(option, default = "4")]
     source_timeout: u64,
+    /// once streaming, seconds a live source may deliver nothing (silent, refusing, unreachable)
+    /// while it is dialled again with back-off, before the run ends with exit 5 (default 300)
+    #[argh(option, default = "300")]
+    signal_loss_timeout: u64,
 }
 
 /// Runs the subcommand.
@@ -122,6 +127,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             duration: args.duration.map(Duration::from_secs),
             realtime: !args.as_fast_as_possible,
             first_byte_timeout: Duration::from_secs(args.source_timeout.max(1)),
+            signal_loss_timeout: Duration::from_secs(args.signal_loss_timeout),
             ..CaptureOptions::default()
         },
         chunker: ChunkerConfig {

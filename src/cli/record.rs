@@ -38,9 +38,14 @@ pub struct Args {
     /// pace a file at its real-time rate (by PCR) instead of as fast as possible
     #[argh(switch)]
     realtime: bool,
-    /// seconds without data before a live source counts as failed (default 4)
+    /// seconds without data before a live source counts as failed (default 4): at start it ends
+    /// the run (exit 3), mid-stream the source is dialled again
     #[argh(option, default = "4")]
     source_timeout: u64,
+    /// once streaming, seconds a live source may deliver nothing (silent, refusing, unreachable)
+    /// while it is dialled again with back-off, before the run ends with exit 5 (default 300)
+    #[argh(option, default = "300")]
+    signal_loss_timeout: u64,
 }
 
 /// Runs the subcommand.
@@ -72,6 +77,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             duration: duration.map(Duration::from_secs),
             realtime: args.realtime,
             first_byte_timeout: Duration::from_secs(args.source_timeout.max(1)),
+            signal_loss_timeout: Duration::from_secs(args.signal_loss_timeout),
             ..CaptureOptions::default()
         },
         chunker: ChunkerConfig {

@@ -33,13 +33,17 @@ pub struct Args {
     /// number of tuners, 1-16 (default 2)
     #[argh(option, default = "2")]
     tuners: u8,
-    /// fault to inject into streams, repeatable: no-data, stall-after:SECS, close-after:SECS,
-    /// drop-every:N, garbage-every:SECS, refuse
+    /// fault to inject, repeatable: per connection no-data, stall-after:SECS, close-after:SECS,
+    /// drop-every:N, garbage-every:SECS, refuse; on the broadcast clock (seconds since start,
+    /// every connection) silence:AT:FOR, busy:AT:FOR (805), no-video:AT:FOR (807)
     #[argh(option)]
     fault: Vec<String>,
-    /// apply the faults only to the first N stream connections (default: all)
+    /// apply the per-connection faults only to the first N stream connections (default: all)
     #[argh(option)]
     fault_connections: Option<u64>,
+    /// apply the faults only to this channel, repeatable (default: every channel)
+    #[argh(option)]
+    fault_channel: Vec<String>,
 }
 
 /// Runs the subcommand.
@@ -57,12 +61,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .map(|spec| Fault::parse(spec))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::usage(e.to_string()))?;
+    let fault_channels = args
+        .fault_channel
+        .iter()
+        .map(|g| guide(g))
+        .collect::<Result<Vec<_>, _>>()?;
     let sim = Simulator::new(SimConfig {
         channels,
         tuners: args.tuners,
         faults,
         fault_connections: args.fault_connections,
     })
+    .and_then(|sim| sim.with_fault_channels(fault_channels))
     .map_err(|e| Failure::usage(e.to_string()))?;
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot handle signals: {e}")))?;

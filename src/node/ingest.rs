@@ -7,7 +7,10 @@
 //! ```
 //!
 //! The capture thread never waits for the others: the ring overwrites its oldest bytes and
-//! reports the gap. A file or the clip read as fast as possible skips the capture thread and the
+//! reports the gap. A live source's outage (a silent, refusing or unreachable tuner, ridden
+//! through by the capture) is reported the same way, once per outage: the chunker drops the
+//! chunk it was building and flags the next one as a discontinuity, whose index the broadcast's
+//! own clock gives, as on a node that saw no gap ([`IngestReport::gaps`] counts them). A file or the clip read as fast as possible skips the capture thread and the
 //! ring: the chunk thread reads its mapping in place, and [`Ingest::start_in_place`] hands out
 //! chunks as [`Spans`] of that mapping instead of copies. Buffers the consumer is done with go
 //! back to the chunker ([`Ingest::recycle`]), so steady state allocates nothing.
@@ -68,6 +71,9 @@ pub struct IngestReport {
     pub chunker: ChunkerStats,
     /// Bytes dropped because the chunker fell behind the capture.
     pub overrun_bytes: u64,
+    /// Gaps in the input the chunker was told of: a live source's outages (each ended by a
+    /// reconnect) and ring overruns. The chunk after each carries the discontinuity flag.
+    pub gaps: u64,
 }
 
 /// How the capture thread ended.
@@ -82,7 +88,7 @@ pub struct Ingest<B = Vec<u8>> {
     spent: Sender<B>,
     capture: Receiver<CaptureOutcome>,
     capture_thread: Option<JoinHandle<()>>,
-    chunk_thread: JoinHandle<(ChunkerStats, u64)>,
+    chunk_thread: JoinHandle<FeedEnd>,
 }
 
 impl Ingest {
@@ -181,7 +187,11 @@ impl<B: Body> Ingest<B> {
     /// ends the run; a capture blocked in a read is not waited for.
     pub fn finish(self) -> IngestReport {
         drop(self.chunks);
-        let (chunker, overrun_bytes) = self.chunk_thread.join().unwrap_or_default();
+        let FeedEnd {
+            chunker,
+            overrun_bytes,
+            gaps,
+        } = self.chunk_thread.join().unwrap_or_default();
         // A capture blocked in a read notices the stop within its read timeout; wait for it only
         // if it already reported.
         let capture = self.capture.recv_timeout(Duration::from_millis(200)).ok();
@@ -192,14 +202,15 @@ impl<B: Body> Ingest<B> {
             capture,
             chunker,
             overrun_bytes,
+            gaps,
         }
     }
 }
 
 /// Where the chunk thread reads from.
 trait Feed<B: Body>: Send + 'static {
-    /// Pushes the next input into `chunker`; `false` once the input is over.
-    fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> bool;
+    /// Pushes the next input (or a gap) into `chunker`.
+    fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> Step;
 
     /// Bytes lost because the chunker fell behind the capture.
     fn dropped(&self) -> u64 {
@@ -207,33 +218,61 @@ trait Feed<B: Body>: Send + 'static {
     }
 }
 
+/// What the chunk thread hands back when it ends.
+#[derive(Debug, Default)]
+struct FeedEnd {
+    chunker: ChunkerStats,
+    overrun_bytes: u64,
+    gaps: u64,
+}
+
 /// A file or the clip, read in place; its offsets are the input's, so any body works.
 impl<B: Body> Feed<B> for InPlace {
-    fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> bool {
+    fn step(&mut self, chunker: &mut Chunker<B>, stop: &StopFlag) -> Step {
         match self.next(LEASE_BYTES, stop) {
             Some(bytes) => {
                 chunker.push(bytes, UnixMillis::now());
-                !stop.is_set()
+                Step::open_unless(stop)
             }
-            None => false,
+            None => Step::Over,
+        }
+    }
+}
+
+/// What one [`Feed::step`] did.
+enum Step {
+    /// Input was pushed, or none was ready yet; more may come.
+    Open,
+    /// The input lost data here (reported to the chunker); more may come.
+    Gap,
+    /// The input is over (or the run stopped).
+    Over,
+}
+
+impl Step {
+    fn open_unless(stop: &StopFlag) -> Step {
+        if stop.is_set() {
+            Step::Over
+        } else {
+            Step::Open
         }
     }
 }
 
 /// The capture ring: its bytes are overwritten once read, so chunks must copy them.
 impl Feed<Vec<u8>> for Consumer {
-    fn step(&mut self, chunker: &mut Chunker, stop: &StopFlag) -> bool {
+    fn step(&mut self, chunker: &mut Chunker, stop: &StopFlag) -> Step {
         match self.next(LEASE_BYTES, Duration::from_millis(100)) {
             Next::Data(lease) => {
                 chunker.push(&lease, UnixMillis::now());
-                true
+                Step::Open
             }
             Next::Gap => {
                 chunker.mark_gap();
-                true
+                Step::Gap
             }
-            Next::Idle => !stop.is_set(),
-            Next::End => false,
+            Next::Idle => Step::open_unless(stop),
+            Next::End => Step::Over,
         }
     }
 
@@ -242,20 +281,28 @@ impl Feed<Vec<u8>> for Consumer {
     }
 }
 
-/// The chunk thread: input bytes in, chunks out; returns the chunker's counters and the bytes
-/// the feed dropped.
+/// The chunk thread: input bytes in, chunks out; returns the chunker's counters, the bytes the
+/// feed dropped and the gaps it reported.
 fn chunk_stage<B: Body>(
     mut feed: impl Feed<B>,
     mut chunker: Chunker<B>,
     (out, spent): (Sender<(Chunk<B>, UnixMillis)>, Receiver<B>),
     stop: &StopFlag,
-) -> (ChunkerStats, u64) {
+) -> FeedEnd {
     let mut open = true;
+    let mut gaps = 0;
     while open {
         while let Ok(bytes) = spent.try_recv() {
             chunker.recycle(bytes);
         }
-        open = feed.step(&mut chunker, stop);
+        open = match feed.step(&mut chunker, stop) {
+            Step::Gap => {
+                gaps += 1;
+                true
+            }
+            Step::Open => true,
+            Step::Over => false,
+        };
         if !open {
             chunker.finish(UnixMillis::now());
         }
@@ -267,5 +314,9 @@ fn chunk_stage<B: Body>(
             }
         }
     }
-    (chunker.stats().clone(), feed.dropped())
+    FeedEnd {
+        chunker: chunker.stats().clone(),
+        overrun_bytes: feed.dropped(),
+        gaps,
+    }
 }

@@ -53,7 +53,11 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One fault to inject into stream connections.
+/// One fault to inject. Connection faults (`no-data` … `refuse`) apply to each stream connection
+/// from the moment it opens, and obey `--fault-connections`. Window faults (`silence`, `busy`,
+/// `no-video`) are events on the broadcast clock — seconds since the simulator started — that
+/// every connection of the channel sees, reconnects included, so they ignore
+/// `--fault-connections`. Both kinds obey `--fault-channel`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fault {
     /// `no-data`: send the headers, then nothing, keeping the connection open.
@@ -68,10 +72,38 @@ pub enum Fault {
     GarbageEvery(Duration),
     /// `refuse`: answer 503 with `807 No Video Data`.
     Refuse,
+    /// `silence:AT:FOR`: the signal is lost during the window. Open streams stay open and send
+    /// nothing; a stream opened meanwhile gets its headers and nothing more. When the window
+    /// ends every stream goes on at the broadcast's live position: the packets of the window
+    /// are lost, as with a real fade.
+    Silence(Window),
+    /// `busy:AT:FOR`: tune requests during the window are answered 503 with
+    /// `805 All Tuners In Use` (open streams go on).
+    Busy(Window),
+    /// `no-video:AT:FOR`: tune requests during the window are answered 503 with
+    /// `807 No Video Data` (open streams go on; add `silence` for a signal loss).
+    NoVideo(Window),
+}
+
+/// A stretch of the broadcast clock: from `at` for `length`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// When it begins, since the simulator started.
+    pub at: Duration,
+    /// How long it lasts.
+    pub length: Duration,
+}
+
+impl Window {
+    /// Whether broadcast time `on_air` lies in it.
+    pub fn contains(&self, on_air: Duration) -> bool {
+        on_air >= self.at && on_air - self.at < self.length
+    }
 }
 
 impl Fault {
-    /// Reads a `--fault` spec (`no-data`, `stall-after:2.5`, `drop-every:100`, ...).
+    /// Reads a `--fault` spec (`no-data`, `stall-after:2.5`, `drop-every:100`,
+    /// `silence:20:10`, ...).
     pub fn parse(spec: &str) -> Result<Fault, ConfigError> {
         let bad = |why: &str| ConfigError::Fault(format!("--fault {spec}: {why}"));
         let seconds = |value: &str| {
@@ -81,6 +113,16 @@ impl Fault {
                 .filter(|s| (0.0..=86_400.0).contains(s))
                 .map(Duration::from_secs_f64)
                 .ok_or_else(|| bad("SECS must be a number of seconds in 0..=86400"))
+        };
+        let window = |value: &str| {
+            let (at, length) = value
+                .split_once(':')
+                .ok_or_else(|| bad("expected AT:FOR, two numbers of seconds"))?;
+            let (at, length) = (seconds(at)?, seconds(length)?);
+            if length.is_zero() {
+                return Err(bad("FOR must be more than 0 seconds"));
+            }
+            Ok(Window { at, length })
         };
         match spec.split_once(':') {
             None if spec == "no-data" => Ok(Fault::NoData),
@@ -95,16 +137,32 @@ impl Fault {
                 Ok(n) if n >= 1 => Ok(Fault::DropEvery(n)),
                 _ => Err(bad("N must be a whole number of at least 1")),
             },
+            Some(("silence", value)) => window(value).map(Fault::Silence),
+            Some(("busy", value)) => window(value).map(Fault::Busy),
+            Some(("no-video", value)) => window(value).map(Fault::NoVideo),
             _ => Err(bad(
                 "expected no-data, stall-after:SECS, close-after:SECS, drop-every:N, \
-                 garbage-every:SECS or refuse",
+                 garbage-every:SECS, refuse, silence:AT:FOR, busy:AT:FOR or no-video:AT:FOR",
             )),
         }
+    }
+
+    /// Whether this is a window fault (on the broadcast clock, for every connection).
+    pub fn is_window(&self) -> bool {
+        matches!(self, Fault::Silence(_) | Fault::Busy(_) | Fault::NoVideo(_))
     }
 }
 
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let window = |f: &mut std::fmt::Formatter<'_>, name: &str, w: &Window| {
+            write!(
+                f,
+                "{name}:{}:{}",
+                w.at.as_secs_f64(),
+                w.length.as_secs_f64()
+            )
+        };
         match self {
             Fault::NoData => write!(f, "no-data"),
             Fault::StallAfter(d) => write!(f, "stall-after:{}", d.as_secs_f64()),
@@ -112,18 +170,28 @@ impl std::fmt::Display for Fault {
             Fault::DropEvery(n) => write!(f, "drop-every:{n}"),
             Fault::GarbageEvery(d) => write!(f, "garbage-every:{}", d.as_secs_f64()),
             Fault::Refuse => write!(f, "refuse"),
+            Fault::Silence(w) => window(f, "silence", w),
+            Fault::Busy(w) => window(f, "busy", w),
+            Fault::NoVideo(w) => window(f, "no-video", w),
         }
     }
 }
 
 /// The faults of one stream connection, asked about by the server as the stream runs. Pure: the
-/// caller says how long the connection has been open.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Faults<'a>(&'a [Fault]);
+/// caller says how long the connection has been open (`elapsed`) and, for window faults, how
+/// long the broadcast has been on air (`on_air`).
+#[derive(Clone, Debug, Default)]
+pub struct Faults(Vec<Fault>);
 
-impl Faults<'_> {
-    fn refuses(&self) -> bool {
-        self.0.contains(&Fault::Refuse)
+impl Faults {
+    /// The device error a tune request gets at broadcast time `on_air`, if any.
+    fn refusal(&self, on_air: Duration) -> Option<DeviceError> {
+        self.0.iter().find_map(|fault| match fault {
+            Fault::Refuse => Some(DeviceError::NO_VIDEO_DATA),
+            Fault::NoVideo(w) if w.contains(on_air) => Some(DeviceError::NO_VIDEO_DATA),
+            Fault::Busy(w) if w.contains(on_air) => Some(DeviceError::ALL_TUNERS_IN_USE),
+            _ => None,
+        })
     }
 
     /// Whether packets are sent `elapsed` after the stream started.
@@ -133,6 +201,14 @@ impl Faults<'_> {
             Fault::StallAfter(after) => elapsed < *after,
             _ => true,
         })
+    }
+
+    /// Whether the signal is lost at broadcast time `on_air` (a `silence` window): nothing is
+    /// sent, and the packets due meanwhile are skipped.
+    pub fn silent_at(&self, on_air: Duration) -> bool {
+        self.0
+            .iter()
+            .any(|fault| matches!(fault, Fault::Silence(w) if w.contains(on_air)))
     }
 
     /// Whether the connection is dropped `elapsed` after the stream started.
@@ -160,7 +236,7 @@ impl Faults<'_> {
     }
 }
 
-impl std::fmt::Display for Faults<'_> {
+impl std::fmt::Display for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.0.is_empty() {
             return write!(f, "none");
@@ -190,7 +266,9 @@ pub struct SimConfig {
     pub tuners: u8,
     /// Faults injected into stream connections.
     pub faults: Vec<Fault>,
-    /// Apply the faults only to the first N stream connections (all when `None`).
+    /// Apply the connection faults only to the first N stream connections (all when `None`;
+    /// window faults apply to every connection). [`Simulator::with_fault_channels`] limits the
+    /// faults to some channels.
     pub fault_connections: Option<u64>,
 }
 
@@ -276,6 +354,8 @@ struct TunerUse {
 /// The simulated device; see the module doc.
 pub struct Simulator {
     config: SimConfig,
+    /// The channels the faults apply to (all when empty).
+    fault_channels: Vec<GuideNumber>,
     tuners: Mutex<Vec<Option<TunerUse>>>,
     stream_connections: AtomicU64,
 }
@@ -320,8 +400,27 @@ impl Simulator {
         Ok(Simulator {
             tuners: Mutex::new(vec![None; usize::from(config.tuners)]),
             config,
+            fault_channels: Vec::new(),
             stream_connections: AtomicU64::new(0),
         })
+    }
+
+    /// Limits the faults to these channels (`--fault-channel`; a signal lost on one RF channel
+    /// leaves the others on air). Every one must be in the lineup.
+    pub fn with_fault_channels(
+        mut self,
+        channels: Vec<GuideNumber>,
+    ) -> Result<Simulator, ConfigError> {
+        if let Some(unknown) = channels
+            .iter()
+            .find(|g| !self.config.channels.iter().any(|c| &c.guide == *g))
+        {
+            return Err(ConfigError::Fault(format!(
+                "--fault-channel {unknown}: no such channel in the lineup"
+            )));
+        }
+        self.fault_channels = channels;
+        Ok(self)
     }
 
     /// The channel lineup.
@@ -389,14 +488,16 @@ impl Simulator {
         serde_json::Value::from(rows).to_string()
     }
 
-    /// Tunes `channel` on the chosen tuner for `client`, as a device would: 801 for an unknown
-    /// channel, 805 when every tuner is busy, 804 when the chosen one is, and 807 when the
-    /// `refuse` fault applies. The tuner is held until the returned lease is dropped.
+    /// Tunes `channel` on the chosen tuner for `client` at broadcast time `on_air`, as a device
+    /// would: 801 for an unknown channel, 805 when every tuner is busy, 804 when the chosen one
+    /// is, 807 when the `refuse` fault applies, and 805 or 807 inside a `busy` or `no-video`
+    /// window. The tuner is held until the returned lease is dropped.
     pub fn tune(
         &self,
         choice: TunerChoice,
         channel: &str,
         client: IpAddr,
+        on_air: Duration,
     ) -> Result<Tuned<'_>, DeviceError> {
         let index = self
             .channels()
@@ -420,19 +521,29 @@ impl Simulator {
             client,
         });
         drop(tuners);
+        let channel = &self.config.channels[index];
         let connection = self.stream_connections.fetch_add(1, Ordering::Relaxed);
         let faulty = self
             .config
             .fault_connections
             .is_none_or(|first| connection < first);
+        let on_channel =
+            self.fault_channels.is_empty() || self.fault_channels.contains(&channel.guide);
+        let faults = self
+            .config
+            .faults
+            .iter()
+            .filter(|fault| on_channel && (faulty || fault.is_window()))
+            .copied()
+            .collect();
         let tuned = Tuned {
             sim: self,
             tuner,
-            channel: &self.config.channels[index],
-            faults: Faults(if faulty { &self.config.faults } else { &[] }),
+            channel,
+            faults: Faults(faults),
         };
-        if tuned.faults.refuses() {
-            return Err(DeviceError::NO_VIDEO_DATA); // dropping `tuned` frees the tuner
+        if let Some(error) = tuned.faults.refusal(on_air) {
+            return Err(error); // dropping `tuned` frees the tuner
         }
         Ok(tuned)
     }
@@ -451,7 +562,7 @@ pub struct Tuned<'a> {
     sim: &'a Simulator,
     tuner: usize,
     channel: &'a Channel,
-    faults: Faults<'a>,
+    faults: Faults,
 }
 
 impl<'a> Tuned<'a> {
@@ -466,8 +577,8 @@ impl<'a> Tuned<'a> {
     }
 
     /// The faults to inject into this connection.
-    pub fn faults(&self) -> Faults<'a> {
-        self.faults
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 }
 
@@ -565,15 +676,43 @@ mod tests {
             "close-after",
             "nope:1",
             "refuse:1",
+            "silence",
+            "silence:5",
+            "silence:5:0",
+            "silence:x:5",
+            "silence:5:-1",
+            "busy:1:2:3",
+            "no-video:99999:1",
         ] {
             assert!(Fault::parse(bad).is_err(), "{bad}");
         }
+        let window = |at, length| Window {
+            at: Duration::from_secs(at),
+            length: Duration::from_secs(length),
+        };
+        assert_eq!(
+            Fault::parse("silence:20:8"),
+            Ok(Fault::Silence(window(20, 8)))
+        );
+        assert_eq!(Fault::parse("busy:0:3"), Ok(Fault::Busy(window(0, 3))));
+        assert_eq!(
+            Fault::parse("no-video:1.5:2.5"),
+            Ok(Fault::NoVideo(Window {
+                at: Duration::from_millis(1500),
+                length: Duration::from_millis(2500),
+            }))
+        );
+        for spec in ["silence:20:8", "busy:0:3", "no-video:1.5:2.5", "refuse"] {
+            assert_eq!(Fault::parse(spec).unwrap().to_string(), spec);
+        }
+        let err = Fault::parse("silence:5").unwrap_err().to_string();
+        assert!(err.contains("AT:FOR"), "{err}");
         let faults = [
             Fault::StallAfter(Duration::from_secs(2)),
             Fault::DropEvery(3),
             Fault::GarbageEvery(Duration::from_secs(1)),
         ];
-        let faults = Faults(&faults);
+        let faults = Faults(faults.to_vec());
         assert!(
             faults.sends_at(Duration::from_secs(1)) && !faults.sends_at(Duration::from_secs(2))
         );
@@ -595,25 +734,35 @@ mod tests {
     fn tuners_are_allocated_and_freed_like_a_device() {
         let sim = sim(2, vec![], None);
         let err = |r: Result<Tuned<'_>, DeviceError>| r.err().map(|e| e.code);
-        assert_eq!(err(sim.tune(TunerChoice::Auto, "9.9", CLIENT)), Some(801));
-        let first = sim.tune(TunerChoice::Auto, "5.1", CLIENT).unwrap();
+        assert_eq!(
+            err(sim.tune(TunerChoice::Auto, "9.9", CLIENT, Duration::ZERO)),
+            Some(801)
+        );
+        let first = sim
+            .tune(TunerChoice::Auto, "5.1", CLIENT, Duration::ZERO)
+            .unwrap();
         assert_eq!(first.resource(), "tuner0");
         assert_eq!(
-            err(sim.tune(TunerChoice::Index(0), "5.1", CLIENT)),
+            err(sim.tune(TunerChoice::Index(0), "5.1", CLIENT, Duration::ZERO)),
             Some(804)
         );
         assert_eq!(
-            err(sim.tune(TunerChoice::Index(5), "5.1", CLIENT)),
+            err(sim.tune(TunerChoice::Index(5), "5.1", CLIENT, Duration::ZERO)),
             Some(801)
         );
-        let second = sim.tune(TunerChoice::Auto, "5.1", CLIENT).unwrap();
+        let second = sim
+            .tune(TunerChoice::Auto, "5.1", CLIENT, Duration::ZERO)
+            .unwrap();
         assert_eq!(second.resource(), "tuner1");
-        assert_eq!(err(sim.tune(TunerChoice::Auto, "5.1", CLIENT)), Some(805));
+        assert_eq!(
+            err(sim.tune(TunerChoice::Auto, "5.1", CLIENT, Duration::ZERO)),
+            Some(805)
+        );
         let status: serde_json::Value = serde_json::from_str(&sim.status_json()).unwrap();
         assert_eq!(status[1]["VctNumber"], "5.1");
         drop(first);
         assert_eq!(
-            sim.tune(TunerChoice::Auto, "5.1", CLIENT)
+            sim.tune(TunerChoice::Auto, "5.1", CLIENT, Duration::ZERO)
                 .unwrap()
                 .resource(),
             "tuner0"
@@ -624,13 +773,75 @@ mod tests {
     fn faults_apply_to_the_first_connections_only() {
         let sim = sim(1, vec![Fault::Refuse], Some(2));
         let code = || {
-            sim.tune(TunerChoice::Auto, "5.1", CLIENT)
+            sim.tune(TunerChoice::Auto, "5.1", CLIENT, Duration::ZERO)
                 .err()
                 .map(|e| e.code)
         };
         assert_eq!(code(), Some(807));
         assert_eq!(code(), Some(807));
         assert_eq!(code(), None);
+    }
+
+    #[test]
+    fn window_faults_follow_the_broadcast_clock_on_every_connection() {
+        let s = |secs: f64| Duration::from_secs_f64(secs);
+        let faults = vec![
+            Fault::parse("silence:10:5").unwrap(),
+            Fault::parse("no-video:10:5").unwrap(),
+            Fault::parse("busy:20:1").unwrap(),
+        ];
+        let sim = sim(2, faults, Some(0));
+        let code = |on_air| {
+            sim.tune(TunerChoice::Auto, "5.1", CLIENT, on_air)
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(code(s(9.9)), None);
+        assert_eq!(code(s(10.0)), Some(807));
+        assert_eq!(code(s(14.9)), Some(807));
+        assert_eq!(code(s(15.0)), None);
+        assert_eq!(code(s(20.5)), Some(805));
+        assert_eq!(code(s(21.0)), None);
+        // `--fault-connections 0` leaves no connection fault, but the windows still apply.
+        let tuned = sim.tune(TunerChoice::Auto, "5.1", CLIENT, s(0.0)).unwrap();
+        let faults = tuned.faults();
+        assert!(!faults.silent_at(s(9.9)) && faults.silent_at(s(10.0)));
+        assert!(faults.silent_at(s(14.99)) && !faults.silent_at(s(15.0)));
+        assert!(
+            faults.sends_at(s(12.0)),
+            "silence is not a connection fault"
+        );
+    }
+
+    #[test]
+    fn faults_can_be_limited_to_channels() {
+        let channel = |guide: &str| Channel {
+            guide: GuideNumber::parse(guide).unwrap(),
+            name: guide.into(),
+            broadcast: Broadcast::new(BUILTIN_TS).unwrap(),
+        };
+        let config = || SimConfig {
+            channels: vec![channel("5.1"), channel("5.2")],
+            tuners: 2,
+            faults: vec![Fault::Refuse],
+            fault_connections: None,
+        };
+        let five_one = vec![GuideNumber::parse("5.1").unwrap()];
+        let sim = Simulator::new(config())
+            .unwrap()
+            .with_fault_channels(five_one)
+            .unwrap();
+        let code = |guide| {
+            sim.tune(TunerChoice::Auto, guide, CLIENT, Duration::ZERO)
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(code("5.1"), Some(807));
+        assert_eq!(code("5.2"), None);
+        let unknown = Simulator::new(config())
+            .unwrap()
+            .with_fault_channels(vec![GuideNumber::parse("9.1").unwrap()]);
+        assert!(unknown.is_err());
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl Context<'_> {
                 tuner,
                 channel,
                 duration_s,
-            }) => match self.sim.tune(tuner, &channel, peer.ip()) {
+            }) => match self
+                .sim
+                .tune(tuner, &channel, peer.ip(), self.epoch.elapsed())
+            {
                 Err(error) => {
                     log::info!("{peer}: {target}: {}", error.header_value());
                     error.respond(conn);
@@ -150,7 +153,8 @@ impl Context<'_> {
         tuned: Tuned<'_>,
         limit: Option<Duration>,
     ) {
-        let (channel, faults, resource) = (tuned.channel(), tuned.faults(), tuned.resource());
+        let (channel, faults, resource) =
+            (tuned.channel(), tuned.faults().clone(), tuned.resource());
         let headers = [
             ("Content-Type", "video/mpeg"),
             ("X-HDHomeRun-Resource", resource.as_str()),
@@ -168,6 +172,7 @@ impl Context<'_> {
         let first = broadcast.live_packet(started.duration_since(self.epoch));
         let mut next = first;
         let mut bursts = 0u32;
+        let mut silent = false;
         let mut out = Vec::with_capacity(BATCH_PACKETS * PACKET_SIZE + GARBAGE_BYTES);
         let mut packet = [0u8; PACKET_SIZE];
         let end = loop {
@@ -182,8 +187,21 @@ impl Context<'_> {
                 break End::CloseFault;
             }
             let mut behind = false;
-            if faults.sends_at(elapsed) {
-                let live = broadcast.live_packet(self.epoch.elapsed());
+            let on_air = self.epoch.elapsed();
+            if faults.silent_at(on_air) != silent {
+                silent = !silent;
+                log::info!(
+                    "{resource}: {} to {peer}: signal {} at {:.1} s on air",
+                    channel.guide,
+                    if silent { "lost" } else { "back" },
+                    on_air.as_secs_f64()
+                );
+            }
+            if silent {
+                // The packets due during a signal loss never arrive: resume at the live one.
+                next = next.max(broadcast.live_packet(on_air));
+            } else if faults.sends_at(elapsed) {
+                let live = broadcast.live_packet(on_air);
                 while next < live && out.len() < BATCH_PACKETS * PACKET_SIZE {
                     if !faults.drops(next - first) {
                         broadcast.packet(next, &mut packet);
