@@ -60,9 +60,13 @@ pub struct Args {
     /// network secret, hex (default: none)
     #[argh(option)]
     network_secret: Option<String>,
-    /// HLS output folder (created if needed; must be empty)
+    /// HLS output folder (created if needed; must be empty unless --resume)
     #[argh(option)]
     out: PathBuf,
+    /// go on with the playlist an earlier run left in --out: its segments stay, later chunks
+    /// follow (EXT-X-DISCONTINUITY where chunks are missing in between)
+    #[argh(switch)]
+    resume: bool,
     /// chunk duration D in milliseconds, for the playlist (default 2000)
     #[argh(option, default = "2000")]
     chunk_ms: u32,
@@ -151,7 +155,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         max_source_invalid: args.max_source_invalid,
         subscribe_manifests: args.subscribe_manifests,
         backfill: args.backfill,
-        output: Destination::Folder(args.out.clone()),
+        output: match args.resume {
+            true => Destination::Resume(args.out.clone()),
+            false => Destination::Folder(args.out.clone()),
+        },
         target_duration: hls::target_duration(&chunker),
         chunk_ticks: u64::from(args.chunk_ms) * 90,
         stop_after: args.stop_after,
@@ -197,7 +204,9 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
         | SubscribeError::TooManyInvalid(_)
         | SubscribeError::NothingVerified(..) => Exit::Verify,
         SubscribeError::Idle(_) | SubscribeError::Left(_) => Exit::Idle,
-        SubscribeError::Hls(ec_node::hls::HlsError::NotEmpty(_)) => Exit::Usage,
+        SubscribeError::Hls(
+            ec_node::hls::HlsError::NotEmpty(_) | ec_node::hls::HlsError::NotResumable(..),
+        ) => Exit::Usage,
         SubscribeError::Net(_)
         | SubscribeError::Hls(_)
         | SubscribeError::Start(_)
@@ -215,6 +224,9 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
             " (wrong --stream-id or --network-secret, or the peer does not publish it)"
         }
         SubscribeError::TooManyInvalid(_) => " (--max-invalid-chunks)",
+        SubscribeError::Hls(ec_node::hls::HlsError::NotEmpty(_)) => {
+            " (give --resume to go on with its playlist)"
+        }
         _ => "",
     };
     let cause = if rejected.is_empty() {

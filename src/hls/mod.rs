@@ -45,6 +45,8 @@ impl ProgramClock {
 pub enum HlsError {
     /// The output folder already holds files (a usage error).
     NotEmpty(PathBuf),
+    /// The folder cannot be resumed (the path, why; a usage error).
+    NotResumable(PathBuf, String),
     /// A file could not be written, renamed or listed.
     Io(PathBuf, std::io::Error),
 }
@@ -59,6 +61,9 @@ impl std::fmt::Display for HlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HlsError::NotEmpty(dir) => write!(f, "output folder {} is not empty", dir.display()),
+            HlsError::NotResumable(path, why) => {
+                write!(f, "cannot resume {}: {why}", path.display())
+            }
             HlsError::Io(path, e) => write!(f, "cannot write {}: {e}", path.display()),
         }
     }
@@ -68,7 +73,7 @@ impl std::error::Error for HlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             HlsError::Io(_, e) => Some(e),
-            HlsError::NotEmpty(_) => None,
+            HlsError::NotEmpty(_) | HlsError::NotResumable(..) => None,
         }
     }
 }

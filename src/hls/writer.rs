@@ -5,6 +5,7 @@
 
 use super::playlist::{Playlist, PlaylistKind, SegmentEntry};
 use super::HlsError;
+use crate::chunk::ChunkIndex;
 use std::collections::VecDeque;
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,62 @@ impl HlsWriter {
             written: 0,
             playlist_written: None,
         })
+    }
+
+    /// Goes on with the EVENT playlist an earlier run left in `dir` (its segments stay listed,
+    /// its ENDLIST is dropped, leftover temporary files are removed); a missing or empty folder
+    /// starts afresh. Refused when the playlist is not one this node wrote, or names a segment
+    /// that is not there.
+    pub fn resume(dir: &Path, target_duration: u64) -> Result<HlsWriter, HlsError> {
+        let path = dir.join(PLAYLIST_NAME);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return HlsWriter::create(dir, PlaylistKind::Event, target_duration).map_err(|e| {
+                    match e {
+                        HlsError::NotEmpty(dir) => {
+                            HlsError::NotResumable(dir, format!("it holds no {PLAYLIST_NAME}"))
+                        }
+                        e => e,
+                    }
+                });
+            }
+            Err(e) => return Err(HlsError::io(&path, e)),
+        };
+        let playlist = Playlist::parse(&text)
+            .map_err(|e| HlsError::NotResumable(path.clone(), e.to_string()))?;
+        if let Some(missing) = playlist
+            .segments()
+            .find(|s| !dir.join(s.file_name()).is_file())
+        {
+            return Err(HlsError::NotResumable(
+                path,
+                format!("{} is listed but missing", missing.file_name()),
+            ));
+        }
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| HlsError::io(dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let written = playlist.segments().count() as u64;
+        Ok(HlsWriter {
+            dir: dir.to_path_buf(),
+            playlist,
+            retired: VecDeque::new(),
+            written,
+            playlist_written: None,
+        })
+    }
+
+    /// The newest segment in the playlist (after [`HlsWriter::resume`], the earlier run's).
+    pub fn last_index(&self) -> Option<ChunkIndex> {
+        self.playlist.last().map(|e| e.index)
     }
 
     /// Segments written so far.

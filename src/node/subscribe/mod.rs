@@ -63,6 +63,14 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const SOURCES_REMEMBERED: usize = 1024;
 /// Manifests kept for an [`Onward`] until the verifier decides on them.
 const MANIFESTS_HELD: usize = 64;
+/// The widest gap in a track's groups that is fetched when a later group arrives (a blackout,
+/// a reconnect); a wider one is left as a gap, marked as a discontinuity.
+const GAP_REPAIR: u64 = 32;
+/// The first wait before a manifests-only peer that left is dialled again (chunk sources: the
+/// swarm's own back-off); it doubles up to [`REDIAL_MAX`].
+const REDIAL_MIN: Duration = Duration::from_millis(500);
+/// The longest wait before a manifests-only peer is dialled again.
+const REDIAL_MAX: Duration = Duration::from_secs(30);
 
 /// What to subscribe to and how.
 pub struct SubscribeConfig {
@@ -246,6 +254,11 @@ struct Peer {
     manifests: bool,
     /// Its place among the chunk sources (`None`: it serves manifests only).
     source: Option<usize>,
+    /// Whether its session was ever up: a peer that leaves after that is dialled again.
+    was_up: bool,
+    /// For a manifests-only peer that left: when to dial it again, and the wait after that.
+    redial_at: Option<Instant>,
+    backoff: Duration,
 }
 
 impl Peer {
@@ -258,25 +271,44 @@ impl Peer {
         backfill: u64,
         source: Option<usize>,
     ) -> Result<Peer, UpstreamError> {
+        let mut peer = Peer {
+            spec: spec.clone(),
+            upstream: None,
+            kinds: Vec::new(),
+            manifests,
+            source,
+            was_up: false,
+            redial_at: None,
+            backoff: REDIAL_MIN,
+        };
+        peer.connect(locator, backfill)?;
+        Ok(peer)
+    }
+
+    /// Opens a session to the peer (again): the manifests track asked for, the chunks track
+    /// known.
+    fn connect(&mut self, locator: &str, backfill: u64) -> Result<(), UpstreamError> {
         let track = |kind| BroadcastTrack::new(locator, kind).map(|t| t.full_name());
         let mut kinds = Vec::new();
         let mut asks = Vec::new();
-        if let (true, Ok(t)) = (manifests, track(TrackKind::Manifests)) {
+        if let (true, Ok(t)) = (self.manifests, track(TrackKind::Manifests)) {
             kinds.push(TrackKind::Manifests);
             asks.push((t, Ask::Join { backfill }));
         }
-        let mut upstream = Upstream::dial(spec, asks)?;
-        if let (Some(_), Ok(t)) = (source, track(TrackKind::Chunks)) {
+        let mut upstream = Upstream::dial(&self.spec, asks)?;
+        if let (Some(_), Ok(t)) = (self.source, track(TrackKind::Chunks)) {
             upstream.track(t);
             kinds.push(TrackKind::Chunks);
         }
-        Ok(Peer {
-            spec: spec.clone(),
-            upstream: Some(upstream),
-            kinds,
-            manifests,
-            source,
-        })
+        self.upstream = Some(upstream);
+        self.kinds = kinds;
+        Ok(())
+    }
+
+    /// A manifests-only peer left: dial it again after the back-off, which doubles.
+    fn redial_later(&mut self, now: Instant) {
+        self.redial_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(REDIAL_MAX);
     }
 
     fn name(&self) -> String {
@@ -287,9 +319,9 @@ impl Peer {
         self.upstream.as_ref().is_some_and(Upstream::is_connected)
     }
 
-    /// Asks the chunks track for `ask`; a failure is the peer's.
-    fn ask_chunks(&mut self, ask: Ask) -> Result<(), UpstreamError> {
-        let at = self.kinds.iter().position(|k| *k == TrackKind::Chunks);
+    /// Asks its track of `kind` for `ask`; a failure is the peer's.
+    fn ask(&mut self, kind: TrackKind, ask: Ask) -> Result<(), UpstreamError> {
+        let at = self.kinds.iter().position(|k| *k == kind);
         match (self.upstream.as_mut(), at) {
             (Some(upstream), Some(at)) => upstream.ask(at, ask),
             _ => Ok(()),
@@ -331,10 +363,12 @@ pub fn subscribe(
             let mut run = Run {
                 swarm: &mut swarm,
                 source_of: BTreeMap::new(),
+                newest_chunk: None,
+                newest_manifest: None,
                 sealed: BTreeMap::new(),
                 manifests_held: VecDeque::new(),
                 refetching: BTreeSet::new(),
-                newest_handed: None,
+                newest_handed: output.resumed(),
                 pushing_from: None,
                 start: None,
                 early_covers: Vec::new(),
@@ -449,6 +483,9 @@ struct Run<'a> {
     swarm: &'a mut Swarm,
     /// Which source sent the object of each recent chunk index.
     source_of: BTreeMap<ChunkIndex, usize>,
+    /// The newest chunk object and manifest group received, to see gaps.
+    newest_chunk: Option<ChunkIndex>,
+    newest_manifest: Option<GroupId>,
     /// For an [`Onward`]: the sealed objects of chunks not written yet.
     sealed: BTreeMap<ChunkIndex, Arc<[u8]>>,
     /// For an [`Onward`]: manifests the verifier has not decided on, with their groups.
@@ -505,6 +542,7 @@ impl Run<'_> {
                 }
             }
             self.act(peers)?;
+            self.redial_manifest_peers(peers);
             if self.done() {
                 return Ok(());
             }
@@ -542,27 +580,49 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// A peer failed. With several chunk sources a source's failure is the swarm's to handle
-    /// (redial, another source meanwhile); otherwise it ends the run.
+    /// A peer failed: it is dialled again while the others (or nobody) carry the stream, or,
+    /// when it never came up and nobody can stand in for it, the run ends.
     fn source_failed(&mut self, peer: &mut Peer, e: UpstreamError) -> Result<(), SubscribeError> {
-        let why = format!("source {} left: {e}", peer.name());
-        match self.leave_swarm(peer, &why) {
+        // A peer that refuses the stream does not serve it: no redial changes that, unless
+        // other sources stand in meanwhile.
+        let refused = matches!(e, UpstreamError::Refused { .. });
+        let why = format!("{} left: {e}", peer.name());
+        match self.leave(peer, &why, !refused) {
             true => Ok(()),
             false => Err(upstream_failure(&peer.kinds, e)),
         }
     }
 
-    /// Hands a chunk source that left (for `why`) to the swarm, which redials it while the
-    /// others carry the stream; false when it is the only source, whose leaving ends the run.
-    fn leave_swarm(&mut self, peer: &mut Peer, why: &str) -> bool {
+    /// A peer left (for `why`): a chunk source goes to the swarm, which redials it; a
+    /// manifests-only peer is redialled with back-off. False — the run ends — when it is not one
+    /// of several chunk sources and either never came up or `may_return` is false (it refused).
+    fn leave(&mut self, peer: &mut Peer, why: &str, may_return: bool) -> bool {
+        let swarmed = peer.source.is_some() && self.config.objects.len() > 1;
+        if !(swarmed || (peer.was_up && may_return)) {
+            return false;
+        }
+        log::warn!("{why}; dialling it again");
+        peer.close();
+        let now = Instant::now();
         match peer.source {
-            Some(at) if self.config.objects.len() > 1 => {
-                log::warn!("{why}");
-                peer.close();
-                self.swarm.gone(at, Instant::now());
-                true
+            Some(at) => self.swarm.gone(at, now),
+            None => peer.redial_later(now),
+        }
+        true
+    }
+
+    /// Dials manifests-only peers that left once their back-off passed.
+    fn redial_manifest_peers(&mut self, peers: &mut [Peer]) {
+        let now = Instant::now();
+        let locator = self.config.keys.locator().to_string();
+        for peer in peers.iter_mut() {
+            if peer.redial_at.is_some_and(|t| t <= now) {
+                peer.redial_at = None;
+                if let Err(e) = peer.connect(&locator, self.config.backfill) {
+                    log::warn!("{} cannot be dialled again: {e}", peer.name());
+                    peer.redial_later(now);
+                }
             }
-            _ => false,
         }
     }
 
@@ -577,30 +637,24 @@ impl Run<'_> {
                 continue;
             };
             let asked = match action {
-                Action::Subscribe(_) => peer.ask_chunks(Ask::Join {
-                    backfill: self.config.backfill,
-                }),
+                Action::Subscribe(_) => peer.ask(
+                    TrackKind::Chunks,
+                    Ask::Join {
+                        backfill: self.config.backfill,
+                    },
+                ),
                 Action::Fetch { index, .. } => {
                     log::info!("chunk {index}: fetched from {}", peer.name());
                     self.refetching.insert(index);
-                    peer.ask_chunks(Ask::Fetch(GroupId(index.0), GroupId(index.0)))
+                    peer.ask(
+                        TrackKind::Chunks,
+                        Ask::Fetch(GroupId(index.0), GroupId(index.0)),
+                    )
                 }
                 Action::Redial(_) => {
                     self.swarm.redialled(at);
                     let locator = self.config.keys.locator().to_string();
-                    match Peer::dial(
-                        &peer.spec,
-                        &locator,
-                        peer.manifests,
-                        self.config.backfill,
-                        Some(at),
-                    ) {
-                        Ok(redialled) => {
-                            *peer = redialled;
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
+                    peer.connect(&locator, self.config.backfill)
                 }
             };
             if let Err(e) = asked {
@@ -674,6 +728,7 @@ impl Run<'_> {
                     TrackKind::Chunks => {
                         let placed = ChunkIndex(object.group.0);
                         timing::mark(Stage::Received, placed);
+                        self.repair_chunks(placed);
                         self.first_object.get_or_insert_with(Instant::now);
                         self.last_object = Instant::now();
                         if self.start.is_none() {
@@ -710,6 +765,7 @@ impl Run<'_> {
                         return drained;
                     }
                     TrackKind::Manifests => {
+                        self.repair_manifests(peer, object.group);
                         self.hold_manifest(object.group, &object.payload);
                         self.verifier.push_manifest(&object.payload, now);
                     }
@@ -735,12 +791,14 @@ impl Run<'_> {
             Delivery::FetchDone { .. } => Ok(()),
             Delivery::Ended { track, reason } if peer.kinds[track] == TrackKind::Chunks => {
                 let why = format!("{} ended the stream: {reason}", peer.name());
-                match self.leave_swarm(peer, &why) {
+                match self.leave(peer, &why, true) {
                     true => Ok(()),
                     false => Err(SubscribeError::Left(why)),
                 }
             }
             Delivery::Connected(_) => {
+                peer.was_up = true;
+                peer.backoff = REDIAL_MIN;
                 if let Some(at) = peer.source {
                     self.swarm.connected(at, Instant::now());
                 }
@@ -813,6 +871,36 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A chunk object at `index` past a gap since the newest one (the source was cut off or
+    /// redialled): the chunks in between are fetched, from the best source, if narrow enough.
+    fn repair_chunks(&mut self, index: ChunkIndex) {
+        let newest = self.newest_chunk.map_or(index, |n| n.max(index));
+        if let Some(n) = self.newest_chunk.filter(|n| index.0 > n.0 + 1) {
+            if index.0 - n.0 <= GAP_REPAIR {
+                let now = Instant::now();
+                for missed in n.0 + 1..index.0 {
+                    self.swarm.missing(ChunkIndex(missed), now);
+                }
+            }
+        }
+        self.newest_chunk = Some(newest);
+    }
+
+    /// A manifest group past a gap since the newest one: the groups in between are fetched from
+    /// the peer that sent it, if narrow enough, so the chunks they vouch for can verify.
+    fn repair_manifests(&mut self, peer: &mut Peer, group: GroupId) {
+        let newest = self.newest_manifest.map_or(group, |n| n.max(group));
+        if let Some(n) = self.newest_manifest.filter(|n| group.0 > n.0 + 1) {
+            if group.0 - n.0 <= GAP_REPAIR {
+                let missed = Ask::Fetch(GroupId(n.0 + 1), GroupId(group.0 - 1));
+                if let Err(e) = peer.ask(TrackKind::Manifests, missed) {
+                    log::warn!("{}: cannot fetch missed manifests: {e}", peer.name());
+                }
+            }
+        }
+        self.newest_manifest = Some(newest);
+    }
+
     /// Keeps a manifest's bytes for an [`Onward`] until the verifier decides on it.
     fn hold_manifest(&mut self, group: GroupId, bytes: &[u8]) {
         if !self.output.passes_on() {
@@ -867,10 +955,16 @@ impl Run<'_> {
             if self.done() {
                 return Ok(());
             }
+            // Written by an earlier run into the folder this one resumes.
+            if self.newest_handed.is_some_and(|n| index <= n) {
+                continue;
+            }
             let duration = chunk
                 .vouched
                 .map_or(self.config.chunk_ticks, |(_, d)| u64::from(d));
-            let discontinuity = chunk.flags.discontinuity();
+            // A chunk no source held leaves a gap: players must not bridge the timestamps.
+            let gap = self.newest_handed.is_some_and(|n| index.0 > n.0 + 1);
+            let discontinuity = chunk.flags.discontinuity() || gap;
             let entry = SegmentEntry {
                 index,
                 duration,

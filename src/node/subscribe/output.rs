@@ -43,6 +43,8 @@ pub trait Onward: Send + 'static {
 pub enum Destination {
     /// An HLS folder: an EVENT playlist and its segments.
     Folder(PathBuf),
+    /// An HLS folder an earlier run wrote: its playlist goes on after its newest segment.
+    Resume(PathBuf),
     /// A sink that takes each segment.
     Sink(Box<dyn SegmentSink>),
     /// A forwarder's outlet: the sealed objects and the manifests that vouched for them.
@@ -105,6 +107,8 @@ pub struct Output {
     tx: Sender<Item>,
     /// Whether it passes on sealed objects and manifests.
     onward: bool,
+    /// The newest segment an earlier run wrote, when resuming.
+    resumed: Option<ChunkIndex>,
     thread: JoinHandle<Result<(), OutputError>>,
     written: Arc<Mutex<Written>>,
 }
@@ -118,10 +122,17 @@ impl Output {
                 HlsWriter::create(&dir, PlaylistKind::Event, target_duration)
                     .map_err(OutputError::Hls)?,
             ),
+            Destination::Resume(dir) => {
+                Writer::Hls(HlsWriter::resume(&dir, target_duration).map_err(OutputError::Hls)?)
+            }
             Destination::Sink(sink) => Writer::Sink(sink),
             Destination::Onward(onward) => Writer::Onward(onward),
         };
         let onward = matches!(writer, Writer::Onward(_));
+        let resumed = match &writer {
+            Writer::Hls(hls) => hls.last_index(),
+            _ => None,
+        };
         let (tx, rx) = bounded(SEGMENT_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
         let thread = std::thread::Builder::new()
@@ -134,6 +145,7 @@ impl Output {
         Ok(Output {
             tx,
             onward,
+            resumed,
             thread,
             written,
         })
@@ -143,6 +155,11 @@ impl Output {
     /// thread stopped on an error, which [`Output::finish`] returns.
     pub fn send(&self, segment: Segment) -> bool {
         self.tx.send(Item::Segment(segment)).is_ok()
+    }
+
+    /// The newest segment an earlier run wrote, when resuming: later chunks only follow it.
+    pub fn resumed(&self) -> Option<ChunkIndex> {
+        self.resumed
     }
 
     /// Whether the destination takes sealed objects and manifests (an [`Onward`]).

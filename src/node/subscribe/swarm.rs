@@ -273,6 +273,27 @@ impl Swarm {
         );
     }
 
+    /// Chunk `index` was skipped (a later one arrived first, after a cut): it is fetched from
+    /// the best source at once, charging nobody a timeout.
+    pub fn missing(&mut self, index: ChunkIndex, now: Instant) {
+        if self.accepted.contains_key(&index) || self.wanted.contains_key(&index) {
+            return;
+        }
+        self.wanted.insert(
+            index,
+            Wanted {
+                deadline: now,
+                since: now,
+                fetched: None,
+                waiting: None,
+                asked: Vec::new(),
+                forced: true,
+                retries: 0,
+                again: false,
+            },
+        );
+    }
+
     /// `at` delivered an object placed at chunk `index` (`bytes` long); false when that chunk
     /// was accepted already (a second copy, to drop).
     pub fn received(&mut self, at: usize, index: ChunkIndex, bytes: usize, now: Instant) -> bool {
@@ -532,6 +553,30 @@ mod tests {
         let (mut s, t) = swarm(3);
         s.connected(0, t);
         assert_eq!(s.poll(t), [Action::Subscribe(0)]);
+    }
+
+    #[test]
+    fn a_skipped_chunk_is_fetched_at_once_from_the_best_source_without_blame() {
+        let (mut s, t) = swarm(2);
+        s.connected(0, t);
+        s.connected(1, t);
+        s.poll(t);
+        s.missing(ChunkIndex(4), t);
+        assert_eq!(s.first_wanted(), Some(ChunkIndex(4)));
+        assert_eq!(
+            s.poll(t),
+            [Action::Fetch {
+                source: 0,
+                index: ChunkIndex(4)
+            }]
+        );
+        assert_eq!(s.source(0).1.timeouts, 0);
+        s.received(0, ChunkIndex(4), 100, ms(t, 30));
+        s.accepted(ChunkIndex(4), ms(t, 30));
+        assert_eq!(s.first_wanted(), None);
+        // Already accepted: not asked again.
+        s.missing(ChunkIndex(4), ms(t, 40));
+        assert_eq!(s.poll(ms(t, 40)), []);
     }
 
     #[test]
