@@ -14,6 +14,10 @@
 //! Latency (p50/p99 from the subscriber's `--summary-json`) and what the proxy did are printed,
 //! never asserted (`cargo test --test network -- --nocapture` shows them).
 //!
+//! Blackouts: one of 8 s is ridden through by the connection (10 s idle timeout) and every chunk
+//! written; one of 20 s ends the connection, the subscriber redials once the path is back, and
+//! chunks the publisher's cache no longer holds are a gap marked EXT-X-DISCONTINUITY.
+//!
 //! Everything stays on loopback; both nodes run with `EC_NODE_UDP_PAYLOAD=1350`, so they size
 //! their datagrams for a real path (1350 bytes) rather than for the loopback interface (16 KiB).
 //!
@@ -45,7 +49,7 @@ const CHUNK_MS: &str = "1000";
 /// Verified chunks each subscriber waits for (about 3 fetched from before the join, then live).
 const CHUNKS: usize = 8;
 /// The longest a subscriber may run before the test fails.
-const LIMIT: Duration = Duration::from_secs(45);
+const LIMIT: Duration = Duration::from_secs(60);
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -152,6 +156,20 @@ fn index_of(name: &str) -> u64 {
 /// Runs one scenario: the publisher, the proxy with `impairments` (up = subscriber to
 /// publisher, down = back), the subscriber through it; asserts the outcome and prints figures.
 fn scenario(name: &str, impairments: [Impairment; 2], seed: u64) {
+    run_scenario(name, impairments, seed, &[], Gaps::None);
+}
+
+/// What a scenario may leave in the playlist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gaps {
+    /// Every chunk from the first to the last, no discontinuity.
+    None,
+    /// Chunks no source held may be missing, each gap marked EXT-X-DISCONTINUITY.
+    Marked,
+}
+
+/// A scenario with `extra` subscriber flags, expecting `gaps`.
+fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&str], gaps: Gaps) {
     let seed = std::env::var("EC_NODE_IMPAIR_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -181,6 +199,7 @@ fn scenario(name: &str, impairments: [Impairment; 2], seed: u64) {
         "--summary-json",
         summary_path.to_str().unwrap(),
     ])
+    .args(extra)
     .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
     .spawn()
     .expect("start moq-subscribe");
@@ -216,13 +235,28 @@ fn scenario(name: &str, impairments: [Impairment; 2], seed: u64) {
         .iter()
         .map(|(n, ..)| index_of(n))
         .collect();
-    let first = indices[0];
-    let expected: Vec<u64> = (first..first + CHUNKS as u64).collect();
-    assert_eq!(indices, expected, "{name}: a gap in the chunk indices");
-    assert!(
-        playlist.segments.iter().all(|(_, _, disc, _)| !disc),
-        "{name}: a discontinuity in the playlist"
-    );
+    match gaps {
+        Gaps::None => {
+            let first = indices[0];
+            let expected: Vec<u64> = (first..first + CHUNKS as u64).collect();
+            assert_eq!(indices, expected, "{name}: a gap in the chunk indices");
+            assert!(
+                playlist.segments.iter().all(|(_, _, disc, _)| !disc),
+                "{name}: a discontinuity in the playlist"
+            );
+        }
+        Gaps::Marked => {
+            for (i, pair) in indices.windows(2).enumerate() {
+                assert!(pair[1] > pair[0], "{name}: {indices:?}");
+                let marked = playlist.segments[i + 1].2;
+                assert!(
+                    pair[1] == pair[0] + 1 || marked,
+                    "{name}: unmarked gap {indices:?}"
+                );
+            }
+            println!("{name}: indices {indices:?}");
+        }
+    }
     hls::assert_decodes_clean(&hls_dir);
     drop(publisher);
 }
@@ -266,4 +300,29 @@ fn a_25_mbit_cap_with_a_bounded_queue() {
         ..Impairment::default()
     };
     scenario("cap-25", imp.both(), 25);
+}
+
+#[test]
+fn an_8_s_blackout_is_ridden_through_and_the_missed_chunks_fetched() {
+    // Both ways, from 7 s to 15 s after the proxy starts: the stream is running by then. The
+    // connection outlives it (10 s idle timeout, PINGs every 3.3 s), and what was missed is
+    // still in the publisher's cache.
+    let imp = Impairment {
+        blackouts: vec![(7000 * MS, 15_000 * MS)],
+        ..Impairment::default()
+    };
+    let patient = ["--manifest-timeout", "30", "--idle-timeout", "30"];
+    run_scenario("blackout-8", imp.both(), 8, &patient, Gaps::None);
+}
+
+#[test]
+fn a_20_s_blackout_resumes_at_the_live_edge_with_gaps_marked() {
+    // Longer than the idle timeout: the connection ends on both sides, the subscriber redials
+    // once the path is back and goes on; what the cache no longer holds is a marked gap.
+    let imp = Impairment {
+        blackouts: vec![(7000 * MS, 27_000 * MS)],
+        ..Impairment::default()
+    };
+    let patient = ["--manifest-timeout", "30", "--idle-timeout", "40"];
+    run_scenario("blackout-20", imp.both(), 20, &patient, Gaps::Marked);
 }

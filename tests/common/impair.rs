@@ -13,8 +13,9 @@
 //!   [`Duration`] since the start) and answers when to send it — zero, one or two times (a
 //!   duplicate) — counting what it did in [`Stats`]. Random draws come from a [`SplitMix64`]
 //!   per direction seeded from one seed, so the same inputs give the same answers.
-//! * [`Proxy`] is the socket shell: it listens on `127.0.0.1:0`, forwards what the first client
-//!   sends there to the target from a socket of its own, and what comes back to that client.
+//! * [`Proxy`] is the socket shell: it listens on `127.0.0.1:0`, forwards what a client sends
+//!   there to the target from a socket of its own, and what comes back to the client that sent
+//!   last (one that dials again from a new port takes over).
 //!   Two reader threads (blocking sockets with a short read timeout) feed the policy; a sender
 //!   thread sends each datagram when its time comes. Dropping the proxy stops and joins them.
 //!
@@ -400,10 +401,9 @@ fn read_loop(
         let now = start.elapsed();
         let mut s = shared.0.lock().unwrap();
         if dir == Dir::Up {
-            // The first client owns the proxy; anyone else is ignored.
-            if *s.client.get_or_insert(from) != from {
-                continue;
-            }
+            // The latest client owns the proxy: one that dials again from a new port (a new
+            // connection) gets the answers from then on.
+            s.client = Some(from);
         }
         if let Verdict::Send(times) = s.policy.on_datagram(dir, n, now) {
             for at in times {
