@@ -147,6 +147,30 @@ fn input_that_is_not_mpeg_ts_is_said_not_passed_as_empty() {
         "{}",
         stderr(&out)
     );
+    // moq-publish says so too, once its input ended with nothing published; an HTML error
+    // page, as a misconfigured URL gives, is the same.
+    let page = media::write_temp(
+        "error-page.html",
+        b"<html><body>404 Not Found</body></html>\n",
+    );
+    for input in [&path, &page] {
+        let out = process::run(&[
+            "moq-publish",
+            "--input",
+            input.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--stream-id",
+            "ec/stream/v1/test/not-ts",
+            "--as-fast-as-possible",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no MPEG-TS found"),
+            "{}",
+            stderr(&out)
+        );
+    }
     // A directory is named as one.
     let folder = std::env::temp_dir();
     let out = ec_node(&["chunks", "--input", folder.to_str().unwrap()], None);

@@ -183,7 +183,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     match outcome {
         Ok(summary) => {
             summary_of(&summary, !relays.is_empty()).print(false);
-            match summary.ingest.and_then(|r| r.capture) {
+            let Some(ingest) = summary.ingest else {
+                return Ok(());
+            };
+            super::chunks::not_transport_stream(&source, &ingest.chunker)?;
+            match ingest.capture {
                 Some(Err(e)) => Err(capture_failure(e)),
                 _ => Ok(()),
             }
@@ -196,11 +200,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// The run's summary; `relays`: whether it published into relays.
 fn summary_of(s: &PublishSummary, relays: bool) -> Summary {
-    let (lost, overrun, discontinuities) = s.ingest.as_ref().map_or((0, 0, 0), |r| {
+    let (lost, overrun, discontinuities, gaps) = s.ingest.as_ref().map_or((0, 0, 0, 0), |r| {
         (
             r.chunker.lost_packets,
             r.overrun_bytes,
             r.chunker.discontinuities,
+            r.gaps,
         )
     });
     Summary::new(
@@ -212,7 +217,8 @@ fn summary_of(s: &PublishSummary, relays: bool) -> Summary {
         s.evicted, s.dropped
     ))
     .part(format!(
-        "capture: {lost} packets lost, {overrun} bytes overrun, {discontinuities} discontinuities"
+        "capture: {lost} packets lost, {overrun} bytes overrun, {discontinuities} discontinuities, \
+         {gaps} gaps in the input (outages ridden through, overruns)"
     ))
     .parts(relays.then(|| format!("relays dialled again {} times", s.relay_reconnects)))
 }
