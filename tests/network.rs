@@ -40,7 +40,7 @@ use sim::Sim;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const STREAM: &str = "ec/stream/v1/test/network";
@@ -114,19 +114,6 @@ impl Drop for Publisher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn wait_limited(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("still running after {limit:?}: {}", process::stderr(&out));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// The ATSC-like clip of `media::atsc_mpeg2_ac3` with its MPEG-2 video at 17 Mb/s CBR instead
@@ -203,7 +190,7 @@ fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&s
     .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
     .spawn()
     .expect("start moq-subscribe");
-    let out = wait_limited(child, LIMIT);
+    let out = process::wait_limited(child, LIMIT);
     let wall = started.elapsed();
     let stats = proxy.stop();
     let err = process::stderr(&out);

@@ -20,6 +20,16 @@ use nodes::*;
 use sim::Sim;
 use std::time::Duration;
 
+/// A forwarder's test faults: every second chunk group flipped or swapped, in turn.
+const TAMPER: [&str; 6] = [
+    "--tamper",
+    "flip",
+    "--tamper",
+    "swap",
+    "--tamper-every",
+    "2",
+];
+
 #[test]
 fn swarm_a_source_killed_mid_stream_leaves_no_gap() {
     media::require_tool("ffmpeg");
@@ -90,15 +100,7 @@ fn swarm_a_tampering_source_is_demoted_and_nothing_invalid_is_written() {
     let leader = Publisher::leader(&sim, &key_a, &fast);
     let honest = Publisher::start(&sim, &key("swarm-tamper-b").0, &fast);
     let upstream = Publisher::start(&sim, &key("swarm-tamper-c").0, &fast);
-    let tamper = [
-        "--tamper",
-        "flip",
-        "--tamper",
-        "swap",
-        "--tamper-every",
-        "2",
-    ];
-    let liar = Publisher::forward(&upstream, &key("swarm-tamper-f").0, &tamper);
+    let liar = Publisher::forward(&upstream, &key("swarm-tamper-f").0, &TAMPER);
     let dir = process::out_dir("mesh", "swarm-tamper");
     let json = dir.with_extension("json");
     let json_arg = json.to_str().unwrap().to_string();
@@ -156,15 +158,7 @@ fn a_verifying_forwarder_stops_junk_and_fills_the_gap_from_another_upstream() {
     let leader = Publisher::leader(&sim, &key_a, &fast);
     let honest = Publisher::start(&sim, &key("verify-fwd-b").0, &fast);
     let upstream = Publisher::start(&sim, &key("verify-fwd-c").0, &fast);
-    let tamper = [
-        "--tamper",
-        "flip",
-        "--tamper",
-        "swap",
-        "--tamper-every",
-        "2",
-    ];
-    let liar = Publisher::forward(&upstream, &key("verify-fwd-f").0, &tamper);
+    let liar = Publisher::forward(&upstream, &key("verify-fwd-f").0, &TAMPER);
     // Between the upstreams and the subscriber: a forwarder that verifies against the leader's
     // manifests before anything enters its cache, and forwards those manifests too.
     let gate = Publisher::forward(

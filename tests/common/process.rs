@@ -4,7 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// `ec-node ARGS` with piped stdout/stderr and no stdin, ready to spawn.
 pub fn ec_node(args: &[&str]) -> Command {
@@ -51,4 +52,19 @@ pub fn out_dir(group: &str, name: &str) -> PathBuf {
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Waits for `child` to exit, at most `limit`: past that it is killed and the test fails with
+/// its stderr.
+pub fn wait_limited(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }

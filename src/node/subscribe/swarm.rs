@@ -255,39 +255,37 @@ impl Swarm {
 
     /// A trusted manifest says chunk `index` exists: it is waited for from the live source.
     pub fn expected(&mut self, index: ChunkIndex, now: Instant) {
-        if self.accepted.contains_key(&index) || self.wanted.contains_key(&index) {
-            return;
-        }
-        self.wanted.insert(
-            index,
-            Wanted {
-                deadline: now + self.config.group_timeout,
-                since: now,
-                fetched: None,
-                waiting: self.live,
-                asked: Vec::new(),
-                forced: false,
-                retries: 0,
-                again: false,
-            },
-        );
+        let live = self.live;
+        self.await_chunk(index, now + self.config.group_timeout, live, now);
     }
 
     /// Chunk `index` was skipped (a later one arrived first, after a cut): it is fetched from
     /// the best source at once, charging nobody a timeout.
     pub fn missing(&mut self, index: ChunkIndex, now: Instant) {
+        self.await_chunk(index, now, None, now);
+    }
+
+    /// Awaits chunk `index` (unless accepted or awaited already) from `waiting` until
+    /// `deadline`; with no source waited for, nobody is charged when it passes.
+    fn await_chunk(
+        &mut self,
+        index: ChunkIndex,
+        deadline: Instant,
+        waiting: Option<usize>,
+        now: Instant,
+    ) {
         if self.accepted.contains_key(&index) || self.wanted.contains_key(&index) {
             return;
         }
         self.wanted.insert(
             index,
             Wanted {
-                deadline: now,
+                deadline,
                 since: now,
                 fetched: None,
-                waiting: None,
+                waiting,
                 asked: Vec::new(),
-                forced: true,
+                forced: waiting.is_none(),
                 retries: 0,
                 again: false,
             },
