@@ -13,6 +13,9 @@
 //!   plain copier of the same bytes (`serve.rs`).
 //! - `bench swarm`: bytes pulled, CPU and failover gap of subscribers pulling from several
 //!   availability nodes, next to the same subscribers with one source (`swarm.rs`).
+//! - `bench soak`: RSS, open fds and threads of every role of a mesh through an impairment
+//!   proxy, sampled over a long run, with the slope per hour of each, and missing chunks
+//!   (`soak.rs`).
 //!
 //! One file per benchmark; `proc` measures child processes and `broadcast` makes the shared
 //! input. Nothing here is imported by the library.
@@ -24,6 +27,7 @@ mod mesh;
 mod proc;
 mod record;
 mod serve;
+mod soak;
 mod swarm;
 mod trust;
 
@@ -46,6 +50,7 @@ enum What {
     Mesh(mesh::Args),
     Record(record::Args),
     Serve(serve::Args),
+    Soak(soak::Args),
     Swarm(swarm::Args),
     Trust(trust::Args),
 }
@@ -58,6 +63,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         What::Mesh(args) => mesh::run(args),
         What::Record(args) => record::run(args),
         What::Serve(args) => serve::run(args),
+        What::Soak(args) => soak::run(args),
         What::Swarm(args) => swarm::run(args),
         What::Trust(args) => trust::run(args),
     }

@@ -106,6 +106,16 @@ pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
 }
 
+/// Threads of a process now (`Threads:` in /proc/PID/status; 0 where unavailable).
+pub fn thread_count(pid: u32) -> u64 {
+    status_kib(pid, "Threads:")
+}
+
+/// Open file descriptors of a process now (entries of /proc/PID/fd; 0 where unavailable).
+pub fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+}
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
