@@ -190,12 +190,14 @@ fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&s
     .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
     .spawn()
     .expect("start moq-subscribe");
-    let out = process::wait_limited(child, LIMIT);
+    let (out, subscriber_cpu) = process::wait_measured(child, LIMIT);
     let wall = started.elapsed();
+    let publisher_cpu = process::cpu_seconds(publisher.child.id()).unwrap_or(f64::NAN);
     let stats = proxy.stop();
     let err = process::stderr(&out);
     println!(
-        "{name} (seed {seed}): subscriber ran {wall:.1?}, exit {:?}",
+        "{name} (seed {seed}): subscriber ran {wall:.1?}, exit {:?}; CPU: subscriber \
+         {subscriber_cpu:.2} s, publisher {publisher_cpu:.2} s (since it started)",
         out.status.code()
     );
     println!("{name}: dialled {remote}, proxy {stats}");

@@ -56,9 +56,17 @@ pub fn out_dir(group: &str, name: &str) -> PathBuf {
 
 /// Waits for `child` to exit, at most `limit`: past that it is killed and the test fails with
 /// its stderr.
-pub fn wait_limited(mut child: Child, limit: Duration) -> Output {
+pub fn wait_limited(child: Child, limit: Duration) -> Output {
+    wait_measured(child, limit).0
+}
+
+/// As [`wait_limited`], also returning the CPU seconds (user + system) the child used, read
+/// from `/proc` while it ran (the last reading before it exited).
+pub fn wait_measured(mut child: Child, limit: Duration) -> (Output, f64) {
     let start = Instant::now();
+    let mut cpu = 0.0;
     while child.try_wait().expect("wait").is_none() {
+        cpu = cpu_seconds(child.id()).unwrap_or(cpu);
         if start.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
@@ -66,5 +74,16 @@ pub fn wait_limited(mut child: Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap()
+    (child.wait_with_output().unwrap(), cpu)
+}
+
+/// User + system CPU seconds of a running process, from `/proc/PID/stat` (Linux's clock tick
+/// of 100 Hz).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |at: usize| fields.get(at)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

@@ -184,8 +184,11 @@ pub struct Swarm {
     config: SwarmConfig,
     sources: Vec<Source>,
     live: Option<usize>,
-    /// When the first source came up.
-    first_up: Option<Instant>,
+    /// Until when the first live subscription waits for sources given before the first one up
+    /// (`None` before any is up, and once the grace is over or the live subscription placed).
+    grace_until: Option<Instant>,
+    /// Whether a source has come up yet.
+    any_up: bool,
     wanted: BTreeMap<ChunkIndex, Wanted>,
     accepted: BTreeMap<ChunkIndex, Instant>,
     actions: Vec<Action>,
@@ -209,7 +212,8 @@ impl Swarm {
                 })
                 .collect(),
             live: None,
-            first_up: None,
+            grace_until: None,
+            any_up: false,
             wanted: BTreeMap::new(),
             accepted: BTreeMap::new(),
             actions: Vec::new(),
@@ -231,7 +235,10 @@ impl Swarm {
         if matches!(self.sources[at].state, SourceState::Connecting) {
             self.sources[at].state = SourceState::Up;
         }
-        self.first_up.get_or_insert(now);
+        if !self.any_up {
+            self.any_up = true;
+            self.grace_until = Some(now + STARTUP_GRACE);
+        }
         self.place_live(now);
     }
 
@@ -445,11 +452,7 @@ impl Swarm {
             SourceState::Gone { redial_at } => Some(redial_at),
             _ => None,
         });
-        let grace = self
-            .first_up
-            .filter(|_| self.live.is_none())
-            .map(|t| t + STARTUP_GRACE);
-        wanted.chain(sources).chain(grace).min()
+        wanted.chain(sources).chain(self.grace_until).min()
     }
 
     /// The best usable source among those `allowed`: lowest score, ties to the lowest index.
@@ -476,6 +479,11 @@ impl Swarm {
     /// once no source given before it is still connecting for the first time, or the grace
     /// is over.
     fn place_live(&mut self, now: Instant) {
+        // A passed grace is never waited for again (a deadline in the past would make the
+        // caller's wait zero).
+        if self.grace_until.is_some_and(|t| now >= t) {
+            self.grace_until = None;
+        }
         if self.live.is_some_and(|l| self.sources[l].usable()) {
             return;
         }
@@ -483,13 +491,14 @@ impl Swarm {
             self.live = None;
             return;
         };
-        let starting = self.first_up.is_some_and(|t| now < t + STARTUP_GRACE);
+        let starting = self.grace_until.is_some_and(|t| now < t);
         let earlier_connecting = self.sources[..best]
             .iter()
             .any(|s| s.state == SourceState::Connecting && s.redials == 0);
         if starting && earlier_connecting {
             return;
         }
+        self.grace_until = None;
         self.live = Some(best);
         if let Some(at) = self.live {
             self.actions.push(Action::Subscribe(at));
@@ -551,6 +560,13 @@ mod tests {
         let (mut s, t) = swarm(3);
         s.connected(0, t);
         assert_eq!(s.poll(t), [Action::Subscribe(0)]);
+        // The grace is over for good: a lone source gone later leaves nothing due but its
+        // redial (no deadline in the past to spin on).
+        let (mut s, t) = swarm(1);
+        s.connected(0, t);
+        s.poll(t);
+        s.gone(0, ms(t, 5000));
+        assert_eq!(s.poll_timeout(), Some(ms(t, 6000)));
     }
 
     #[test]
