@@ -68,8 +68,8 @@ pub struct MeshSource {
 pub enum ChannelSource {
     /// A tuner: the capture source of the channel on its device.
     Tuner(Source),
-    /// The mesh: verified chunks of a stream.
-    Mesh(MeshSource),
+    /// The mesh: verified chunks of a stream (boxed: its peers make it far larger than a tuner).
+    Mesh(Box<MeshSource>),
 }
 
 /// One place a channel can be read from.
@@ -142,14 +142,23 @@ pub struct Viewer {
     id: u64,
 }
 
+/// What a viewer waiting for its next chunk gets.
+pub enum Next {
+    /// A whole chunk, to send.
+    Chunk(Arc<[u8]>),
+    /// Nothing within the wait.
+    Nothing,
+    /// The viewer was dropped (too slow) or the channel closed.
+    Closed,
+}
+
 impl Viewer {
-    /// The next chunk, waiting at most `timeout`; `Err` once the viewer was dropped (too slow)
-    /// or the channel closed.
-    pub fn next(&self, timeout: Duration) -> Result<Option<Arc<[u8]>>, ()> {
+    /// The next chunk, waiting at most `timeout`.
+    pub fn next(&self, timeout: Duration) -> Next {
         match self.chunks.recv_timeout(timeout) {
-            Ok(chunk) => Ok(Some(chunk)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(()),
+            Ok(chunk) => Next::Chunk(chunk),
+            Err(RecvTimeoutError::Timeout) => Next::Nothing,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
         }
     }
 

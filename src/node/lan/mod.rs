@@ -155,7 +155,7 @@ pub fn serve(
     for mesh in &config.mesh {
         let upstream = Upstream {
             device: None,
-            source: ChannelSource::Mesh(mesh.source.clone()),
+            source: ChannelSource::Mesh(Box::new(mesh.source.clone())),
             label: format!("mesh {}", mesh.source.objects.target),
         };
         match channels.iter_mut().find(|c| c.entry.guide == mesh.guide) {

@@ -6,7 +6,7 @@
 //! target ever names a file. Streams are whole chunks from a viewer's queue, written with a
 //! stall limit; an HTTP/1.1 `Connection: close` body that ends when the viewer goes.
 
-use super::hub::{ChannelStatus, Hub, Refusal};
+use super::hub::{ChannelStatus, Hub, Next, Refusal};
 use crate::chunk::ChunkIndex;
 use crate::hdhr::device::{self, Identity};
 use crate::hdhr::{DeviceError, GuideNumber};
@@ -234,18 +234,18 @@ impl Site {
                 break "duration";
             }
             match viewer.next(POLL) {
-                Ok(Some(chunk)) => match http::send(&mut conn, &chunk, &self.stop, STALL) {
+                Next::Chunk(chunk) => match http::send(&mut conn, &chunk, &self.stop, STALL) {
                     Ok(()) => viewer.sent(chunk.len()),
                     Err(SendError::ClientLeft) => break "client left",
                     Err(SendError::SlowClient) => break "client stalled",
                     Err(SendError::Stopped) => break "stopping",
                 },
-                Ok(None) => {
+                Next::Nothing => {
                     if http::client_left(&mut conn) {
                         break "client left";
                     }
                 }
-                Err(()) => break "dropped or channel closed",
+                Next::Closed => break "dropped or channel closed",
             }
         };
         log::info!("{peer}: stopped watching {guide} ({why})");
