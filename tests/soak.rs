@@ -7,19 +7,12 @@
 //!
 //! Needs ffmpeg (the bench generates its broadcast with it on first use).
 //!
-//! Ignored for now: it fails on what it is meant to catch. Subscribers of a verifying
-//! `moq-forward` whose upstream path has the delay with jitter (with or without the loss) miss
-//! chunks — a third of them over 1.5 minutes — while the subscriber on the same kind of path
-//! straight from the publisher misses none (docs/PERFORMANCE.md, "Soak"). Run it with
-//! `cargo test --test soak -- --ignored --nocapture`; drop the `ignore` once that is fixed.
-
 #[path = "common/process.rs"]
 mod process;
 
 use std::time::Instant;
 
 #[test]
-#[ignore = "subscribers of a verifying moq-forward behind a jittered path miss chunks (docs/PERFORMANCE.md, Soak)"]
 fn a_short_soak_stays_up_and_misses_no_chunk() {
     let started = Instant::now();
     let out = process::run(&[

@@ -4,8 +4,8 @@
 //!
 //! Every role is a child process of this executable, on loopback: `tuner-sim` looping the
 //! generated 19.39 Mb/s broadcast; one `moq-publish --publish-manifests` (listening); one
-//! verifying `moq-forward` whose `--remote` and `--remote-manifests` are the publisher, reached
-//! through an impairment proxy; two `moq-subscribe --require-manifest` of the forwarder (the
+//! verifying `moq-forward` whose `--remote` is the publisher (both tracks on one connection,
+//! trusting the publisher's node id), reached through an impairment proxy; two `moq-subscribe --require-manifest` of the forwarder (the
 //! manifests from the publisher, directly; with `--forwarded-manifests` from the forwarder,
 //! trusting the publisher's node id) and one of the publisher through a second proxy. Every role runs with `EC_NODE_UDP_PAYLOAD=1350`, so datagrams are sized for a real
 //! path. After a warm-up (caches fill, sessions settle) the bench reads, for each process and at
@@ -20,7 +20,10 @@
 //! The impairment is its own, small: the UDP proxy of `tests/common/impair.rs` is test support,
 //! which the binary cannot use, and the soak needs only a fixed loss and a delay with jitter.
 //! [`Impair`] is the sans-I/O decision (seeded, time as an argument); [`Proxy`] is the socket
-//! shell, two threads, one per direction, answering the client that sent last.
+//! shell, two threads, one per direction, answering the client that sent last — so each proxy
+//! carries one connection (a second one from another port would take the first one's answers;
+//! an early version of this bench dialled the forwarder's manifests peer through the same proxy
+//! and measured that instead of the node).
 //!
 //! Exit 0 when every process stayed up and no subscriber missed a chunk; otherwise 1 with one
 //! line naming the first cause. Slopes are printed, never judged: a short run's slope is noise.
@@ -185,7 +188,9 @@ fn soak(args: &Args, input: &Path, work: &Path) -> Result<(), Failure> {
         "endpoint",
         roles
             .command("moq-forward")
-            .args(["--remote", &upstream, "--remote-manifests", &upstream])
+            // Both tracks over one connection: the proxy answers one client at a time (a
+            // second connection through it, from another port, would take its answers).
+            .args(["--remote", &upstream, "--trust", pub_id])
             .args(["--listen", "127.0.0.1:0", "--stream-id", STREAM]),
     )?;
     let proxied = format!("{pub_id}@{}", to_subscriber.addr);
@@ -284,7 +289,9 @@ struct Roles<'a> {
 impl Roles<'_> {
     fn command(&self, role: &str) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.env("RUST_LOG", "warn")
+        // The roles' logs (kept in the work folder) say what went wrong; RUST_LOG asks for more.
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        cmd.env("RUST_LOG", level)
             .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
             .stdin(Stdio::null())
             .arg(role);

@@ -58,9 +58,12 @@ const MANIFEST_TIMES: usize = 1024;
 const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two progress reports.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// Chunk sources remembered by index, to blame a rejection on the source that sent it; also
-/// the most sealed objects kept for an [`Onward`] until their chunk is written.
+/// Chunk sources remembered by index, to blame a rejection on the source that sent it.
 const SOURCES_REMEMBERED: usize = 1024;
+/// The most sealed objects an [`Onward`]'s run keeps until their chunk is written: what the
+/// reorder stage may hold, and as many again waiting for the verifier. Objects of chunks that
+/// will never be written (late, rejected) are dropped as soon as a later chunk is written.
+const SEALED_HELD: usize = 2 * REORDER_CAP;
 /// Manifests kept for an [`Onward`] until the verifier decides on them.
 const MANIFESTS_HELD: usize = 64;
 /// The widest gap in a track's groups that is fetched when a later group arrives (a blackout,
@@ -751,8 +754,11 @@ impl Run<'_> {
                             self.backfill_indices.push(placed);
                         }
                         if self.output.passes_on() {
-                            self.sealed.insert(placed, object.payload.as_slice().into());
-                            while self.sealed.len() > SOURCES_REMEMBERED {
+                            // A chunk written already is never written again.
+                            if self.newest_handed.is_none_or(|n| placed > n) {
+                                self.sealed.insert(placed, object.payload.as_slice().into());
+                            }
+                            while self.sealed.len() > SEALED_HELD {
                                 self.sealed.pop_first();
                             }
                         }
@@ -901,6 +907,17 @@ impl Run<'_> {
         self.newest_manifest = Some(newest);
     }
 
+    /// The sealed object of chunk `index`, about to be written; objects of earlier chunks will
+    /// never be (they were late or rejected) and are dropped with it.
+    fn take_sealed(&mut self, index: ChunkIndex) -> Option<Arc<[u8]>> {
+        let later = self
+            .sealed
+            .split_off(&ChunkIndex(index.0.saturating_add(1)));
+        let taken = self.sealed.remove(&index);
+        self.sealed = later;
+        taken
+    }
+
     /// Keeps a manifest's bytes for an [`Onward`] until the verifier decides on it.
     fn hold_manifest(&mut self, group: GroupId, bytes: &[u8]) {
         if !self.output.passes_on() {
@@ -980,7 +997,7 @@ impl Run<'_> {
                 entry,
                 bytes: chunk.bytes,
                 created,
-                sealed: self.sealed.remove(&index),
+                sealed: self.take_sealed(index),
             };
             if !self.output.send(segment) {
                 return Err(SubscribeError::OutputStopped);
