@@ -5,10 +5,11 @@
 //! Every role is a child process of this executable, on loopback: `tuner-sim` looping the
 //! generated 19.39 Mb/s broadcast; one `moq-publish --publish-manifests` (listening); one
 //! verifying `moq-forward` whose `--remote` is the publisher (both tracks on one connection,
-//! trusting the publisher's node id), reached through an impairment proxy; two `moq-subscribe --require-manifest` of the forwarder (the
-//! manifests from the publisher, directly; with `--forwarded-manifests` from the forwarder,
-//! trusting the publisher's node id) and one of the publisher through a second proxy. Every role runs with `EC_NODE_UDP_PAYLOAD=1350`, so datagrams are sized for a real
-//! path. After a warm-up (caches fill, sessions settle) the bench reads, for each process and at
+//! trusting the publisher's node id), reached through an impairment proxy; two `moq-subscribe
+//! --require-manifest` of the forwarder (the manifests from the publisher, directly; with
+//! `--forwarded-manifests` from the forwarder, trusting the publisher's node id) and one of the
+//! publisher through a second proxy. Every role runs with `EC_NODE_UDP_PAYLOAD=1350`, so
+//! datagrams are sized for a real path. After a warm-up (caches fill, sessions settle) the bench reads, for each process and at
 //! each sample, `VmRSS`, the entries of `/proc/PID/fd` and `Threads` (`proc`), and at the end
 //! fits a least-squares line to each series: the slope per hour is the figure (goal: flat). Then
 //! it stops the roles with SIGTERM, subscribers first, and reads each subscriber's
