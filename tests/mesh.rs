@@ -19,7 +19,6 @@ mod sim;
 use nodes::*;
 use process::ec_node;
 use sim::Sim;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
@@ -511,12 +510,7 @@ impl Serve {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--discovery", "false"];
         all.extend_from_slice(args);
         let mut child = ec_node(&all).spawn().expect("start serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"));
+        let ready = process::ready_line(&mut child);
         Serve {
             addr: ready["listen"].as_str().unwrap().parse().unwrap(),
             child,

@@ -37,7 +37,6 @@ mod sim;
 use impair::{Cap, Impairment, Proxy};
 use process::ec_node;
 use sim::Sim;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -93,12 +92,7 @@ impl Publisher {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("start moq-publish");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"));
+        let ready = process::ready_line(&mut child);
         let endpoint = ready["endpoint"].as_str().expect("endpoint").to_string();
         let (node_id, addr) = endpoint.split_once('@').expect("NODE_ID@IP:PORT");
         Publisher {

@@ -7,7 +7,6 @@
 use crate::hls;
 use crate::process::{self, ec_node};
 use crate::sim::Sim;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
@@ -58,12 +57,7 @@ impl Publisher {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--key", key.to_str().unwrap(), "--stream-id", STREAM]);
         let mut child = ec_node(&all).spawn().expect("start the node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"));
+        let ready = process::ready_line(&mut child);
         let endpoint = ready["endpoint"].as_str().unwrap_or_default().to_string();
         Publisher { child, endpoint }
     }

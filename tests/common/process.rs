@@ -87,3 +87,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
+
+/// The JSON ready line a node prints on stdout once it serves (read from the child's stdout,
+/// which is taken).
+pub fn ready_line(child: &mut Child) -> serde_json::Value {
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("ready line, got {line:?}"))
+}
