@@ -20,6 +20,8 @@
 //!
 //! Everything stays on loopback; both nodes run with `EC_NODE_UDP_PAYLOAD=1350`, so they size
 //! their datagrams for a real path (1350 bytes) rather than for the loopback interface (16 KiB).
+//! Another `EC_NODE_UDP_PAYLOAD`, and `EC_NODE_QUIC` (congestion control, pacing, windows), pass
+//! through to both nodes, to measure what a QUIC setting is worth (docs/PERFORMANCE.md).
 //!
 //! `EC_NODE_IMPAIR_SEED=N` replaces each scenario's fixed seed, to try other draws.
 
@@ -52,8 +54,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 const MS: Duration = Duration::from_millis(1);
 
-/// A real path's UDP payload, for both nodes (see the module doc).
-const PATH_PAYLOAD: (&str, &str) = ("EC_NODE_UDP_PAYLOAD", "1350");
+/// The variable that sizes both nodes' datagrams (see the module doc).
+const PAYLOAD_VAR: &str = "EC_NODE_UDP_PAYLOAD";
+
+/// A real path's UDP payload, unless the environment sets another (to measure its effect).
+fn path_payload() -> String {
+    std::env::var(PAYLOAD_VAR).unwrap_or_else(|_| "1350".into())
+}
 
 /// A running `moq-publish`; killed on drop.
 struct Publisher {
@@ -88,7 +95,7 @@ impl Publisher {
             "--stream-id",
             STREAM,
         ])
-        .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
+        .env(PAYLOAD_VAR, path_payload())
         .stderr(Stdio::from(log))
         .spawn()
         .expect("start moq-publish");
@@ -181,7 +188,7 @@ fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&s
         summary_path.to_str().unwrap(),
     ])
     .args(extra)
-    .env(PATH_PAYLOAD.0, PATH_PAYLOAD.1)
+    .env(PAYLOAD_VAR, path_payload())
     .spawn()
     .expect("start moq-subscribe");
     let (out, subscriber_cpu) = process::wait_measured(child, LIMIT);
@@ -194,7 +201,11 @@ fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&s
          {subscriber_cpu:.2} s, publisher {publisher_cpu:.2} s (since it started)",
         out.status.code()
     );
-    println!("{name}: dialled {remote}, proxy {stats}");
+    println!(
+        "{name}: dialled {remote}, {PAYLOAD_VAR}={}, EC_NODE_QUIC={:?}, proxy {stats}",
+        path_payload(),
+        std::env::var("EC_NODE_QUIC").unwrap_or_default()
+    );
     assert_eq!(out.status.code(), Some(0), "{name}: {err}");
 
     let summary: serde_json::Value =
@@ -222,10 +233,13 @@ fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&s
         Gaps::None => {
             let first = indices[0];
             let expected: Vec<u64> = (first..first + CHUNKS as u64).collect();
-            assert_eq!(indices, expected, "{name}: a gap in the chunk indices");
+            assert_eq!(
+                indices, expected,
+                "{name}: a gap in the chunk indices; {err}"
+            );
             assert!(
                 playlist.segments.iter().all(|(_, _, disc, _)| !disc),
-                "{name}: a discontinuity in the playlist"
+                "{name}: a discontinuity in the playlist; {err}"
             );
         }
         Gaps::Marked => {

@@ -24,10 +24,10 @@
 //!    readable stream bytes, resets, STOP_SENDING and datagrams; drain its outputs; write its
 //!    bytes, buffered writes first (control stream first), then new writes while less than
 //!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`, batched for UDP
-//!    GSO (see `net::udp`). Session events go to the handler between reading and writing, so its
+//!    GSO (see `net::udp`) and paced (see `net::pacing`; settings in `net::tuning`). Session events go to the handler between reading and writing, so its
 //!    answers leave in the same pass. 3. Drop closed connections, reporting why. 4. Block in
-//!    `recv_from` until the earliest of quiche's, the sessions' and the handler's deadlines (at
-//!    least 1 ms, at most 1 s), then handle the packet or the timers.
+//!    `recv_from` until the earliest of quiche's, the pacer's, the sessions' and the handler's
+//!    deadlines (at least 1 ms, at most 1 s), then handle the packet or the timers.
 //!
 //! Memory is bounded: events, commands and work go through bounded channels (a full event channel
 //! stalls the loop, and QUIC flow control then pushes back on the peer), and at most
@@ -48,24 +48,13 @@ use crate::moq::wire::Version;
 use crate::moq::{MoqError, SessionCode};
 use crate::net::addr::Target;
 use crate::net::identity::{self, PeerCheck, ALPN};
-use crate::net::udp::Transmit;
+use crate::net::pacing::Pacer;
+use crate::net::tuning::Tuning;
+use crate::net::udp::{self, Transmit};
 use crate::net::NetError;
 
 /// Bytes per connection pulled from a session but not yet accepted by QUIC (flow control).
 pub const PENDING_LIMIT: usize = 1 << 20;
-
-/// UDP payload size on network paths: fits a 1500-byte Ethernet MTU with room for tunnels.
-const PATH_PAYLOAD: usize = 1350;
-
-/// UDP payload size when every path is loopback. The interface's MTU (65 536 on Linux) takes
-/// it without IP fragmentation, which is all RFC 9000 §14 asks; both ends advertise it as
-/// `max_udp_payload_size`, a peer that advertises less gets less, and quiche uses 1200 bytes
-/// until the handshake is done and caps packets at 16 383 bytes anyway. A twelfth of the packets
-/// to build, encrypt, acknowledge and pass through the kernel than at [`PATH_PAYLOAD`].
-const LOOPBACK_PAYLOAD: usize = 16_383;
-
-/// The environment variable that sets the UDP payload size on every path.
-pub const UDP_PAYLOAD_VAR: &str = "EC_NODE_UDP_PAYLOAD";
 
 /// Largest single write pulled from a session.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -80,6 +69,14 @@ const GOAWAY_GRACE: Duration = Duration::from_millis(300);
 /// when the peer's key is not the pinned one. (quiche does not send an application close from
 /// this state, just after the handshake and before the client's Finished went out.)
 const BAD_CERTIFICATE: u64 = 0x100 + 42;
+
+/// PINGs a connection sends per idle timeout. After an outage each side must hear the other
+/// before its idle timer runs out, and a side whose congestion window is full of packets lost
+/// in the outage sends nothing but its backed-off probes, so the other side's next PING is
+/// what revives it: an outage up to the idle timeout less one PING interval is ridden through
+/// (9 s of 10 s). With a third (3.3 s) an 8 s blackout in tests/network.rs ended the connection
+/// in 4 of 11 runs, when no PING happened to fall in its last 2 s.
+const KEEP_ALIVES_PER_IDLE_TIMEOUT: u32 = 10;
 
 /// Connections a listener holds at once; further Initials are ignored.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -140,8 +137,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             session: SessionConfig::default(),
-            // Every connection PINGs every third of it, so only a dead or cut-off peer idles
-            // out: noticed within 10 s, yet an 8 s outage is ridden through.
+            // Every connection PINGs every tenth of it, so only a dead or cut-off peer idles
+            // out: noticed within 10 s, yet an outage of up to 9 s is ridden through.
             idle_timeout: Duration::from_secs(10),
             redials: false,
         }
@@ -586,6 +583,8 @@ struct Conn {
     end: Option<NetError>,
     /// When to send the next keep-alive PING.
     ping_at: Instant,
+    /// The packet quiche stamped for later, if any.
+    pacer: Pacer,
 }
 
 struct Loop<H: Handler> {
@@ -630,12 +629,13 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, NetError> {
     Ok(s.into())
 }
 
-/// QUIC settings; `loopback`: every path is the loopback interface.
+/// QUIC settings ([`Tuning::from_env`]); `loopback`: every path is the loopback interface.
 fn quic_config(
     ctx: boring::ssl::SslContextBuilder,
     settings: &Settings,
     loopback: bool,
 ) -> Result<quiche::Config, NetError> {
+    let tuning = Tuning::from_env()?;
     let q = |what: &'static str| {
         move |e: quiche::Error| NetError::Tls {
             what,
@@ -645,49 +645,22 @@ fn quic_config(
     let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
         .map_err(q("QUIC config"))?;
     c.set_application_protos(&[ALPN]).map_err(q("ALPN"))?;
-    c.set_max_idle_timeout(settings.idle_timeout.as_millis() as u64);
-    let payload = match udp_payload_override()? {
-        Some(bytes) => bytes,
-        None if loopback => LOOPBACK_PAYLOAD,
-        None => PATH_PAYLOAD,
-    };
-    c.set_max_recv_udp_payload_size(payload);
-    c.set_max_send_udp_payload_size(payload);
-    // Every limit quiche leaves at zero: without them the peer could open or send nothing.
-    c.set_initial_max_data(16 << 20);
-    c.set_initial_max_stream_data_bidi_local(4 << 20);
-    c.set_initial_max_stream_data_bidi_remote(4 << 20);
-    c.set_initial_max_stream_data_uni(4 << 20);
-    c.set_initial_max_streams_bidi(128);
-    // MoQ opens one unidirectional stream per group (subgroup): allow plenty.
-    c.set_initial_max_streams_uni(10_000);
-    c.set_disable_active_migration(true);
-    // MoQ requires QUIC DATAGRAM to be negotiated.
-    c.enable_dgram(true, 1024, 1024);
-    // Paths that reorder (tests/network.rs, 40 ± 20 ms): with CUBIC and quiche's packet-count
-    // loss threshold, reordered packets count as lost and are sent again and again; BBRv2 does
-    // not take each as congestion, and the relaxed threshold stops counting packets after the
-    // first spurious loss and widens the time threshold instead. Measured in PERFORMANCE.md.
-    c.set_cc_algorithm(quiche::CongestionControlAlgorithm::Bbr2Gcongestion);
-    c.set_enable_relaxed_loss_threshold(true);
+    tuning.apply(&mut c, settings.idle_timeout, loopback);
     Ok(c)
 }
 
-/// The UDP payload size `EC_NODE_UDP_PAYLOAD` asks for, if set: for a path whose MTU is
-/// smaller than Ethernet's (a VPN, PPPoE), or to give loopback the datagrams of a real path (the
-/// impairment tests). QUIC needs at least 1200 bytes; UDP carries at most 65 527.
-fn udp_payload_override() -> Result<Option<usize>, NetError> {
-    let Ok(value) = std::env::var(UDP_PAYLOAD_VAR) else {
-        return Ok(None);
-    };
-    match value.trim().parse::<usize>() {
-        Ok(bytes) if (1200..=65_527).contains(&bytes) => Ok(Some(bytes)),
-        _ => Err(NetError::Config {
-            what: format!(
-                "{UDP_PAYLOAD_VAR}={value:?}: give a UDP payload size from 1200 to 65527"
-            ),
-        }),
-    }
+/// Queues one packet built earlier (a paced one) in `tx`.
+fn send_one(
+    socket: &UdpSocket,
+    tx: &mut Transmit,
+    packet: &[u8],
+    to: SocketAddr,
+    max: usize,
+    quantum: usize,
+) -> std::io::Result<()> {
+    let space = tx.space(socket, max.max(packet.len()), quantum)?;
+    space[..packet.len()].copy_from_slice(packet);
+    tx.commit(socket, packet.len(), to)
 }
 
 fn random_cid() -> Result<[u8; quiche::MAX_CONN_ID_LEN], NetError> {
@@ -740,6 +713,7 @@ impl<H: Handler> Loop<H> {
                 open: HashSet::new(),
                 end: None,
                 ping_at: Instant::now(),
+                pacer: Pacer::default(),
             },
         );
         id
@@ -762,7 +736,7 @@ impl<H: Handler> Loop<H> {
                 return; // the application dropped the event receiver
             }
             let mut ended = Vec::new();
-            let ping_every = self.settings.idle_timeout / 3;
+            let ping_every = self.settings.idle_timeout / KEEP_ALIVES_PER_IDLE_TIMEOUT;
             for (id, conn) in self.conns.iter_mut() {
                 conn.keep_alive(now, ping_every);
                 conn.pump_out(*id, &mut found);
@@ -917,11 +891,13 @@ impl<H: Handler> Loop<H> {
 
     fn next_deadline(&self) -> Option<Instant> {
         let quic = self.conns.values().filter_map(|c| c.quic.timeout_instant());
+        let paced = self.conns.values().filter_map(|c| c.pacer.deadline());
         let sessions = self
             .conns
             .values()
             .filter_map(|c| c.session.as_ref().and_then(Session::poll_timeout));
-        quic.chain(sessions)
+        quic.chain(paced)
+            .chain(sessions)
             .chain(self.handler.poll_timeout())
             .chain(self.shutdown_at)
             .min()
@@ -936,19 +912,21 @@ impl<H: Handler> Loop<H> {
         if !self.commands.is_empty() || !self.work.is_empty() {
             return;
         }
-        // Setting a non-zero timeout cannot fail.
-        let _ = self.socket.set_read_timeout(Some(wait));
-        if self.receive(buf) {
-            // Take what else is queued before processing, so a burst costs one pass over the
+        match udp::wait_readable(&self.socket, wait) {
+            // Take everything queued before processing, so a burst costs one pass over the
             // connections instead of one per packet.
-            if self.socket.set_nonblocking(true).is_ok() {
-                for _ in 0..RECV_BATCH {
-                    if !self.receive(buf) {
-                        break;
+            Ok(true) => {
+                if self.socket.set_nonblocking(true).is_ok() {
+                    for _ in 0..RECV_BATCH {
+                        if !self.receive(buf) {
+                            break;
+                        }
                     }
+                    let _ = self.socket.set_nonblocking(false);
                 }
-                let _ = self.socket.set_nonblocking(false);
             }
+            Ok(false) => {}
+            Err(e) => log::warn!("waiting on UDP socket {}: {e}", self.local),
         }
         let now = Instant::now();
         for c in self.conns.values_mut() {
@@ -1097,8 +1075,6 @@ impl Conn {
         self.drain_outputs(id, found);
     }
 
-    /// Writes what the session has for QUIC: buffered writes, then new ones; writing can
-    /// produce outputs again.
     /// PINGs the peer every `every` (the loop wakes at least once a second): a quiet session
     /// (a relay link nobody subscribes through) stays up, and a peer that died without a word
     /// is noticed at the idle timeout.
@@ -1110,6 +1086,8 @@ impl Conn {
         }
     }
 
+    /// Writes what the session has for QUIC: buffered writes, then new ones; writing can
+    /// produce outputs again.
     fn pump_out(&mut self, id: ConnId, found: &mut Vec<Found>) {
         for _ in 0..2 {
             self.write_pending();
@@ -1293,10 +1271,22 @@ impl Conn {
     }
 
     /// Sends every packet quiche has ready, in batches of at most its send quantum (the burst
-    /// its congestion controller allows; see [`Transmit`]).
+    /// its congestion controller allows; see [`Transmit`]), each no earlier than its pacing
+    /// time allows: the first one stamped later than that is held (see [`Pacer`]) and ends the
+    /// flush. A closing connection sends everything at once.
     fn flush(&mut self, socket: &UdpSocket, tx: &mut Transmit) {
+        let now = Instant::now();
+        let closing = self.quic.local_error().is_some();
         let max = self.quic.max_send_udp_payload_size();
         let quantum = self.quic.send_quantum();
+        if self.pacer.is_holding() {
+            let Some((packet, to)) = self.pacer.release(now, closing) else {
+                return;
+            };
+            if let Err(e) = send_one(socket, tx, packet, to, max, quantum) {
+                log::debug!("UDP send to {to}: {e}");
+            }
+        }
         loop {
             let space = match tx.space(socket, max, quantum) {
                 Ok(space) => space,
@@ -1306,6 +1296,10 @@ impl Conn {
                 }
             };
             match self.quic.send(space) {
+                Ok((n, info)) if !closing && Pacer::is_early(info.at, now) => {
+                    self.pacer.hold(&space[..n], info.to, info.at);
+                    break;
+                }
                 Ok((n, info)) => {
                     if let Err(e) = tx.commit(socket, n, info.to) {
                         log::debug!("UDP send to {}: {e}", info.to);

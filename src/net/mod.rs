@@ -13,11 +13,14 @@
 pub mod addr;
 pub mod endpoint;
 pub mod identity;
+mod pacing;
+pub mod tuning;
 mod udp;
 
 pub use addr::{EndpointAddr, RelayUrl, Target};
 pub use endpoint::{ConnId, Endpoint, Feed, Handler, NetEvent, PassOn, Sessions, Settings};
 pub use identity::{PeerCheck, ALPN};
+pub use tuning::{Congestion, Tuning};
 
 use std::fmt;
 

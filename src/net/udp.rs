@@ -192,6 +192,54 @@ fn send_segments(
     Ok(())
 }
 
+/// Waits until `socket` has a datagram to read or `timeout` has passed; true when readable.
+///
+/// `ppoll` sleeps on a high-resolution timer, so the loop wakes within tens of microseconds of
+/// its deadline; a socket read timeout would be rounded up to the kernel's tick (4 ms at
+/// `HZ=250`), too coarse for pacing (see `net::pacing`).
+pub(super) fn wait_readable(socket: &UdpSocket, timeout: std::time::Duration) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    #[cfg(target_os = "linux")]
+    let ready = {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // SAFETY: `fd` and `ts` are live locals for the whole call; `ppoll` reads one pollfd and
+        // the timespec, writes only `fd.revents`, and takes a null signal mask as "leave it".
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::ppoll(&mut fd, 1, &ts, std::ptr::null())
+        }
+    };
+    // Elsewhere `poll`, in whole milliseconds rounded up.
+    #[cfg(not(target_os = "linux"))]
+    let ready = {
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fd` is a live local; `poll` reads it and writes only `fd.revents`.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::poll(&mut fd, 1, ms)
+        }
+    };
+    match ready {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => Ok(false),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(not(target_os = "linux"))]
 fn send_segments(_: &UdpSocket, _: &[u8], _: usize, _: SocketAddr) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))

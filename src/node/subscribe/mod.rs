@@ -824,7 +824,9 @@ impl Run<'_> {
                     self.swarm.accepted(chunk.index, Instant::now());
                     self.last_verified = Some(Instant::now());
                     self.rejected_at_verified = self.verifier.rejected_objects();
-                    let missing = self.swarm.first_wanted().filter(|m| *m < chunk.index);
+                    // The lowest chunk still awaited, wherever it lies: a repaired gap's first
+                    // chunk goes out, the chunks past the gap wait for the rest of it.
+                    let missing = self.swarm.first_wanted();
                     let ready = self.reorder.push(chunk.index, chunk, missing);
                     self.write(ready)?;
                 }

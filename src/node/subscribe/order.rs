@@ -123,6 +123,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_gap_refilled_in_order_releases_only_up_to_the_next_missing_chunk() {
+        // 1 written; after a cut 5 and 6 arrive, and 2..=4 are fetched again.
+        let mut r = Reorder::new(false, 8);
+        assert_eq!(indices(r.push(ChunkIndex(1), (), None)), [1]);
+        for i in [5, 6] {
+            assert!(indices(r.push(ChunkIndex(i), (), Some(ChunkIndex(2)))).is_empty());
+        }
+        // The missing chunk passed on is the lowest still awaited, even when it lies past the
+        // chunk pushed: 2 goes out, 5 and 6 still wait for 3 and 4.
+        assert_eq!(indices(r.push(ChunkIndex(2), (), Some(ChunkIndex(3)))), [2]);
+        assert_eq!(indices(r.push(ChunkIndex(3), (), Some(ChunkIndex(4)))), [3]);
+        assert_eq!(indices(r.push(ChunkIndex(4), (), None)), [4, 5, 6]);
+    }
+
     fn indices(out: Vec<(ChunkIndex, ())>) -> Vec<u64> {
         out.into_iter().map(|(i, ())| i.0).collect()
     }
