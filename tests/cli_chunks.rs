@@ -171,9 +171,21 @@ fn input_that_is_not_mpeg_ts_is_said_not_passed_as_empty() {
             stderr(&out)
         );
     }
-    // A directory is named as one.
+    // A directory is named as one; moq-publish refuses it before its ready line.
     let folder = std::env::temp_dir();
     let out = ec_node(&["chunks", "--input", folder.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    let out = process::run(&[
+        "moq-publish",
+        "--input",
+        folder.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--stream-id",
+        "ec/stream/v1/test/not-ts",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "a ready line for a directory input");
 }

@@ -1,6 +1,7 @@
-//! Restarts (issue 15): a publisher killed and started again with the same key and address, and
-//! a subscriber killed and started again into the same folder with `--resume`. Real processes
-//! on loopback; every wait is bounded; no assertion is about timing.
+//! Restarts and long runs (issue 15): a publisher killed and started again with the same key and
+//! address, a subscriber killed and started again into the same folder with `--resume`, and a
+//! subscriber whose `--hls-window` keeps its folder and playlist bounded. Real processes on
+//! loopback; every wait is bounded; no assertion is about timing.
 
 #[path = "common/hls.rs"]
 mod hls;
@@ -147,5 +148,62 @@ fn a_subscriber_killed_and_started_again_with_resume_goes_on_with_its_playlist()
     );
     assert_gaps_marked(&dir);
     hls::assert_decodes_clean(&dir);
+    drop(publisher);
+}
+
+#[test]
+fn a_subscriber_with_a_live_window_keeps_its_playlist_and_folder_bounded() {
+    media::require_tool("ffmpeg");
+    let sim = Sim::start(&["--tuners", "1"]);
+    let (key_p, _) = key("window-publisher");
+    let publisher = Publisher::start(&sim, &key_p, &["--publish-manifests", "--chunk-ms", "1000"]);
+    let dir = process::out_dir("restart", "window");
+    let args = [
+        "--remote",
+        publisher.endpoint.as_str(),
+        "--require-manifest",
+        "--chunk-ms",
+        "1000",
+        "--backfill",
+        "0",
+        "--hls-window",
+        "3",
+        "--stop-after",
+        "10",
+    ];
+    let out = subscribe(&dir, &args, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let playlist = hls::read_playlist(&dir);
+    assert!(!playlist.event, "a live window is not an EVENT playlist");
+    assert_eq!(playlist.segments.len(), 3, "the window");
+    assert_eq!(
+        playlist.media_sequence, 7,
+        "10 segments written, the first 7 slid out"
+    );
+    // Slid-out segments stay a little for players still fetching them, then go.
+    let on_disk = segments(&dir);
+    assert!(on_disk.len() < 10, "old segments deleted: {on_disk:?}");
+    let listed: Vec<&str> = playlist.segments.iter().map(|(n, ..)| n.as_str()).collect();
+    assert!(
+        listed.iter().all(|n| on_disk.iter().any(|d| d == n)),
+        "{listed:?} {on_disk:?}"
+    );
+    hls::assert_decodes_clean(&dir);
+
+    // A window cannot be resumed: the flags are refused together, naming both.
+    let mut again = args.to_vec();
+    again.push("--resume");
+    let refused = subscribe(&dir, &again, Duration::from_secs(30));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        process::stderr(&refused)
+    );
+    let cause = process::stderr(&refused);
+    assert!(
+        cause.contains("--resume") && cause.contains("--hls-window"),
+        "{cause}"
+    );
     drop(publisher);
 }

@@ -47,6 +47,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// Checks that a file input opens and is not a directory, so a command can refuse it
+    /// before it announces anything; other inputs are checked when they are read.
+    pub fn check(&self) -> Result<(), CaptureError> {
+        match self {
+            Source::File(path) => open_file(path).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses `--input`: `-` is stdin, `http://…` a URL, `hdhr://HOST[:PORT]/GUIDE` a tuner,
     /// anything else a file path; absent is the built-in clip.
     pub fn parse(arg: Option<&str>) -> Result<Source, CaptureError> {
@@ -385,17 +394,21 @@ fn copy_slice(
     })
 }
 
-fn map_file(path: &PathBuf) -> Result<Option<memmap2::Mmap>, CaptureError> {
-    let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| CaptureError::Open(name.clone(), e))?;
-    let metadata = file
-        .metadata()
-        .map_err(|e| CaptureError::Open(name.clone(), e))?;
+/// Opens the file at `path`, refusing a directory; returns it with its length.
+fn open_file(path: &PathBuf) -> Result<(std::fs::File, u64), CaptureError> {
+    let name = || path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| CaptureError::Open(name(), e))?;
+    let metadata = file.metadata().map_err(|e| CaptureError::Open(name(), e))?;
     if metadata.is_dir() {
         let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory");
-        return Err(CaptureError::Open(name, e));
+        return Err(CaptureError::Open(name(), e));
     }
-    let len = metadata.len();
+    Ok((file, metadata.len()))
+}
+
+fn map_file(path: &PathBuf) -> Result<Option<memmap2::Mmap>, CaptureError> {
+    let name = path.display().to_string();
+    let (file, len) = open_file(path)?;
     if len == 0 {
         return Ok(None); // mapping an empty file fails; there is nothing to read anyway
     }

@@ -103,6 +103,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ));
     }
     let source = Source::parse(Some(&args.input)).map_err(|e| Failure::usage(e.to_string()))?;
+    source.check().map_err(capture_failure)?;
     let keys = stream_keys(
         args.stream_id.as_deref(),
         args.network_secret.as_deref(),

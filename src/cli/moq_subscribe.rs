@@ -11,6 +11,7 @@ use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::chunk::ChunkerConfig;
 use ec_node::hls;
+use ec_node::hls::playlist::PlaylistKind;
 use ec_node::manifest::{Policy, Reason};
 use ec_node::net::{NetError, Target};
 use ec_node::node::subscribe::{
@@ -67,6 +68,10 @@ pub struct Args {
     /// follow (EXT-X-DISCONTINUITY where chunks are missing in between)
     #[argh(switch)]
     resume: bool,
+    /// keep a sliding live window of this many segments, deleting older ones, instead of every
+    /// segment (for a subscriber that runs for days)
+    #[argh(option)]
+    hls_window: Option<usize>,
     /// chunk duration D in milliseconds, for the playlist (default 2000)
     #[argh(option, default = "2000")]
     chunk_ms: u32,
@@ -98,8 +103,15 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<(), Failure> {
     super::check_chunk_ms(args.chunk_ms)?;
-    if args.stop_after == Some(0) {
-        return Err(Failure::usage("--stop-after must be at least 1"));
+    if args.stop_after == Some(0) || args.hls_window == Some(0) {
+        return Err(Failure::usage(
+            "--stop-after and --hls-window must be at least 1",
+        ));
+    }
+    if args.resume && args.hls_window.is_some() {
+        return Err(Failure::usage(
+            "--resume goes on with a playlist of every segment; it takes no --hls-window",
+        ));
     }
     let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
     if args.remote.is_empty() {
@@ -155,9 +167,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         max_source_invalid: args.max_source_invalid,
         subscribe_manifests: args.subscribe_manifests,
         backfill: args.backfill,
-        output: match args.resume {
-            true => Destination::Resume(args.out.clone()),
-            false => Destination::Folder(args.out.clone()),
+        output: match (args.resume, args.hls_window) {
+            (true, _) => Destination::Resume(args.out.clone()),
+            (false, None) => Destination::Folder(args.out.clone(), PlaylistKind::Event),
+            (false, Some(n)) => Destination::Folder(args.out.clone(), PlaylistKind::Window(n)),
         },
         target_duration: hls::target_duration(&chunker),
         chunk_ticks: u64::from(args.chunk_ms) * 90,

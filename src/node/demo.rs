@@ -14,6 +14,7 @@ use crate::chunk::ChunkerConfig;
 use crate::crypto::{KeyError, NodeKey, StreamId, StreamKey};
 use crate::hdhr::sim::server::BindError;
 use crate::hls;
+use crate::hls::playlist::PlaylistKind;
 use crate::manifest::Policy;
 use crate::net::{EndpointAddr, PeerCheck, Target};
 use crate::stop::StopFlag;
@@ -144,7 +145,7 @@ pub fn demo(
         max_source_invalid: 3,
         subscribe_manifests: true,
         backfill: 3,
-        output: Destination::Folder(config.out),
+        output: Destination::Folder(config.out, PlaylistKind::Event),
         target_duration: hls::target_duration(&chunker),
         chunk_ticks: u64::from(chunker.chunk_ms) * 90,
         stop_after: None,

@@ -27,7 +27,7 @@ pub use latency::Latency;
 
 use crate::chunk::ChunkIndex;
 use crate::crypto::StreamKeys;
-use crate::hls::playlist::SegmentEntry;
+use crate::hls::playlist::{PlaylistKind, SegmentEntry};
 use crate::hls::{HlsError, ProgramClock};
 use crate::manifest::{
     AcceptedChunk, Event as Verdict, Manifest, ManifestId, Policy, Reason, Verifier,
@@ -347,7 +347,10 @@ pub fn subscribe(
 ) -> (SubscribeSummary, Result<(), SubscribeError>) {
     let started = Instant::now();
     let mut summary = SubscribeSummary::default();
-    let destination = std::mem::replace(&mut config.output, Destination::Folder(PathBuf::new()));
+    let destination = std::mem::replace(
+        &mut config.output,
+        Destination::Folder(PathBuf::new(), PlaylistKind::Event),
+    );
     let output = match Output::start(destination, config.target_duration) {
         Ok(output) => output,
         Err(e) => return (summary, Err(e.into())),

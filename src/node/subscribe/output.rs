@@ -41,8 +41,9 @@ pub trait Onward: Send + 'static {
 
 /// Where a subscriber's verified segments go.
 pub enum Destination {
-    /// An HLS folder: an EVENT playlist and its segments.
-    Folder(PathBuf),
+    /// An HLS folder: a playlist of this kind (every segment, or a sliding live window whose
+    /// older segments are deleted) and its segments.
+    Folder(PathBuf, PlaylistKind),
     /// An HLS folder an earlier run wrote: its playlist goes on after its newest segment.
     Resume(PathBuf),
     /// A sink that takes each segment.
@@ -114,13 +115,12 @@ pub struct Output {
 }
 
 impl Output {
-    /// Starts the output thread writing to `destination` (a folder gets an EVENT playlist with
+    /// Starts the output thread writing to `destination` (a folder's playlist has
     /// `target_duration`).
     pub fn start(destination: Destination, target_duration: u64) -> Result<Output, OutputError> {
         let writer = match destination {
-            Destination::Folder(dir) => Writer::Hls(
-                HlsWriter::create(&dir, PlaylistKind::Event, target_duration)
-                    .map_err(OutputError::Hls)?,
+            Destination::Folder(dir, kind) => Writer::Hls(
+                HlsWriter::create(&dir, kind, target_duration).map_err(OutputError::Hls)?,
             ),
             Destination::Resume(dir) => {
                 Writer::Hls(HlsWriter::resume(&dir, target_duration).map_err(OutputError::Hls)?)
