@@ -44,6 +44,23 @@ fn publisher_on(sim: &Sim, key: &Path, port: u16) -> Publisher {
     )
 }
 
+/// A publisher with manifests of channel 5.1 of `sim` and 1 s chunks, keyed `NAME-publisher`.
+fn publisher_of(sim: &Sim, name: &str) -> Publisher {
+    let (key, _) = key(&format!("{name}-publisher"));
+    Publisher::start(sim, &key, &["--publish-manifests", "--chunk-ms", "1000"])
+}
+
+/// Subscriber flags for `publisher`'s stream: its pinned endpoint, manifests required.
+fn pinned_to(publisher: &Publisher) -> Vec<&str> {
+    vec![
+        "--remote",
+        publisher.endpoint.as_str(),
+        "--require-manifest",
+        "--chunk-ms",
+        "1000",
+    ]
+}
+
 /// Where indices jump, the later segment is marked EXT-X-DISCONTINUITY.
 fn assert_gaps_marked(dir: &Path) {
     let playlist = hls::read_playlist(dir);
@@ -106,16 +123,9 @@ fn a_publisher_restarted_on_its_address_is_redialled_and_the_subscriber_goes_on(
 fn a_subscriber_killed_and_started_again_with_resume_goes_on_with_its_playlist() {
     media::require_tool("ffmpeg");
     let sim = Sim::start(&["--tuners", "1"]);
-    let (key_p, _) = key("resume-publisher");
-    let publisher = Publisher::start(&sim, &key_p, &["--publish-manifests", "--chunk-ms", "1000"]);
+    let publisher = publisher_of(&sim, "resume");
     let dir = process::out_dir("restart", "resume");
-    let args = [
-        "--remote",
-        publisher.endpoint.as_str(),
-        "--require-manifest",
-        "--chunk-ms",
-        "1000",
-    ];
+    let args = pinned_to(&publisher);
     let mut first = start_subscriber(STREAM, &dir, &args);
     wait_for_segments(&dir, 3);
     first.kill().unwrap();
@@ -155,22 +165,10 @@ fn a_subscriber_killed_and_started_again_with_resume_goes_on_with_its_playlist()
 fn a_subscriber_with_a_live_window_keeps_its_playlist_and_folder_bounded() {
     media::require_tool("ffmpeg");
     let sim = Sim::start(&["--tuners", "1"]);
-    let (key_p, _) = key("window-publisher");
-    let publisher = Publisher::start(&sim, &key_p, &["--publish-manifests", "--chunk-ms", "1000"]);
+    let publisher = publisher_of(&sim, "window");
     let dir = process::out_dir("restart", "window");
-    let args = [
-        "--remote",
-        publisher.endpoint.as_str(),
-        "--require-manifest",
-        "--chunk-ms",
-        "1000",
-        "--backfill",
-        "0",
-        "--hls-window",
-        "3",
-        "--stop-after",
-        "10",
-    ];
+    let mut args = pinned_to(&publisher);
+    args.extend(["--backfill", "0", "--hls-window", "3", "--stop-after", "10"]);
     let out = subscribe(&dir, &args, Duration::from_secs(60));
     assert!(out.status.success(), "{}", process::stderr(&out));
     let playlist = hls::read_playlist(&dir);

@@ -1,9 +1,10 @@
-//! Pacing: quiche stamps each packet it builds with the time its pacer wants it sent
-//! (`SendInfo::at`); a packet stamped later than the loop's horizon is held here until then,
-//! and nothing of its connection is sent before it.
+//! Pacing (`EC_NODE_QUIC=pacing=on`; off by default, see `net::tuning`): quiche stamps each
+//! packet it builds with the time its pacer wants it sent (`SendInfo::at`); a packet stamped
+//! later than the loop's horizon is held here until then, and nothing of its connection is sent
+//! before it.
 //!
-//! Without this a whole congestion window leaves in one burst (a 2 MB chunk object at once), and
-//! a shallow queue on the path (a home router's, a capped uplink's) drops what does not fit.
+//! Unpaced, a whole congestion window leaves in one burst (a 2 MB chunk object at once), and a
+//! shallow queue on the path (a home router's, a capped uplink's) drops what does not fit.
 //! This module owns the held packet and the horizon; it never touches a socket or quiche and is
 //! fed the time, so it is tested without either.
 
@@ -12,14 +13,12 @@ use std::time::{Duration, Instant};
 
 /// How early a packet may leave: everything due within it goes now, as one short burst.
 ///
-/// It must be well above how late the loop wakes (its sleep is a socket read timeout, which
-/// the kernel rounds to its tick, up to 4 ms, and a busy machine adds to): quiche does not make
-/// up time a late wake-up lost, so with a shorter horizon each wake-up sends little more than
-/// a horizon's worth at the pacing rate, the sending rate caps near that, and BBRv2 takes the
-/// cap for the path's bandwidth. Measured with 1 ms: the 40 ± 20 ms and 25 Mb/s paths of
-/// tests/network.rs carried 2–3 Mb/s and failed; with 10 ms both carry the 19.39 Mb/s stream
-/// (docs/PERFORMANCE.md). A burst of 10 ms at the pacing rate is what a home router's queue is
-/// built to absorb; a whole congestion window (a 2 MB chunk) is not.
+/// The loop must wake well within it: quiche does not make up sending time a late wake-up
+/// lost, so a loop that wakes later than the horizon sends little more than a horizon's worth
+/// per wake-up, and BBRv2 takes that rate for the path's bandwidth. With the loop asleep in a
+/// socket read timeout (rounded up to the kernel's 4 ms tick) the 40 ± 20 ms and 25 Mb/s paths
+/// of tests/network.rs carried 2–3 Mb/s and failed; the loop sleeps in `ppoll` instead
+/// (docs/PERFORMANCE.md, "QUIC settings").
 pub(super) const HORIZON: Duration = Duration::from_millis(1);
 
 /// At most one packet of one connection, waiting for its send time.
