@@ -302,7 +302,7 @@ fn a_25_mbit_cap_with_a_bounded_queue() {
 #[test]
 fn an_8_s_blackout_is_ridden_through_and_the_missed_chunks_fetched() {
     // Both ways, from 7 s to 15 s after the proxy starts: the stream is running by then. The
-    // connection outlives it (10 s idle timeout, PINGs every 3.3 s), and what was missed is
+    // connection outlives it (10 s idle timeout, a PING every second), and what was missed is
     // still in the publisher's cache.
     let imp = Impairment {
         blackouts: vec![(7000 * MS, 15_000 * MS)],
