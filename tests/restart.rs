@@ -61,6 +61,14 @@ fn pinned_to(publisher: &Publisher) -> Vec<&str> {
     ]
 }
 
+/// `moq-subscribe ARGS --out DIR` exits 2 with a cause that names each of `named`.
+fn assert_usage_error(dir: &Path, args: &[&str], named: &[&str]) {
+    let refused = subscribe(dir, args, Duration::from_secs(30));
+    let cause = process::stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{cause}");
+    assert!(named.iter().all(|n| cause.contains(n)), "{cause}");
+}
+
 /// Where indices jump, the later segment is marked EXT-X-DISCONTINUITY.
 fn assert_gaps_marked(dir: &Path) {
     let playlist = hls::read_playlist(dir);
@@ -134,15 +142,7 @@ fn a_subscriber_killed_and_started_again_with_resume_goes_on_with_its_playlist()
     assert!(!before.ended, "killed: no ENDLIST");
 
     // Without --resume the folder is refused, with the way out named.
-    let refused = subscribe(&dir, &args, Duration::from_secs(30));
-    assert_eq!(
-        refused.status.code(),
-        Some(2),
-        "{}",
-        process::stderr(&refused)
-    );
-    let cause = process::stderr(&refused);
-    assert!(cause.contains("--resume"), "{cause}");
+    assert_usage_error(&dir, &args, &["--resume"]);
 
     let mut again = args.to_vec();
     again.extend(["--resume", "--stop-after", "3"]);
@@ -191,17 +191,6 @@ fn a_subscriber_with_a_live_window_keeps_its_playlist_and_folder_bounded() {
     // A window cannot be resumed: the flags are refused together, naming both.
     let mut again = args.to_vec();
     again.push("--resume");
-    let refused = subscribe(&dir, &again, Duration::from_secs(30));
-    assert_eq!(
-        refused.status.code(),
-        Some(2),
-        "{}",
-        process::stderr(&refused)
-    );
-    let cause = process::stderr(&refused);
-    assert!(
-        cause.contains("--resume") && cause.contains("--hls-window"),
-        "{cause}"
-    );
+    assert_usage_error(&dir, &again, &["--resume", "--hls-window"]);
     drop(publisher);
 }

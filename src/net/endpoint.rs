@@ -24,10 +24,11 @@
 //!    readable stream bytes, resets, STOP_SENDING and datagrams; drain its outputs; write its
 //!    bytes, buffered writes first (control stream first), then new writes while less than
 //!    [`PENDING_LIMIT`] bytes wait on flow control; flush packets with `send`, batched for UDP
-//!    GSO (see `net::udp`) and paced (see `net::pacing`; settings in `net::tuning`). Session events go to the handler between reading and writing, so its
-//!    answers leave in the same pass. 3. Drop closed connections, reporting why. 4. Block in
-//!    `recv_from` until the earliest of quiche's, the pacer's, the sessions' and the handler's
-//!    deadlines (at least 1 ms, at most 1 s), then handle the packet or the timers.
+//!    GSO (see `net::udp`), paced when the settings ask (`net::pacing`, `net::tuning`). Session
+//!    events go to the handler between reading and writing, so its answers leave in the same
+//!    pass. 3. Drop closed connections, reporting why. 4. Sleep in `ppoll` on the socket until
+//!    the earliest of quiche's, the pacer's, the sessions' and the handler's deadlines (at least
+//!    1 ms, at most 1 s), then take the queued datagrams or run the timers.
 //!
 //! Memory is bounded: events, commands and work go through bounded channels (a full event channel
 //! stalls the loop, and QUIC flow control then pushes back on the peer), and at most
