@@ -54,10 +54,13 @@ pub enum SourceState {
 }
 
 impl SourceState {
-    /// The state's name for people and JSON: `ok`, `demoted` or `gone`.
+    /// The state's name for people and JSON: `connecting`, `ok`, `demoted` or `gone`.
     pub fn name(self) -> &'static str {
         match self {
-            SourceState::Connecting | SourceState::Up => "ok",
+            // A source being dialled (again) is not known to be up: a dead node redialled in a
+            // loop must not read as healthy.
+            SourceState::Connecting => "connecting",
+            SourceState::Up => "ok",
             SourceState::Demoted { .. } => "demoted",
             SourceState::Gone { .. } => "gone",
         }
@@ -538,6 +541,12 @@ mod tests {
 
     fn ms(t: Instant, ms: u64) -> Instant {
         t + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_source_being_dialled_is_not_reported_up() {
+        assert_eq!(SourceState::Connecting.name(), "connecting");
+        assert_eq!(SourceState::Up.name(), "ok");
     }
 
     #[test]
