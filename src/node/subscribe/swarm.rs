@@ -13,7 +13,8 @@
 //!   first (at start, a source that is up waits up to [`STARTUP_GRACE`] for sources given
 //!   before it that are still connecting). A source's score is the mean delay of its recent
 //!   deliveries — past the chunk's expected time, or for a fetch past the moment it was asked —
-//!   plus a penalty for every timeout and rejection.
+//!   plus a penalty for every timeout and rejection; a source that has delivered nothing yet
+//!   is scored [`UNPROVEN_DELAY_MS`], so one known to hold the stream goes first.
 //! - A chunk a trusted manifest vouches for and that was not accepted `group_timeout` after the
 //!   subscriber learned of it is fetched from the next-best source that was not asked for it
 //!   yet, another one than the source waited for if there is one (the live source may be
@@ -142,7 +143,11 @@ struct Source {
 
 impl Source {
     fn score(&self) -> f64 {
-        self.delay_ms + 1000.0 * self.penalty
+        let delay = match self.stats.chunks {
+            0 => UNPROVEN_DELAY_MS,
+            _ => self.delay_ms,
+        };
+        delay + 1000.0 * self.penalty
     }
 
     fn usable(&self) -> bool {
@@ -178,6 +183,11 @@ const STALLS_BEFORE_HANDOVER: u32 = 2;
 pub const FETCH_RETRIES: u32 = 5;
 /// How long after such an answer it is asked again.
 const FETCH_RETRY_AFTER: Duration = Duration::from_millis(200);
+/// The delay a source that has delivered nothing is scored with: as much as one timeout's
+/// penalty, far above a real delivery's tens of milliseconds, so that after a handover the
+/// source that just answered a fetch takes the live subscription rather than one never heard
+/// from (`bench swarm --kill-after` showed the latter every time).
+const UNPROVEN_DELAY_MS: f64 = 1000.0;
 /// How long, at start, the first source up waits for sources given before it to come up, so
 /// that ties go to the order given rather than to whichever handshake finished first.
 pub const STARTUP_GRACE: Duration = Duration::from_millis(250);
@@ -638,6 +648,30 @@ mod tests {
         // twice in a row, hands the live subscription on.
         assert_eq!(s.poll(ms(t, 2000)), [Action::Subscribe(1)]);
         assert_eq!(s.poll(ms(t, 5000)), []);
+    }
+
+    #[test]
+    fn after_a_handover_the_source_that_answered_takes_the_live_subscription() {
+        let (mut s, t) = swarm(3);
+        for i in 0..3 {
+            s.connected(i, t);
+        }
+        assert_eq!(s.poll(t), [Action::Subscribe(0)]);
+        // Source 0 dies silently: chunk 7 is fetched from source 1, which delivers it.
+        s.expected(ChunkIndex(7), t);
+        let fetch7 = Action::Fetch {
+            source: 1,
+            index: ChunkIndex(7),
+        };
+        assert_eq!(s.poll(ms(t, 500)), [fetch7]);
+        assert!(s.received(1, ChunkIndex(7), 100, ms(t, 540)));
+        s.accepted(ChunkIndex(7), ms(t, 540));
+        // Chunk 8 times out on source 0 too: its second stall in a row hands the live
+        // subscription to source 1, proven, not to source 2, never heard from.
+        s.expected(ChunkIndex(8), ms(t, 1000));
+        let actions = s.poll(ms(t, 1500));
+        assert!(actions.contains(&Action::Subscribe(1)), "{actions:?}");
+        assert_eq!(s.live(), Some(1));
     }
 
     #[test]
