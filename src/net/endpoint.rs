@@ -76,7 +76,7 @@ const BAD_CERTIFICATE: u64 = 0x100 + 42;
 /// in the outage sends nothing but its backed-off probes, so the other side's next PING is
 /// what revives it: an outage up to the idle timeout less one PING interval is ridden through
 /// (9 s of 10 s). With a third (3.3 s) an 8 s blackout in tests/network.rs ended the connection
-/// in 4 of 11 runs, when no PING happened to fall in its last 2 s.
+/// in 4 of 14 runs, when no PING happened to fall in its last 2 s.
 const KEEP_ALIVES_PER_IDLE_TIMEOUT: u32 = 10;
 
 /// Connections a listener holds at once; further Initials are ignored.
