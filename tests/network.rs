@@ -23,7 +23,8 @@
 //! Another `EC_NODE_UDP_PAYLOAD`, and `EC_NODE_QUIC` (congestion control, pacing, windows), pass
 //! through to both nodes, to measure what a QUIC setting is worth (docs/PERFORMANCE.md).
 //!
-//! `EC_NODE_IMPAIR_SEED=N` replaces each scenario's fixed seed, to try other draws.
+//! `EC_NODE_IMPAIR_SEED=N` replaces each scenario's fixed seed, to try other draws. A bad value
+//! of either QUIC variable is a usage error (exit 2) naming it, before any ready line.
 
 #[path = "common/hls.rs"]
 mod hls;
@@ -322,4 +323,36 @@ fn a_20_s_blackout_resumes_at_the_live_edge_with_gaps_marked() {
     };
     let patient = ["--manifest-timeout", "30", "--idle-timeout", "40"];
     run_scenario("blackout-20", imp.both(), 20, &patient, Gaps::Marked);
+}
+
+#[test]
+fn a_bad_quic_setting_is_a_usage_error_naming_it() {
+    for (var, value, named) in [
+        ("EC_NODE_QUIC", "cc=vegas", "cc=vegas"),
+        (
+            "EC_NODE_QUIC",
+            "stream-window=8M,conn-window=4M",
+            "conn-window",
+        ),
+        (PAYLOAD_VAR, "900", PAYLOAD_VAR),
+    ] {
+        // Any readable file: the endpoint is refused before the input is read.
+        let input = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let out = ec_node(&[
+            "moq-publish",
+            "--input",
+            input,
+            "--listen",
+            "127.0.0.1:0",
+            "--stream-id",
+            STREAM,
+        ])
+        .env(var, value)
+        .output()
+        .expect("run moq-publish");
+        let err = process::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(err.contains(named), "{var}={value}: {err}");
+        assert!(out.stdout.is_empty(), "{var}={value}: a ready line");
+    }
 }

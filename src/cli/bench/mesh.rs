@@ -42,9 +42,7 @@ const STREAM: &str = "ec/bench/v1/mesh";
 pub fn run(args: Args) -> Result<(), Failure> {
     crate::cli::check_chunk_ms(args.chunk_ms)?;
     let input = super::broadcast::input_or_generated(args.input.clone())?;
-    let work = std::env::temp_dir().join(format!("ec-node-bench-mesh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| Failure::other(e.to_string()))?;
+    let work = super::fresh_work_dir("mesh")?;
     let result = measure(&args, &input, &work);
     let _ = std::fs::remove_dir_all(&work);
     result

@@ -56,6 +56,15 @@ enum What {
 }
 
 /// Runs the subcommand.
+/// An empty folder of its own for the benchmark `bench` in this process (whatever a crashed
+/// earlier run with the same process id left there is removed first).
+fn fresh_work_dir(bench: &str) -> Result<std::path::PathBuf, Failure> {
+    let work = std::env::temp_dir().join(format!("ec-node-bench-{bench}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| Failure::other(e.to_string()))?;
+    Ok(work)
+}
+
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.what {
         What::Chunker(args) => chunker::run(args),

@@ -98,17 +98,17 @@ fn stat_cpu_seconds(path: &str) -> f64 {
 
 /// Peak resident set size in KiB (VmHWM; 0 where unavailable).
 pub fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
+    status_number(pid, "VmHWM:")
 }
 
 /// Resident set size in KiB now (VmRSS; 0 where unavailable).
 pub fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
+    status_number(pid, "VmRSS:")
 }
 
 /// Threads of a process now (`Threads:` in /proc/PID/status; 0 where unavailable).
 pub fn thread_count(pid: u32) -> u64 {
-    status_kib(pid, "Threads:")
+    status_number(pid, "Threads:")
 }
 
 /// Open file descriptors of a process now (entries of /proc/PID/fd; 0 where unavailable).
@@ -116,7 +116,8 @@ pub fn open_fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+/// The number after `field` in /proc/PID/status (a trailing `kB` dropped); 0 where unavailable.
+fn status_number(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

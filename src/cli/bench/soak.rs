@@ -96,9 +96,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub fn run(args: Args) -> Result<(), Failure> {
     check(&args)?;
     let input = super::broadcast::input_or_generated(args.input.clone())?;
-    let work = std::env::temp_dir().join(format!("ec-node-bench-soak-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| Failure::other(e.to_string()))?;
+    let work = super::fresh_work_dir("soak")?;
     let result = soak(&args, &input, &work);
     match &result {
         Ok(()) => {

@@ -113,9 +113,7 @@ struct Kill {
 pub fn run(args: Args) -> Result<(), Failure> {
     check(&args)?;
     let input = super::broadcast::input_or_generated(args.input.clone())?;
-    let work = std::env::temp_dir().join(format!("ec-node-bench-swarm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| Failure::other(e.to_string()))?;
+    let work = super::fresh_work_dir("swarm")?;
     let exe = std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?;
     let roles = Roles {
         exe,

@@ -513,9 +513,7 @@ impl Swarm {
         }
         self.grace_until = None;
         self.live = Some(best);
-        if let Some(at) = self.live {
-            self.actions.push(Action::Subscribe(at));
-        }
+        self.actions.push(Action::Subscribe(best));
     }
 
     /// Source `at` is not to be waited for: its chunks are due elsewhere at once, and the live
