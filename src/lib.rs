@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod moq;
 pub mod net;
 pub mod node;
+pub mod retry;
 pub mod stop;
 pub mod time;
 pub mod ts;

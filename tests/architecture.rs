@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("time", &[]),
     ("stop", &[]),
+    ("retry", &[]),
     ("clip", &[]),
     ("moq", &[]),
     ("ts", &["time"]),
@@ -23,13 +24,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("hls", &["chunk", "ts", "time"]),
     ("manifest", &["chunk", "crypto", "ts", "time"]),
     ("hdhr", &["chunk", "clip", "http", "stop", "ts", "time"]),
-    ("capture", &["chunk", "clip", "hdhr", "stop", "ts", "time"]),
+    ("capture", &["chunk", "clip", "hdhr", "retry", "stop", "ts", "time"]),
     ("net", &["crypto", "moq"]),
     (
         "node",
         &[
             "capture", "chunk", "clip", "crypto", "hdhr", "hls", "http", "manifest", "moq", "net",
-            "stop", "time", "ts",
+            "retry", "stop", "time", "ts",
         ],
     ),
 ];
