@@ -38,7 +38,7 @@ pub fn manifest_decode(data: &[u8]) {
         );
     }
     let mut verifier = Verifier::new(seed_keys(), Policy::new(vec![seed_signer().node_id()]));
-    verifier.push_manifest(data, UnixMillis(0));
+    verifier.push_manifest(data, std::time::Instant::now());
     while let Some(event) = verifier.poll_event() {
         if let Event::Manifest { id, .. } = event {
             let m = decoded

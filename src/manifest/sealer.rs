@@ -116,6 +116,7 @@ mod tests {
     use crate::crypto::{StreamId, StreamKey};
     use crate::manifest::{Event, Policy, Verifier};
     use crate::ts::clock::Pts;
+    use std::time::Instant;
 
     fn keys() -> StreamKeys {
         StreamKey::derive(None, &StreamId::new("ec/stream/v1/test").unwrap()).subkeys()
@@ -146,14 +147,15 @@ mod tests {
             assert_eq!(object, from_leader, "sealing is deterministic");
             assert!(none.is_empty());
             for m in manifests {
-                verifier.push_manifest(&m.bytes, now);
+                verifier.push_manifest(&m.bytes, Instant::now());
                 signed += 1;
             }
-            verifier.push_object(object.to_vec(), None, None, now);
+            verifier.push_object(object.to_vec(), None, None, Instant::now());
         }
         // 10 and 11 complete epoch 5; 14 (13 skipped) closes epoch 6; epoch 7 is signed at the end.
         assert_eq!(signed, 2);
-        verifier.push_manifest(&leader.finish(now).unwrap().unwrap().bytes, now);
+        let last = leader.finish(now).unwrap().unwrap();
+        verifier.push_manifest(&last.bytes, Instant::now());
         let mut accepted = Vec::new();
         while let Some(event) = verifier.poll_event() {
             if let Event::Chunk(c) = event {

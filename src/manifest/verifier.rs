@@ -2,7 +2,8 @@
 //!
 //! A sans-I/O owner used by subscribers and, later, relays. The caller feeds manifests and objects
 //! (with an optional inclusion proof) from any peer, trusted or not, together with the current
-//! time, and polls [`Event`]s: accepted plaintext chunks, accepted manifests, hash-chain gaps and
+//! time on the monotonic clock (an [`Instant`]: only how long an object has waited matters, so a
+//! step of the wall clock expires nothing), and polls [`Event`]s: accepted plaintext chunks, accepted manifests, hash-chain gaps and
 //! rejections with a counted [`Reason`]. "No manifests, no data": with
 //! [`Policy::require_manifest`] an object that no held manifest covers waits in a buffer bounded
 //! by bytes and by time and is dropped when no manifest comes. The verifier never reads the clock,
@@ -19,6 +20,7 @@ use crate::time::UnixMillis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 /// What the verifier accepts and how much it holds.
 #[derive(Clone, Debug)]
@@ -30,8 +32,8 @@ pub struct Policy {
     pub require_manifest: bool,
     /// Most object bytes waiting for a manifest.
     pub max_pending_bytes: usize,
-    /// Longest an object waits for a manifest, in milliseconds.
-    pub max_pending_ms: u64,
+    /// Longest an object waits for a manifest.
+    pub max_pending: Duration,
     /// Most manifests held; beyond it the lowest epochs are forgotten and their chunks are stale.
     pub max_manifests: usize,
 }
@@ -44,7 +46,7 @@ impl Policy {
             trusted,
             require_manifest: true,
             max_pending_bytes: 64 << 20,
-            max_pending_ms: 10_000,
+            max_pending: Duration::from_secs(10),
             max_manifests: 1024,
         }
     }
@@ -211,7 +213,7 @@ struct Pending {
     index: ChunkIndex,
     bytes: Vec<u8>,
     proof: Option<Vec<u8>>,
-    expires: UnixMillis,
+    expires: Instant,
 }
 
 /// The acceptance policy for one stream. See the module documentation.
@@ -260,7 +262,7 @@ impl Verifier {
     }
 
     /// Feeds a signed manifest from any peer.
-    pub fn push_manifest(&mut self, bytes: &[u8], now: UnixMillis) {
+    pub fn push_manifest(&mut self, bytes: &[u8], now: Instant) {
         self.expire(now);
         let manifest = match Manifest::decode(bytes) {
             Ok(m) => m,
@@ -320,7 +322,7 @@ impl Verifier {
         bytes: Vec<u8>,
         proof: Option<&[u8]>,
         placed: Option<ChunkIndex>,
-        now: UnixMillis,
+        now: Instant,
     ) {
         self.expire(now);
         let verdict = match Object::parse(&bytes) {
@@ -346,12 +348,12 @@ impl Verifier {
     }
 
     /// Drops waiting objects whose time is up; call when [`Verifier::poll_timeout`] passes.
-    pub fn handle_timeout(&mut self, now: UnixMillis) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
     }
 
     /// When the next waiting object times out, if any waits.
-    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.pending.iter().map(|p| p.expires).min()
     }
 
@@ -545,7 +547,7 @@ impl Verifier {
     }
 
     /// Parks an object until a manifest covers it, making room by dropping the oldest.
-    fn wait(&mut self, bytes: Vec<u8>, index: ChunkIndex, proof: Option<&[u8]>, now: UnixMillis) {
+    fn wait(&mut self, bytes: Vec<u8>, index: ChunkIndex, proof: Option<&[u8]>, now: Instant) {
         if bytes.len() > self.policy.max_pending_bytes {
             let detail = "object is larger than the waiting buffer".to_string();
             return self.reject(Reason::Uncovered, Some(index), None, detail);
@@ -561,7 +563,7 @@ impl Verifier {
             index,
             bytes,
             proof: proof.map(<[u8]>::to_vec),
-            expires: now.plus_ms(self.policy.max_pending_ms),
+            expires: now + self.policy.max_pending,
         });
     }
 
@@ -583,7 +585,7 @@ impl Verifier {
         );
     }
 
-    fn expire(&mut self, now: UnixMillis) {
+    fn expire(&mut self, now: Instant) {
         let (expired, kept): (VecDeque<Pending>, VecDeque<Pending>) =
             std::mem::take(&mut self.pending)
                 .into_iter()
@@ -628,6 +630,12 @@ mod tests {
     use crate::manifest::{Entry, ManifestChain};
 
     const T0: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    /// `ms` after the start of the test on the monotonic clock.
+    fn now(ms: u64) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
 
     fn keys(id: &str) -> StreamKeys {
         StreamKey::derive(None, &StreamId::new(id).unwrap()).subkeys()
@@ -692,9 +700,9 @@ mod tests {
         let m = chain(leader(), 1)
             .sign_epoch(0, vec![entry(&obj)], T0)
             .unwrap();
-        v.push_manifest(&m, T0);
-        v.push_object(obj.clone(), None, None, T0);
-        v.push_object(obj.clone(), None, None, T0); // the same object from a second peer
+        v.push_manifest(&m, now(0));
+        v.push_object(obj.clone(), None, None, now(0));
+        v.push_object(obj.clone(), None, None, now(0)); // the same object from a second peer
         let events = drain(&mut v);
         assert!(matches!(
             events[0],
@@ -721,17 +729,17 @@ mod tests {
             .map(|i| seal(&keys("s"), i, &[i as u8; 300]))
             .collect();
         for o in &objs {
-            v.push_object(o.clone(), None, None, T0);
+            v.push_object(o.clone(), None, None, now(0));
         }
         assert_eq!(
             drain(&mut v),
             vec![],
             "nothing is delivered before a manifest"
         );
-        assert_eq!(v.poll_timeout(), Some(T0.plus_ms(10_000)));
+        assert_eq!(v.poll_timeout(), Some(now(10_000)));
         let entries = objs.iter().map(|o| entry(o)).collect();
         let m = chain(leader(), 4).sign_epoch(1, entries, T0).unwrap();
-        v.push_manifest(&m, T0.plus_ms(5));
+        v.push_manifest(&m, now(5));
         assert_eq!(chunk_indices(&drain(&mut v)), vec![4, 5, 6, 7]);
         assert_eq!(v.poll_timeout(), None);
     }
@@ -743,12 +751,12 @@ mod tests {
         let m = chain(leader(), 1)
             .sign_epoch(3, vec![entry(&obj)], T0)
             .unwrap();
-        v.push_manifest(&m, T0);
+        v.push_manifest(&m, now(0));
         drain(&mut v);
-        v.push_object(obj.clone(), None, Some(ChunkIndex(4)), T0);
+        v.push_object(obj.clone(), None, Some(ChunkIndex(4)), now(0));
         let r = assert_only_rejected(&mut v, Reason::Misplaced);
         assert_eq!(r.index, Some(ChunkIndex(3)));
-        v.push_object(obj, None, Some(ChunkIndex(3)), T0);
+        v.push_object(obj, None, Some(ChunkIndex(3)), now(0));
         assert_eq!(chunk_indices(&drain(&mut v)), vec![3]);
         assert_eq!(v.rejected_objects(), 1);
     }
@@ -756,15 +764,15 @@ mod tests {
     #[test]
     fn uncovered_objects_from_before_the_first_trusted_manifest_are_not_counted() {
         let mut v = verifier();
-        v.push_object(seal(&keys("s"), 4, b"old"), None, None, T0);
-        v.push_object(seal(&keys("s"), 9, b"new"), None, None, T0);
+        v.push_object(seal(&keys("s"), 4, b"old"), None, None, now(0));
+        v.push_object(seal(&keys("s"), 9, b"new"), None, None, now(0));
         let obj = seal(&keys("s"), 5, b"five");
         let m = chain(leader(), 1)
             .sign_epoch(5, vec![entry(&obj)], T0)
             .unwrap();
-        v.push_manifest(&m, T0);
+        v.push_manifest(&m, now(0));
         drain(&mut v);
-        v.handle_timeout(T0.plus_ms(10_000));
+        v.handle_timeout(now(10_000));
         let r = assert_only_rejected(&mut v, Reason::Uncovered);
         assert_eq!(r.index, Some(ChunkIndex(9)));
         assert_eq!(v.ignored(), 1);
@@ -773,10 +781,10 @@ mod tests {
     #[test]
     fn uncovered_objects_time_out_and_are_counted() {
         let mut v = verifier();
-        v.push_object(seal(&keys("s"), 9, b"x"), None, None, T0);
-        v.handle_timeout(T0.plus_ms(9_999));
+        v.push_object(seal(&keys("s"), 9, b"x"), None, None, now(0));
+        v.handle_timeout(now(9_999));
         assert_eq!(drain(&mut v), vec![]);
-        v.handle_timeout(T0.plus_ms(10_000));
+        v.handle_timeout(now(10_000));
         let r = assert_only_rejected(&mut v, Reason::Uncovered);
         assert_eq!(r.index, Some(ChunkIndex(9)));
         assert_eq!(v.rejected_objects(), 1);
@@ -784,7 +792,7 @@ mod tests {
         let m = chain(leader(), 1)
             .sign_epoch(9, vec![entry(&seal(&keys("s"), 9, b"x"))], T0)
             .unwrap();
-        v.push_manifest(&m, T0.plus_ms(10_001));
+        v.push_manifest(&m, now(10_001));
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
     }
 
@@ -793,11 +801,11 @@ mod tests {
         let mut policy = Policy::new(vec![leader().node_id()]);
         policy.max_pending_bytes = 1000;
         let mut v = Verifier::new(keys("s"), policy);
-        v.push_object(seal(&keys("s"), 1, &[0; 600]), None, None, T0);
-        v.push_object(seal(&keys("s"), 2, &[0; 600]), None, None, T0);
+        v.push_object(seal(&keys("s"), 1, &[0; 600]), None, None, now(0));
+        v.push_object(seal(&keys("s"), 2, &[0; 600]), None, None, now(0));
         let r = assert_only_rejected(&mut v, Reason::Uncovered);
         assert_eq!(r.index, Some(ChunkIndex(1)), "the oldest makes room");
-        v.push_object(seal(&keys("s"), 3, &[0; 2000]), None, None, T0);
+        v.push_object(seal(&keys("s"), 3, &[0; 2000]), None, None, now(0));
         assert_eq!(v.rejected(Reason::Uncovered), 2);
     }
 
@@ -806,7 +814,7 @@ mod tests {
         let mut policy = Policy::new(vec![]);
         policy.require_manifest = false;
         let mut v = Verifier::new(keys("s"), policy);
-        v.push_object(seal(&keys("s"), 1, b"open"), None, None, T0);
+        v.push_object(seal(&keys("s"), 1, b"open"), None, None, now(0));
         let events = drain(&mut v);
         assert!(matches!(
             &events[..],
@@ -814,7 +822,7 @@ mod tests {
         ));
         let mut flipped = seal(&keys("s"), 2, b"open");
         flipped[40] ^= 1;
-        v.push_object(flipped.clone(), None, None, T0);
+        v.push_object(flipped.clone(), None, None, now(0));
         assert_only_rejected(&mut v, Reason::Aead);
     }
 
@@ -831,21 +839,21 @@ mod tests {
         let id = Manifest::decode(&m).unwrap().id;
         let proof = Proof::build(id, &entries, 3).unwrap().encode();
         // Proof before the manifest: the object waits, then the proof path accepts it.
-        v.push_object(objs[3].clone(), Some(&proof), None, T0);
+        v.push_object(objs[3].clone(), Some(&proof), None, now(0));
         assert_eq!(drain(&mut v), vec![]);
-        v.push_manifest(&m, T0);
+        v.push_manifest(&m, now(0));
         let events = drain(&mut v);
         assert_eq!(chunk_indices(&events), vec![3]);
         // A proof for leaf 3 does not carry object 4.
-        v.push_object(objs[4].clone(), Some(&proof), None, T0);
+        v.push_object(objs[4].clone(), Some(&proof), None, now(0));
         assert_only_rejected(&mut v, Reason::ProofMismatch);
         // A proof with a forged sibling does not reach the root.
         let mut forged = Proof::build(id, &entries, 2).unwrap();
         forged.siblings[0][0] ^= 1;
-        v.push_object(objs[2].clone(), Some(&forged.encode()), None, T0);
+        v.push_object(objs[2].clone(), Some(&forged.encode()), None, now(0));
         assert_eq!(v.rejected(Reason::ProofMismatch), 1 + 1);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
-        v.push_object(objs[1].clone(), Some(&proof[..20]), None, T0);
+        v.push_object(objs[1].clone(), Some(&proof[..20]), None, now(0));
         assert_only_rejected(&mut v, Reason::MalformedProof);
     }
 
@@ -857,21 +865,21 @@ mod tests {
             &chain(leader(), 1)
                 .sign_epoch(0, vec![entry(&good)], T0)
                 .unwrap(),
-            T0,
+            now(0),
         );
         drain(&mut v);
-        v.push_object(seal(&keys("s"), 0, b"fake"), None, None, T0);
+        v.push_object(seal(&keys("s"), 0, b"fake"), None, None, now(0));
         let r = assert_only_rejected(&mut v, Reason::IdMismatch);
         assert_eq!(r.index, Some(ChunkIndex(0)));
         // Replayed under another index: header changed, so the id matches nothing there either.
         let mut c = chain(leader(), 1);
         c.sign_epoch(0, vec![entry(&good)], T0).unwrap();
         let other = seal(&keys("s"), 1, b"one");
-        v.push_manifest(&c.sign_epoch(1, vec![entry(&other)], T0).unwrap(), T0);
+        v.push_manifest(&c.sign_epoch(1, vec![entry(&other)], T0).unwrap(), now(0));
         drain(&mut v);
         let mut replayed = good.clone();
         replayed[9] = 1;
-        v.push_object(replayed.clone(), None, None, T0);
+        v.push_object(replayed.clone(), None, None, now(0));
         assert_eq!(v.rejected(Reason::IdMismatch), 2);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
     }
@@ -885,17 +893,17 @@ mod tests {
             &chain(leader(), 1)
                 .sign_epoch(0, vec![entry(&alien)], T0)
                 .unwrap(),
-            T0,
+            now(0),
         );
         drain(&mut v);
-        v.push_object(alien.clone(), None, None, T0);
+        v.push_object(alien.clone(), None, None, now(0));
         assert_only_rejected(&mut v, Reason::Aead);
     }
 
     #[test]
     fn malformed_objects_are_rejected() {
         let mut v = verifier();
-        v.push_object(seal(&keys("s"), 0, b"x")[..30].to_vec(), None, None, T0);
+        v.push_object(seal(&keys("s"), 0, b"x")[..30].to_vec(), None, None, now(0));
         assert_only_rejected(&mut v, Reason::MalformedObject);
     }
 
@@ -907,14 +915,14 @@ mod tests {
             .unwrap();
 
         let mut v = verifier();
-        v.push_manifest(&good[..good.len() - 1], T0);
+        v.push_manifest(&good[..good.len() - 1], now(0));
         assert_only_rejected(&mut v, Reason::MalformedManifest);
 
         let mut v = verifier();
         let stranger = chain(NodeKey::from_seed([2; 32]), 1)
             .sign_epoch(0, vec![entry(&obj)], T0)
             .unwrap();
-        v.push_manifest(&stranger, T0);
+        v.push_manifest(&stranger, now(0));
         let r = assert_only_rejected(&mut v, Reason::UnknownSigner);
         assert_eq!(r.signer, Some(NodeKey::from_seed([2; 32]).node_id()));
 
@@ -922,19 +930,19 @@ mod tests {
         let mut forged = good.clone();
         let n = forged.len();
         forged[n - 10] ^= 1;
-        v.push_manifest(&forged, T0);
+        v.push_manifest(&forged, now(0));
         assert_only_rejected(&mut v, Reason::BadSignature);
 
         let mut v = verifier();
         let other = ManifestChain::new(leader(), keys("t").locator(), 1, 180_000)
             .sign_epoch(0, vec![entry(&obj)], T0)
             .unwrap();
-        v.push_manifest(&other, T0);
+        v.push_manifest(&other, now(0));
         assert_only_rejected(&mut v, Reason::OtherStream);
 
         // None of the rejected manifests lets the object through.
-        v.push_object(obj.clone(), None, None, T0);
-        v.handle_timeout(T0.plus_ms(60_000));
+        v.push_object(obj.clone(), None, None, now(0));
+        v.handle_timeout(now(60_000));
         assert_eq!(v.rejected(Reason::Uncovered), 1);
         assert_eq!(chunk_indices(&drain(&mut v)), Vec::<u64>::new());
     }
@@ -948,26 +956,26 @@ mod tests {
             &chain(leader(), 2)
                 .sign_epoch(2, vec![entry(&a)], T0)
                 .unwrap(),
-            T0,
+            now(0),
         );
         drain(&mut v);
         let mut c = chain(leader(), 2);
         c.sign_epoch(0, vec![entry(&seal(&keys("s"), 0, b"z"))], T0)
             .unwrap();
         let contradicting = c.sign_epoch(2, vec![entry(&b)], T0).unwrap();
-        v.push_manifest(&contradicting, T0);
+        v.push_manifest(&contradicting, now(0));
         let r = assert_only_rejected(&mut v, Reason::Equivocation);
         assert_eq!(
             (r.index, r.signer),
             (Some(ChunkIndex(4)), Some(leader().node_id()))
         );
-        v.push_object(b.clone(), None, None, T0);
+        v.push_object(b.clone(), None, None, now(0));
         assert_only_rejected(&mut v, Reason::IdMismatch);
         // The same entry re-signed (e.g. a new creation time) is not equivocation.
         let again = chain(leader(), 2)
             .sign_epoch(2, vec![entry(&a)], T0.plus_ms(1))
             .unwrap();
-        v.push_manifest(&again, T0);
+        v.push_manifest(&again, now(0));
         let events = drain(&mut v);
         assert!(
             events.iter().any(|e| matches!(e, Event::Manifest { .. })),
@@ -984,8 +992,8 @@ mod tests {
             .map(|i| c.sign_epoch(i as u64, vec![entry(&objs[i])], T0).unwrap())
             .collect();
         let mut v = verifier();
-        v.push_manifest(&ms[0], T0);
-        v.push_manifest(&ms[3], T0);
+        v.push_manifest(&ms[0], now(0));
+        v.push_manifest(&ms[3], now(0));
         let events = drain(&mut v);
         let signer = leader().node_id();
         assert!(
@@ -995,9 +1003,9 @@ mod tests {
             }),
             "{events:?}"
         );
-        v.push_manifest(&ms[2], T0);
-        v.push_manifest(&ms[1], T0);
-        v.push_manifest(&ms[1], T0); // already held: ignored
+        v.push_manifest(&ms[2], now(0));
+        v.push_manifest(&ms[1], now(0));
+        v.push_manifest(&ms[1], now(0)); // already held: ignored
         let events = drain(&mut v);
         assert_eq!(
             events.len(),
@@ -1005,7 +1013,7 @@ mod tests {
             "no breaks, no gaps, no duplicate: {events:?}"
         );
         for o in objs.iter().rev() {
-            v.push_object(o.clone(), None, None, T0);
+            v.push_object(o.clone(), None, None, now(0));
         }
         assert_eq!(chunk_indices(&drain(&mut v)), vec![3, 2, 1, 0]);
     }
@@ -1021,7 +1029,7 @@ mod tests {
             &first
                 .sign_epoch(1, vec![entry(&seal(&keys("s"), 1, b"b"))], T0)
                 .unwrap(),
-            T0,
+            now(0),
         );
         let mut restarted = chain(leader(), 1);
         restarted
@@ -1030,7 +1038,7 @@ mod tests {
         let m = restarted
             .sign_epoch(6, vec![entry(&seal(&keys("s"), 6, b"d"))], T0)
             .unwrap();
-        v.push_manifest(&m, T0);
+        v.push_manifest(&m, now(0));
         let signer = leader().node_id();
         assert!(drain(&mut v).contains(&Event::ChainBreak {
             signer,
@@ -1046,11 +1054,11 @@ mod tests {
         let mut c = chain(leader(), 1);
         let objs: Vec<Vec<u8>> = (0..3).map(|i| seal(&keys("s"), i, &[i as u8])).collect();
         for (i, o) in objs.iter().enumerate() {
-            v.push_manifest(&c.sign_epoch(i as u64, vec![entry(o)], T0).unwrap(), T0);
+            v.push_manifest(&c.sign_epoch(i as u64, vec![entry(o)], T0).unwrap(), now(0));
         }
         drain(&mut v);
-        v.push_object(objs[0].clone(), None, None, T0);
-        v.push_object(objs[2].clone(), None, None, T0);
+        v.push_object(objs[0].clone(), None, None, now(0));
+        v.push_object(objs[2].clone(), None, None, now(0));
         assert_eq!(chunk_indices(&drain(&mut v)), vec![2]);
         assert_eq!(v.ignored(), 1);
         assert_eq!(Reason::ALL.map(|r| v.rejected(r)), [0; Reason::ALL.len()]);

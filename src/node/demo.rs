@@ -13,7 +13,6 @@ use crate::capture::CaptureOptions;
 use crate::chunk::ChunkerConfig;
 use crate::crypto::{KeyError, NodeKey, StreamId, StreamKey};
 use crate::hdhr::sim::server::BindError;
-use crate::hls;
 use crate::hls::playlist::PlaylistKind;
 use crate::manifest::Policy;
 use crate::net::{EndpointAddr, PeerCheck, Target};
@@ -137,21 +136,15 @@ pub fn demo(
     let mut policy = Policy::new(vec![leader_id]);
     policy.require_manifest = true;
     let subscriber = SubscribeConfig {
-        keys,
-        policy,
-        objects: vec![pinned(&availability.addr)],
         manifests: vec![pinned(&leader.addr)],
-        group_timeout: Duration::from_millis(u64::from(chunker.chunk_ms)),
-        max_source_invalid: 3,
-        subscribe_manifests: true,
         backfill: 3,
-        output: Destination::Folder(config.out, PlaylistKind::Event),
-        target_duration: hls::target_duration(&chunker),
-        chunk_ticks: u64::from(chunker.chunk_ms) * 90,
-        stop_after: None,
-        max_invalid: None,
-        manifest_timeout: Duration::from_secs(15),
-        idle_timeout: Duration::from_secs(15),
+        ..SubscribeConfig::new(
+            keys,
+            policy,
+            vec![pinned(&availability.addr)],
+            chunker.chunk_ms,
+            Destination::Folder(config.out, PlaylistKind::Event),
+        )
     };
     let (summary, outcome) = subscribe(subscriber, stop, progress);
     publishers.set();

@@ -111,11 +111,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut sign_failures = 0u64;
     let verify_step = || {
         let mut verifier = Verifier::new(keys.clone(), Policy::new(vec![leader.node_id()]));
-        verifier.push_manifest(&manifest, UnixMillis(0));
+        verifier.push_manifest(&manifest, Instant::now());
         for (mut buffer, object) in buffers.drain(..).zip(&objects) {
             buffer.clear();
             buffer.extend_from_slice(object);
-            verifier.push_object(buffer, None, None, UnixMillis(0));
+            verifier.push_object(buffer, None, None, Instant::now());
         }
         while let Some(event) = verifier.poll_event() {
             if let Event::Chunk(chunk) = event {

@@ -201,23 +201,17 @@ fn forward_verified(
     stop: &StopFlag,
 ) -> Result<ForwardSummary, ForwardError> {
     let passer = Arc::new(Mutex::new(passer));
+    let output = Destination::Onward(Box::new(Passing(passer.clone())));
+    let default_chunk_ms = crate::chunk::ChunkerConfig::default().chunk_ms;
     let config = SubscribeConfig {
-        keys: v.keys,
-        policy: v.policy,
-        objects: v.objects,
         manifests: v.manifests,
         group_timeout: v.group_timeout,
         max_source_invalid: v.max_source_invalid,
-        subscribe_manifests: true,
-        backfill: 0,
-        output: Destination::Onward(Box::new(Passing(passer.clone()))),
-        // A forwarder writes no playlist: these only shape one.
-        target_duration: 1,
-        chunk_ticks: 0,
-        stop_after: None,
-        max_invalid: None,
         manifest_timeout: v.idle_timeout,
         idle_timeout: v.idle_timeout,
+        // A forwarder writes no playlist, so the chunk duration only shapes figures it never
+        // shows; the group timeout is the one that matters, given above.
+        ..SubscribeConfig::new(v.keys, v.policy, v.objects, default_chunk_ms, output)
     };
     // The pipeline stops on a signal, and when the outlet fails.
     let running = StopFlag::default();

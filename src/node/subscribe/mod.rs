@@ -2,22 +2,25 @@
 //!
 //! ```text
 //!  objects peer ───(endpoint thread)──┐
-//!                                     ├─► receive loop (caller): Verifier (verify + decrypt in
-//!  manifests peer ─(endpoint thread)──┘   place) → Reorder ─(bounded)─► HLS thread: HlsWriter
+//!                                     ├─► receive loop (caller) ◄─► Assembly (the rules:
+//!  manifests peer ─(endpoint thread)──┘   Verifier, Swarm, Reorder, deadlines)
+//!                                            │ bounded
+//!                                            ▼
+//!                                         output thread: HlsWriter / sink / onward
 //! ```
 //!
 //! Objects come from one or several peers (sources) and manifests from the same or other ones,
 //! each an [`Upstream`] with its own network thread. Each track is asked for as a late join
 //! ([`Ask::Join`]: from the next group, with a joining FETCH of the current group and `backfill`
-//! earlier ones), so a late joiner starts at once; `order::Reorder` keeps the segments in index
-//! order meanwhile. With several sources, [`swarm::Swarm`] decides which one holds the live
-//! subscription and which one a missing or rejected chunk is fetched from; a source that leaves
-//! is redialled, one that lies is demoted, and the run goes on from the others.
-//! The verifier decides what is accepted ("no manifests, no data" under
-//! [`Policy::require_manifest`]); this module only wires the peers, the verifier and the writer,
-//! keeps the clocks (start-up, manifest and idle timeouts) and always finishes the playlist with
-//! ENDLIST. Memory is bounded by the verifier's policy and the reorder cap.
+//! earlier ones), so a late joiner starts at once. Every rule — what is accepted ("no manifests,
+//! no data" under [`Policy::require_manifest`]), segment order, which source serves which chunk,
+//! gap repair, redials, the start-up, manifest and idle deadlines — is the sans-I/O
+//! `assembly::Assembly`'s. This module only moves deliveries into it and carries its actions
+//! out (asks, dials, closes, segments to the output thread), sleeps until its next deadline,
+//! reports progress, and always finishes the playlist with ENDLIST. Memory is bounded by the
+//! verifier's policy and the caps the owner states.
 
+mod assembly;
 mod latency;
 mod order;
 mod output;
@@ -27,53 +30,25 @@ pub use latency::Latency;
 
 use crate::chunk::ChunkIndex;
 use crate::crypto::StreamKeys;
-use crate::hls::playlist::{PlaylistKind, SegmentEntry};
-use crate::hls::{HlsError, ProgramClock};
-use crate::manifest::{
-    AcceptedChunk, Event as Verdict, Manifest, ManifestId, Policy, Reason, Verifier,
-};
+use crate::hls::playlist::PlaylistKind;
+use crate::hls::HlsError;
+use crate::manifest::{Policy, Reason, Verifier};
 use crate::moq::track::{BroadcastTrack, TrackKind};
-use crate::moq::GroupId;
 use crate::net::NetError;
 use crate::node::timing::{self, Stage};
 use crate::node::tracks::{Ask, Delivery, FetchEnd, PeerSpec, Upstream, UpstreamError};
 use crate::stop::StopFlag;
-use crate::time::UnixMillis;
-use order::Reorder;
+use assembly::{Action, Assembly, AssemblyConfig, Moment, PeerRole};
 pub use output::{Destination, Onward, SegmentSink};
-use output::{Output, OutputError, Segment};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use output::{Output, OutputError};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use swarm::{Action, SourceState, SourceStats, Swarm, SwarmConfig};
+use swarm::{SourceStats, SwarmConfig};
 
-/// Longest a late joiner holds live chunks back for its backfill to arrive.
-const BACKFILL_WAIT: Duration = Duration::from_secs(5);
-/// Most verified chunks held back meanwhile.
-const REORDER_CAP: usize = 32;
-/// Manifest creation times remembered for the latency figure.
-const MANIFEST_TIMES: usize = 1024;
-/// Longest the receive loop sleeps when no event is ready: how often the clocks are checked.
-const TICK: Duration = Duration::from_millis(50);
 /// Shortest time between two progress reports.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// Chunk sources remembered by index, to blame a rejection on the source that sent it.
-const SOURCES_REMEMBERED: usize = 1024;
-/// The most sealed objects an [`Onward`]'s run keeps until their chunk is written: what the
-/// reorder stage may hold, and as many again waiting for the verifier. Objects of chunks that
-/// will never be written (late, rejected) are dropped as soon as a later chunk is written.
-const SEALED_HELD: usize = 2 * REORDER_CAP;
-/// Manifests kept for an [`Onward`] until the verifier decides on them.
-const MANIFESTS_HELD: usize = 64;
-/// The widest gap in a track's groups that is fetched when a later group arrives (a blackout,
-/// a reconnect); a wider one is left as a gap, marked as a discontinuity.
-const GAP_REPAIR: u64 = 32;
-/// The first wait before a manifests-only peer that left is dialled again (chunk sources: the
-/// swarm's own back-off); it doubles up to [`REDIAL_MAX`].
-const REDIAL_MIN: Duration = Duration::from_millis(500);
-/// The longest wait before a manifests-only peer is dialled again.
-const REDIAL_MAX: Duration = Duration::from_secs(30);
+/// Longest the receive loop sleeps with nothing to do: how soon it sees a stop.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// What to subscribe to and how.
 pub struct SubscribeConfig {
@@ -108,6 +83,47 @@ pub struct SubscribeConfig {
     pub manifest_timeout: Duration,
     /// Fail when no object came for this long after the first, or none verified.
     pub idle_timeout: Duration,
+}
+
+/// How long a subscriber waits, by default, for its first trusted manifest and, after the
+/// first object, between objects.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl SubscribeConfig {
+    /// Subscribes to the stream of `keys` from the chunk sources `objects` (they serve the
+    /// manifests too), for `chunk_ms` chunks, into `output`, with the defaults: the manifests
+    /// track taken, no backfill, a chunk awaited one chunk duration before another source is
+    /// asked, a source demoted after 3 rejections, [`DEFAULT_TIMEOUT`] for the first manifest
+    /// and for idleness, no limit on chunks or invalid objects.
+    pub fn new(
+        keys: StreamKeys,
+        policy: Policy,
+        objects: Vec<PeerSpec>,
+        chunk_ms: u32,
+        output: Destination,
+    ) -> SubscribeConfig {
+        let chunker = crate::chunk::ChunkerConfig {
+            chunk_ms,
+            ..crate::chunk::ChunkerConfig::default()
+        };
+        SubscribeConfig {
+            keys,
+            policy,
+            objects,
+            manifests: Vec::new(),
+            group_timeout: Duration::from_millis(u64::from(chunk_ms)),
+            max_source_invalid: 3,
+            subscribe_manifests: true,
+            backfill: 0,
+            output,
+            target_duration: crate::hls::target_duration(&chunker),
+            chunk_ticks: u64::from(chunk_ms) * 90,
+            stop_after: None,
+            max_invalid: None,
+            manifest_timeout: DEFAULT_TIMEOUT,
+            idle_timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// How a subscribing run went (so far, in a progress report).
@@ -147,6 +163,22 @@ pub struct SourceSummary {
 }
 
 impl SubscribeSummary {
+    /// Takes the owner's figures: manifests, backfill, late chunks, rejections, sources.
+    fn copy_assembly(&mut self, assembly: &Assembly) {
+        self.manifests = assembly.manifests();
+        self.backfilled = assembly.backfilled();
+        self.late = assembly.late();
+        self.rejected = assembly.rejections();
+        self.sources = assembly
+            .sources()
+            .map(|(name, state, stats)| SourceSummary {
+                remote: name.to_string(),
+                state: state.name(),
+                stats: stats.clone(),
+            })
+            .collect();
+    }
+
     /// Takes the figures of what reached the disk.
     fn copy_written(&mut self, w: &output::Written) {
         self.accepted = w.segments;
@@ -247,21 +279,16 @@ fn kind_name(kind: TrackKind) -> &'static str {
     }
 }
 
-/// One peer: its connection (none while it is gone or demoted), the kinds of its tracks by
-/// position, and its place among the chunk sources.
+/// One peer's connection (none while it is gone or demoted) and the kinds of its tracks by
+/// position; what it is for and what to do when it leaves is the [`Assembly`]'s.
 struct Peer {
     spec: PeerSpec,
     upstream: Option<Upstream>,
     kinds: Vec<TrackKind>,
     /// Whether its manifests track is asked for.
     manifests: bool,
-    /// Its place among the chunk sources (`None`: it serves manifests only).
-    source: Option<usize>,
-    /// Whether its session was ever up: a peer that leaves after that is dialled again.
-    was_up: bool,
-    /// For a manifests-only peer that left: when to dial it again, and the wait after that.
-    redial_at: Option<Instant>,
-    backoff: Duration,
+    /// Whether it is a chunk source.
+    chunks: bool,
 }
 
 impl Peer {
@@ -270,19 +297,15 @@ impl Peer {
     fn dial(
         spec: &PeerSpec,
         locator: &str,
-        manifests: bool,
+        role: &PeerRole,
         backfill: u64,
-        source: Option<usize>,
     ) -> Result<Peer, UpstreamError> {
         let mut peer = Peer {
             spec: spec.clone(),
             upstream: None,
             kinds: Vec::new(),
-            manifests,
-            source,
-            was_up: false,
-            redial_at: None,
-            backoff: REDIAL_MIN,
+            manifests: role.manifests,
+            chunks: role.source.is_some(),
         };
         peer.connect(locator, backfill)?;
         Ok(peer)
@@ -299,7 +322,7 @@ impl Peer {
             asks.push((t, Ask::Join { backfill }));
         }
         let mut upstream = Upstream::dial(&self.spec, asks)?;
-        if let (Some(_), Ok(t)) = (self.source, track(TrackKind::Chunks)) {
+        if let (true, Ok(t)) = (self.chunks, track(TrackKind::Chunks)) {
             upstream.track(t);
             kinds.push(TrackKind::Chunks);
         }
@@ -308,18 +331,8 @@ impl Peer {
         Ok(())
     }
 
-    /// A manifests-only peer left: dial it again after the back-off, which doubles.
-    fn redial_later(&mut self, now: Instant) {
-        self.redial_at = Some(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(REDIAL_MAX);
-    }
-
     fn name(&self) -> String {
         self.spec.target.to_string()
-    }
-
-    fn connected(&self) -> bool {
-        self.upstream.as_ref().is_some_and(Upstream::is_connected)
     }
 
     /// Asks its track of `kind` for `ask`; a failure is the peer's.
@@ -355,51 +368,27 @@ pub fn subscribe(
         Ok(output) => output,
         Err(e) => return (summary, Err(e.into())),
     };
-    let mut verifier = Verifier::new(config.keys.clone(), config.policy.clone());
-    let mut swarm = Swarm::new(
-        config.objects.len(),
-        SwarmConfig {
-            group_timeout: config.group_timeout,
-            max_invalid: config.max_source_invalid,
-            ..SwarmConfig::default()
-        },
+    let roles = roles(&config);
+    let mut assembly = Assembly::new(
+        assembly_config(&config, &output),
+        Verifier::new(config.keys.clone(), config.policy.clone()),
+        roles.clone(),
+        started,
     );
-    let result = match dial_peers(&config) {
+    let result = match dial_peers(&config, &roles) {
         Ok(mut peers) => {
             let mut run = Run {
-                swarm: &mut swarm,
-                source_of: BTreeMap::new(),
-                newest_chunk: None,
-                newest_manifest: None,
-                sealed: BTreeMap::new(),
-                manifests_held: VecDeque::new(),
-                refetching: BTreeSet::new(),
-                newest_handed: output.resumed(),
-                pushing_from: None,
-                start: None,
-                early_covers: Vec::new(),
                 config: &config,
-                verifier: &mut verifier,
+                assembly: &mut assembly,
                 output: &output,
-                handed: 0,
-                reorder: Reorder::new(true, REORDER_CAP),
-                clock: ProgramClock::default(),
                 summary: &mut summary,
                 started,
-                first_object: None,
-                last_object: started,
-                last_verified: None,
-                rejected_at_verified: 0,
-                // Each manifests track's joining FETCH, and the live chunks subscription's.
-                backfills: peers.iter().filter(|p| p.manifests).count() + 1,
-                backfill_indices: Vec::new(),
-                manifest_times: VecDeque::new(),
                 reported: started,
                 progress,
             };
             let result = run.receive(&mut peers, stop);
-            let flushed = run.release();
-            run.summary.sources = sources(run.swarm, &peers);
+            run.assembly.finish(Moment::read());
+            let flushed = run.carry_out(&mut peers);
             for mut peer in peers {
                 peer.close();
             }
@@ -409,7 +398,7 @@ pub fn subscribe(
     };
     let (written, finished) = output.finish();
     summary.copy_written(&written);
-    summary.rejected = rejections(&verifier);
+    summary.copy_assembly(&assembly);
     summary.elapsed = started.elapsed();
     // A write error stops the receive loop (as `OutputStopped`); report the error itself.
     let result = match (result, finished) {
@@ -419,49 +408,61 @@ pub fn subscribe(
     (summary, result)
 }
 
-/// The verifier's rejections by reason, only reasons that occurred.
-fn rejections(verifier: &Verifier) -> Vec<(Reason, u64)> {
-    Reason::ALL
-        .iter()
-        .map(|r| (*r, verifier.rejected(*r)))
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
-/// The chunk sources' figures, in the order given.
-fn sources(swarm: &Swarm, peers: &[Peer]) -> Vec<SourceSummary> {
-    peers
-        .iter()
-        .filter_map(|p| {
-            let (state, stats) = swarm.source(p.source?);
-            Some(SourceSummary {
-                remote: p.name(),
-                state: state.name(),
-                stats: stats.clone(),
-            })
-        })
-        .collect()
-}
-
-fn dial_peers(config: &SubscribeConfig) -> Result<Vec<Peer>, SubscribeError> {
+/// The peers: the chunk sources in the order given (carrying the manifests too when no other
+/// peer does), then the manifests-only peers.
+fn roles(config: &SubscribeConfig) -> Vec<PeerRole> {
     let manifests = config.subscribe_manifests || config.policy.require_manifest;
     let on_objects = manifests && config.manifests.is_empty();
-    let locator = config.keys.locator().to_string();
-    let dial = |spec, carries, source| {
-        Peer::dial(spec, &locator, carries, config.backfill, source)
-            .map_err(|e| upstream_failure(&[], e))
-    };
     let objects = config
         .objects
         .iter()
         .enumerate()
-        .map(|(at, spec)| dial(spec, on_objects, Some(at)));
+        .map(|(at, spec)| PeerRole {
+            name: spec.target.to_string(),
+            source: Some(at),
+            manifests: on_objects,
+        });
     let manifests_only = config
         .manifests
         .iter()
         .filter(|_| manifests)
-        .map(|spec| dial(spec, true, None));
+        .map(|spec| PeerRole {
+            name: spec.target.to_string(),
+            source: None,
+            manifests: true,
+        });
     objects.chain(manifests_only).collect()
+}
+
+fn assembly_config(config: &SubscribeConfig, output: &Output) -> AssemblyConfig {
+    AssemblyConfig {
+        require_manifest: config.policy.require_manifest,
+        backfill: config.backfill,
+        chunk_ticks: config.chunk_ticks,
+        stop_after: config.stop_after,
+        max_invalid: config.max_invalid,
+        manifest_timeout: config.manifest_timeout,
+        idle_timeout: config.idle_timeout,
+        passes_on: output.passes_on(),
+        resumed: output.resumed(),
+        swarm: SwarmConfig {
+            group_timeout: config.group_timeout,
+            max_invalid: config.max_source_invalid,
+            ..SwarmConfig::default()
+        },
+    }
+}
+
+/// Dials every peer, in the order of `roles`.
+fn dial_peers(config: &SubscribeConfig, roles: &[PeerRole]) -> Result<Vec<Peer>, SubscribeError> {
+    let locator = config.keys.locator().to_string();
+    let specs = config.objects.iter().chain(&config.manifests);
+    specs
+        .zip(roles)
+        .map(|(spec, role)| {
+            Peer::dial(spec, &locator, role, config.backfill).map_err(|e| upstream_failure(&[], e))
+        })
+        .collect()
 }
 
 /// The run's error for an upstream failure, with the refused track named by its kind.
@@ -483,543 +484,156 @@ fn upstream_failure(kinds: &[TrackKind], e: UpstreamError) -> SubscribeError {
     }
 }
 
-/// The receive loop's state.
+/// The receive loop's state: the owner of the rules and the ends it carries their actions to.
 struct Run<'a> {
     config: &'a SubscribeConfig,
-    swarm: &'a mut Swarm,
-    /// Which source sent the object of each recent chunk index.
-    source_of: BTreeMap<ChunkIndex, usize>,
-    /// The newest chunk object and manifest group received, to see gaps.
-    newest_chunk: Option<ChunkIndex>,
-    newest_manifest: Option<GroupId>,
-    /// For an [`Onward`]: the sealed objects of chunks not written yet.
-    sealed: BTreeMap<ChunkIndex, Arc<[u8]>>,
-    /// For an [`Onward`]: manifests the verifier has not decided on, with their groups.
-    manifests_held: VecDeque<(ManifestId, GroupId, Arc<[u8]>)>,
-    /// Chunks asked of another source by FETCH (not part of the join's backfill).
-    refetching: BTreeSet<ChunkIndex>,
-    /// The newest chunk handed to the output.
-    newest_handed: Option<ChunkIndex>,
-    /// The source of the object being pushed into the verifier right now.
-    pushing_from: Option<usize>,
-    /// The first chunk object's index: chunks from there on are awaited once a manifest
-    /// vouches for them.
-    start: Option<ChunkIndex>,
-    /// What manifests covered before the first chunk object came (bounded).
-    early_covers: Vec<(ChunkIndex, ChunkIndex)>,
-    verifier: &'a mut Verifier,
+    assembly: &'a mut Assembly,
     output: &'a Output,
-    /// Chunks handed to the HLS thread.
-    handed: u64,
-    reorder: Reorder<AcceptedChunk>,
-    clock: ProgramClock,
     summary: &'a mut SubscribeSummary,
     started: Instant,
-    first_object: Option<Instant>,
-    last_object: Instant,
-    last_verified: Option<Instant>,
-    /// Rejected objects when a chunk last verified.
-    rejected_at_verified: u64,
-    /// Joining FETCHes not yet complete (sent or still to send).
-    backfills: usize,
-    /// Chunk indices that came by joining FETCH.
-    backfill_indices: Vec<ChunkIndex>,
-    /// Creation times of recent trusted manifests, oldest first.
-    manifest_times: VecDeque<(ManifestId, UnixMillis)>,
     reported: Instant,
     progress: &'a mut dyn FnMut(&SubscribeSummary),
 }
 
 impl Run<'_> {
+    /// Moves deliveries into the owner and its actions out until the run ends, sleeping until
+    /// the owner's next deadline (or the next progress report) when nothing arrives.
     fn receive(&mut self, peers: &mut [Peer], stop: &StopFlag) -> Result<(), SubscribeError> {
         while !stop.is_set() {
             let mut busy = false;
-            for peer in peers.iter_mut() {
-                while let Some(next) = peer.upstream.as_mut().map(|u| u.next(Duration::ZERO)) {
+            for at in 0..peers.len() {
+                while let Some(next) = peers[at].upstream.as_mut().map(|u| u.next(Duration::ZERO)) {
                     match next {
-                        Ok(Some(delivery)) => self.on_delivery(peer, delivery)?,
+                        Ok(Some(delivery)) => self.deliver(peers, at, delivery)?,
                         Ok(None) => break,
                         Err(e) => {
-                            self.source_failed(peer, e)?;
+                            self.peer_failed(peers, at, e)?;
                             break;
                         }
                     }
                     busy = true;
+                    self.carry_out(peers)?;
+                    if self.assembly.done() {
+                        return Ok(());
+                    }
                 }
             }
-            self.act(peers)?;
-            self.redial_manifest_peers(peers);
-            if self.done() {
+            if self.assembly.poll_timeout() <= Instant::now() {
+                self.assembly.handle_timeout(Moment::read())?;
+                self.carry_out(peers)?;
+            }
+            if self.assembly.done() {
                 return Ok(());
             }
-            let now = UnixMillis::now();
-            if self.verifier.poll_timeout().is_some_and(|t| t <= now) {
-                self.verifier.handle_timeout(now);
-                self.drain()?;
-            }
-            if self.reorder.is_holding()
-                && (self.backfills == 0
-                    || self
-                        .first_object
-                        .is_some_and(|t| t.elapsed() >= BACKFILL_WAIT))
-            {
-                self.release()?;
-            }
-            self.check_clocks(peers)?;
             if self.reported.elapsed() >= PROGRESS_EVERY {
-                self.reported = Instant::now();
-                self.summary.elapsed = self.started.elapsed();
-                self.summary.rejected = rejections(self.verifier);
-                self.summary.sources = sources(self.swarm, peers);
-                self.output.written(|w| self.summary.copy_written(w));
-                (self.progress)(self.summary);
+                self.report();
             }
             if !busy {
                 let upstreams: Vec<&Upstream> =
                     peers.iter().filter_map(|p| p.upstream.as_ref()).collect();
-                let wait = self.swarm.poll_timeout().map_or(TICK, |t| {
-                    t.saturating_duration_since(Instant::now()).min(TICK)
-                });
+                let until = self
+                    .assembly
+                    .poll_timeout()
+                    .min(self.reported + PROGRESS_EVERY)
+                    .min(Instant::now() + STOP_CHECK);
+                let wait = until.saturating_duration_since(Instant::now());
                 crate::node::tracks::wait_any::<()>(&upstreams, &[], None, wait);
             }
         }
         Ok(())
     }
 
-    /// A peer failed: it is dialled again while the others (or nobody) carry the stream, or,
-    /// when it never came up and nobody can stand in for it, the run ends.
-    fn source_failed(&mut self, peer: &mut Peer, e: UpstreamError) -> Result<(), SubscribeError> {
-        // A peer that refuses the stream does not serve it: no redial changes that, unless
-        // other sources stand in meanwhile.
-        let refused = matches!(e, UpstreamError::Refused { .. });
-        let why = format!("{} left: {e}", peer.name());
-        match self.leave(peer, &why, !refused) {
-            true => Ok(()),
-            false => Err(upstream_failure(&peer.kinds, e)),
-        }
-    }
-
-    /// A peer left (for `why`): a chunk source goes to the swarm, which redials it; a
-    /// manifests-only peer is redialled with back-off. False — the run ends — when it is not one
-    /// of several chunk sources and either never came up or `may_return` is false (it refused).
-    fn leave(&mut self, peer: &mut Peer, why: &str, may_return: bool) -> bool {
-        let swarmed = peer.source.is_some() && self.config.objects.len() > 1;
-        if !(swarmed || (peer.was_up && may_return)) {
-            return false;
-        }
-        log::warn!("{why}; dialling it again");
-        peer.close();
-        let now = Instant::now();
-        match peer.source {
-            Some(at) => self.swarm.gone(at, now),
-            None => peer.redial_later(now),
-        }
-        true
-    }
-
-    /// Dials manifests-only peers that left once their back-off passed.
-    fn redial_manifest_peers(&mut self, peers: &mut [Peer]) {
-        let now = Instant::now();
-        let locator = self.config.keys.locator().to_string();
-        for peer in peers.iter_mut() {
-            if peer.redial_at.is_some_and(|t| t <= now) {
-                peer.redial_at = None;
-                if let Err(e) = peer.connect(&locator, self.config.backfill) {
-                    log::warn!("{} cannot be dialled again: {e}", peer.name());
-                    peer.redial_later(now);
-                }
-            }
-        }
-    }
-
-    /// Carries out what the swarm decided: the live subscription, fetches of missing chunks,
-    /// redials; closes demoted sources; writes chunks no longer waiting for a missing one.
-    fn act(&mut self, peers: &mut [Peer]) -> Result<(), SubscribeError> {
-        for action in self.swarm.poll(Instant::now()) {
-            let at = match action {
-                Action::Subscribe(at) | Action::Fetch { source: at, .. } | Action::Redial(at) => at,
-            };
-            let Some(peer) = peers.iter_mut().find(|p| p.source == Some(at)) else {
-                continue;
-            };
-            let asked = match action {
-                Action::Subscribe(_) => peer.ask(
-                    TrackKind::Chunks,
-                    Ask::Join {
-                        backfill: self.config.backfill,
-                    },
-                ),
-                Action::Fetch { index, .. } => {
-                    log::info!("chunk {index}: fetched from {}", peer.name());
-                    self.refetching.insert(index);
-                    peer.ask(
-                        TrackKind::Chunks,
-                        Ask::Fetch(GroupId(index.0), GroupId(index.0)),
-                    )
-                }
-                Action::Redial(_) => {
-                    self.swarm.redialled(at);
-                    let locator = self.config.keys.locator().to_string();
-                    peer.connect(&locator, self.config.backfill)
-                }
-            };
-            if let Err(e) = asked {
-                self.source_failed(peer, e)?;
-            }
-        }
-        for peer in peers.iter_mut() {
-            let demoted = peer
-                .source
-                .is_some_and(|at| matches!(self.swarm.source(at).0, SourceState::Demoted { .. }));
-            if demoted && peer.upstream.is_some() {
-                log::warn!("source {} demoted: too many invalid objects", peer.name());
-                peer.close();
-            }
-        }
-        if !self.reorder.is_holding() {
-            let ready = self.reorder.flush(self.swarm.first_wanted());
-            self.write(ready)?;
-        }
-        Ok(())
-    }
-
-    fn done(&self) -> bool {
-        self.config.stop_after.is_some_and(|n| self.handed >= n)
-    }
-
-    /// The run's deadlines: start-up and the first trusted manifest, then idleness.
-    fn check_clocks(&self, peers: &[Peer]) -> Result<(), SubscribeError> {
-        let needs_manifest = self.config.policy.require_manifest;
-        let manifest_timeout = self.config.manifest_timeout;
-        if needs_manifest
-            && self.summary.manifests == 0
-            && self.started.elapsed() >= manifest_timeout
-        {
-            return Err(SubscribeError::NoManifest(manifest_timeout));
-        }
-        let idle = self.config.idle_timeout;
-        let Some(first) = self.first_object else {
-            if self.started.elapsed() < idle.max(manifest_timeout) {
-                return Ok(());
-            }
-            // Unreachable: no chunk source ever answered, or a manifests peer did not.
-            let sources_up = peers.iter().any(|p| p.source.is_some() && p.connected());
-            let unreachable = peers
-                .iter()
-                .find(|p| !p.connected() && (p.source.is_none() || !sources_up));
-            return Err(match unreachable {
-                Some(p) => SubscribeError::Connect(p.name(), NetError::IdleTimeout),
-                None => SubscribeError::Idle(idle.max(manifest_timeout)),
-            });
-        };
-        if self.last_object.elapsed() >= idle {
-            return Err(SubscribeError::Idle(idle));
-        }
-        if self.last_verified.unwrap_or(first).elapsed() >= idle {
-            let rejected = self.verifier.rejected_objects() - self.rejected_at_verified;
-            return Err(SubscribeError::NothingVerified(idle, rejected));
-        }
-        Ok(())
-    }
-
-    fn on_delivery(&mut self, peer: &mut Peer, delivery: Delivery) -> Result<(), SubscribeError> {
+    /// Hands one delivery of peer `at` to the owner.
+    fn deliver(
+        &mut self,
+        peers: &[Peer],
+        at: usize,
+        delivery: Delivery,
+    ) -> Result<(), SubscribeError> {
+        let moment = Moment::read();
+        let peer = &peers[at];
         match delivery {
             Delivery::Object {
                 track,
                 object,
                 fetched,
             } => {
-                let now = UnixMillis::now();
-                match peer.kinds[track] {
-                    TrackKind::Chunks => {
-                        let placed = ChunkIndex(object.group.0);
-                        timing::mark(Stage::Received, placed);
-                        self.repair_chunks(placed);
-                        self.first_object.get_or_insert_with(Instant::now);
-                        self.last_object = Instant::now();
-                        if self.start.is_none() {
-                            self.start = Some(placed);
-                            for (first, last) in std::mem::take(&mut self.early_covers) {
-                                self.expect(first, last);
-                            }
-                        }
-                        if let Some(at) = peer.source {
-                            let len = object.payload.len();
-                            if !self.swarm.received(at, placed, len, Instant::now()) {
-                                return Ok(()); // a copy of a chunk already accepted
-                            }
-                            self.source_of.insert(placed, at);
-                            while self.source_of.len() > SOURCES_REMEMBERED {
-                                self.source_of.pop_first();
-                            }
-                        }
-                        if fetched && !self.refetching.remove(&placed) {
-                            self.backfill_indices.push(placed);
-                        }
-                        if self.output.passes_on() {
-                            // A chunk written already is never written again.
-                            if self.newest_handed.is_none_or(|n| placed > n) {
-                                self.sealed.insert(placed, object.payload.as_slice().into());
-                            }
-                            while self.sealed.len() > SEALED_HELD {
-                                self.sealed.pop_first();
-                            }
-                        }
-                        // What the verifier rejects at once is this source's doing.
-                        self.pushing_from = peer.source;
-                        self.verifier
-                            .push_object(object.payload, None, Some(placed), now);
-                        let drained = self.drain();
-                        self.pushing_from = None;
-                        return drained;
-                    }
-                    TrackKind::Manifests => {
-                        self.repair_manifests(peer, object.group);
-                        self.hold_manifest(object.group, &object.payload);
-                        self.verifier.push_manifest(&object.payload, now);
-                    }
+                let kind = peer.kinds[track];
+                if kind == TrackKind::Chunks {
+                    timing::mark(Stage::Received, ChunkIndex(object.group.0));
                 }
-                self.drain()
+                let (group, payload) = (object.group, object.payload);
+                self.assembly
+                    .object(at, kind, group, payload, fetched, moment)
             }
-            Delivery::FetchDone { first: None, .. } => {
-                self.backfills = self.backfills.saturating_sub(1);
-                Ok(())
+            Delivery::FetchDone { first, end, .. } => {
+                let failed = matches!(end, FetchEnd::Refused(..) | FetchEnd::Reset(_));
+                self.assembly.fetch_done(at, first, failed, moment)
             }
-            // A chunk fetched from a source that does not have it (yet): asked again shortly.
-            Delivery::FetchDone {
-                first: Some(group),
-                end: FetchEnd::Refused(..) | FetchEnd::Reset(_),
-                ..
-            } => {
-                if let Some(at) = peer.source {
-                    self.swarm
-                        .fetch_failed(at, ChunkIndex(group.0), Instant::now());
-                }
-                Ok(())
-            }
-            Delivery::FetchDone { .. } => Ok(()),
             Delivery::Ended { track, reason } if peer.kinds[track] == TrackKind::Chunks => {
                 let why = format!("{} ended the stream: {reason}", peer.name());
-                match self.leave(peer, &why, true) {
-                    true => Ok(()),
-                    false => Err(SubscribeError::Left(why)),
-                }
-            }
-            Delivery::Connected(_) => {
-                peer.was_up = true;
-                peer.backoff = REDIAL_MIN;
-                if let Some(at) = peer.source {
-                    self.swarm.connected(at, Instant::now());
-                }
-                Ok(())
+                self.assembly.ended(at, why, moment)
             }
             Delivery::Ended { .. } => Ok(()),
+            Delivery::Connected(_) => self.assembly.connected(at, moment),
         }
     }
 
-    /// Takes the verifier's events: orders and writes accepted chunks, counts manifests, logs
-    /// rejections.
-    fn drain(&mut self) -> Result<(), SubscribeError> {
-        while let Some(verdict) = self.verifier.poll_event() {
-            match verdict {
-                Verdict::Chunk(chunk) => {
-                    timing::mark(Stage::Verified, chunk.index);
-                    self.swarm.accepted(chunk.index, Instant::now());
-                    self.last_verified = Some(Instant::now());
-                    self.rejected_at_verified = self.verifier.rejected_objects();
-                    // The lowest chunk still awaited, wherever it lies: a repaired gap's first
-                    // chunk goes out, the chunks past the gap wait for the rest of it.
-                    let missing = self.swarm.first_wanted();
-                    let ready = self.reorder.push(chunk.index, chunk, missing);
-                    self.write(ready)?;
-                }
-                Verdict::Manifest {
-                    id,
-                    signer,
-                    epoch,
-                    created,
-                    covers: (first, last),
-                    ..
-                } => {
-                    self.summary.manifests += 1;
-                    match self.start {
-                        Some(_) => self.expect(first, last),
-                        None if self.early_covers.len() < MANIFEST_TIMES => {
-                            self.early_covers.push((first, last))
-                        }
-                        None => {}
-                    }
-                    if self.manifest_times.len() == MANIFEST_TIMES {
-                        self.manifest_times.pop_front();
-                    }
-                    self.manifest_times.push_back((id, created));
-                    log::debug!("manifest for epoch {epoch} from {signer}");
-                    self.pass_on_manifest(id)?;
-                }
-                Verdict::Rejected(r) => {
-                    log::warn!("rejected: {r}");
-                    // The object just pushed, or one that waited for its manifest (then it was
-                    // placed at its own index).
-                    let blamed = self
-                        .pushing_from
-                        .or_else(|| r.index.and_then(|i| self.source_of.get(&i).copied()));
-                    if let Some(at) = blamed {
-                        self.swarm.rejected(at, r.reason, Instant::now());
-                    }
-                }
-                Verdict::ChainGap { signer, missing } => {
-                    log::info!("manifest chain of {signer} skips {missing:?}")
-                }
-                Verdict::ChainBreak { signer, sequence } => {
-                    log::warn!("manifest chain of {signer} breaks at {sequence}")
-                }
-            }
-        }
-        let invalid = self.verifier.rejected_objects();
-        if self.config.max_invalid.is_some_and(|max| invalid > max) {
-            return Err(SubscribeError::TooManyInvalid(invalid));
-        }
-        Ok(())
-    }
-
-    /// A chunk object at `index` past a gap since the newest one (the source was cut off or
-    /// redialled): the chunks in between are fetched, from the best source, if narrow enough.
-    fn repair_chunks(&mut self, index: ChunkIndex) {
-        let newest = self.newest_chunk.map_or(index, |n| n.max(index));
-        if let Some(n) = self.newest_chunk.filter(|n| index.0 > n.0 + 1) {
-            if index.0 - n.0 <= GAP_REPAIR {
-                let now = Instant::now();
-                for missed in n.0 + 1..index.0 {
-                    self.swarm.missing(ChunkIndex(missed), now);
-                }
-            }
-        }
-        self.newest_chunk = Some(newest);
-    }
-
-    /// A manifest group past a gap since the newest one: the groups in between are fetched from
-    /// the peer that sent it, if narrow enough, so the chunks they vouch for can verify.
-    fn repair_manifests(&mut self, peer: &mut Peer, group: GroupId) {
-        let newest = self.newest_manifest.map_or(group, |n| n.max(group));
-        if let Some(n) = self.newest_manifest.filter(|n| group.0 > n.0 + 1) {
-            if group.0 - n.0 <= GAP_REPAIR {
-                let missed = Ask::Fetch(GroupId(n.0 + 1), GroupId(group.0 - 1));
-                if let Err(e) = peer.ask(TrackKind::Manifests, missed) {
-                    log::warn!("{}: cannot fetch missed manifests: {e}", peer.name());
-                }
-            }
-        }
-        self.newest_manifest = Some(newest);
-    }
-
-    /// The sealed object of chunk `index`, about to be written; objects of earlier chunks will
-    /// never be (they were late or rejected) and are dropped with it.
-    fn take_sealed(&mut self, index: ChunkIndex) -> Option<Arc<[u8]>> {
-        let later = self
-            .sealed
-            .split_off(&ChunkIndex(index.0.saturating_add(1)));
-        let taken = self.sealed.remove(&index);
-        self.sealed = later;
-        taken
-    }
-
-    /// Keeps a manifest's bytes for an [`Onward`] until the verifier decides on it.
-    fn hold_manifest(&mut self, group: GroupId, bytes: &[u8]) {
-        if !self.output.passes_on() {
-            return;
-        }
-        if let Ok(manifest) = Manifest::decode(bytes) {
-            if self.manifests_held.len() == MANIFESTS_HELD {
-                self.manifests_held.pop_front();
-            }
-            self.manifests_held
-                .push_back((manifest.id, group, bytes.into()));
-        }
-    }
-
-    /// Hands a trusted manifest to an [`Onward`] (the first copy; any other is dropped).
-    fn pass_on_manifest(&mut self, id: ManifestId) -> Result<(), SubscribeError> {
-        let Some(at) = self.manifests_held.iter().position(|(m, ..)| *m == id) else {
-            return Ok(());
-        };
-        let (_, group, bytes) = self.manifests_held.remove(at).expect("found above");
-        // Copies of it from other manifests peers are not passed on again.
-        self.manifests_held.retain(|(m, ..)| *m != id);
-        match self.output.send_manifest(group, bytes) {
+    /// Peer `at` failed: the owner decides whether it is dialled again or the run ends.
+    fn peer_failed(
+        &mut self,
+        peers: &mut [Peer],
+        at: usize,
+        e: UpstreamError,
+    ) -> Result<(), SubscribeError> {
+        // A peer that refuses the stream does not serve it: no redial changes that, unless
+        // other sources stand in meanwhile.
+        let refused = matches!(e, UpstreamError::Refused { .. });
+        let why = format!("{} left: {e}", peers[at].name());
+        match self.assembly.failed(at, refused, &why, Moment::read()) {
             true => Ok(()),
-            false => Err(SubscribeError::OutputStopped),
+            false => {
+                peers[at].close();
+                Err(upstream_failure(&peers[at].kinds, e))
+            }
         }
     }
 
-    /// The chunks `first..=last` a manifest vouches for are awaited (from the live source, then
-    /// others), except those before the first chunk object or already written.
-    fn expect(&mut self, first: ChunkIndex, last: ChunkIndex) {
-        let Some(start) = self.start else {
-            return;
-        };
-        let after = self.newest_handed.map_or(start.0, |n| n.0 + 1).max(start.0);
-        let now = Instant::now();
-        for i in first.0.max(after)..=last.0 {
-            self.swarm.expected(ChunkIndex(i), now);
-        }
-    }
-
-    /// Stops holding chunks for the backfill and writes what was held.
-    fn release(&mut self) -> Result<(), SubscribeError> {
-        let ready = self.reorder.release();
-        self.write(ready)
-    }
-
-    /// Hands verified chunks to the HLS thread in the order given, up to `stop_after`.
-    fn write(&mut self, ready: Vec<(ChunkIndex, AcceptedChunk)>) -> Result<(), SubscribeError> {
-        self.summary.late = self.reorder.late();
-        for (index, chunk) in ready {
-            if self.done() {
-                return Ok(());
-            }
-            // Written by an earlier run into the folder this one resumes.
-            if self.newest_handed.is_some_and(|n| index <= n) {
-                continue;
-            }
-            let duration = chunk
-                .vouched
-                .map_or(self.config.chunk_ticks, |(_, d)| u64::from(d));
-            // A chunk no source held leaves a gap: players must not bridge the timestamps.
-            let gap = self.newest_handed.is_some_and(|n| index.0 > n.0 + 1);
-            let discontinuity = chunk.flags.discontinuity() || gap;
-            let entry = SegmentEntry {
-                index,
-                duration,
-                discontinuity,
-                date_time: self.clock.next(duration, discontinuity, UnixMillis::now()),
+    /// Carries out what the owner decided, until it has nothing more to say.
+    fn carry_out(&mut self, peers: &mut [Peer]) -> Result<(), SubscribeError> {
+        while let Some(action) = self.assembly.poll_action() {
+            let (at, asked) = match action {
+                Action::Ask { peer, kind, ask } => (peer, peers[peer].ask(kind, ask)),
+                Action::Redial(peer) => {
+                    let locator = self.config.keys.locator().to_string();
+                    (peer, peers[peer].connect(&locator, self.config.backfill))
+                }
+                Action::Close(peer) => {
+                    peers[peer].close();
+                    continue;
+                }
+                Action::Write(segment) => match self.output.send(segment) {
+                    true => continue,
+                    false => return Err(SubscribeError::OutputStopped),
+                },
+                Action::PassOn(group, bytes) => match self.output.send_manifest(group, bytes) {
+                    true => continue,
+                    false => return Err(SubscribeError::OutputStopped),
+                },
             };
-            let fetched = self.backfill_indices.contains(&index);
-            if fetched {
-                self.summary.backfilled += 1;
+            if let Err(e) = asked {
+                self.peer_failed(peers, at, e)?;
             }
-            let created = (!fetched).then(|| self.created(chunk.vouched)).flatten();
-            let segment = Segment {
-                entry,
-                bytes: chunk.bytes,
-                created,
-                sealed: self.take_sealed(index),
-            };
-            if !self.output.send(segment) {
-                return Err(SubscribeError::OutputStopped);
-            }
-            self.handed += 1;
-            self.newest_handed = Some(index);
         }
         Ok(())
     }
 
-    /// When the manifest that vouched for a chunk was created, if it is remembered.
-    fn created(&self, vouched: Option<(ManifestId, u32)>) -> Option<UnixMillis> {
-        let (id, _) = vouched?;
-        self.manifest_times
-            .iter()
-            .rev()
-            .find(|(m, _)| *m == id)
-            .map(|(_, t)| *t)
+    /// Calls `progress` with the run so far.
+    fn report(&mut self) {
+        self.reported = Instant::now();
+        self.summary.elapsed = self.started.elapsed();
+        self.summary.copy_assembly(self.assembly);
+        self.output.written(|w| self.summary.copy_written(w));
+        (self.progress)(self.summary);
     }
 }

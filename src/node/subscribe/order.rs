@@ -72,6 +72,12 @@ impl<T> Reorder<T> {
         self.take(self.held.len())
     }
 
+    /// How many chunks it holds.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// Chunks dropped because a later one had already been handed out.
     pub fn late(&self) -> u64 {
         self.late

@@ -67,6 +67,7 @@ enum Item {
 }
 
 /// A verified chunk on its way to disk.
+#[derive(Debug)]
 pub struct Segment {
     /// Its playlist entry.
     pub entry: SegmentEntry,
