@@ -506,10 +506,7 @@ impl Run<'_> {
                     match next {
                         Ok(Some(delivery)) => self.deliver(peers, at, delivery)?,
                         Ok(None) => break,
-                        Err(e) => {
-                            self.peer_failed(peers, at, e)?;
-                            break;
-                        }
+                        Err(e) => self.peer_failed(peers, at, e)?,
                     }
                     busy = true;
                     self.carry_out(peers)?;
@@ -590,12 +587,11 @@ impl Run<'_> {
         // other sources stand in meanwhile.
         let refused = matches!(e, UpstreamError::Refused { .. });
         let why = format!("{} left: {e}", peers[at].name());
+        // Its connection is over whatever the owner decides next.
+        peers[at].close();
         match self.assembly.failed(at, refused, &why, Moment::read()) {
             true => Ok(()),
-            false => {
-                peers[at].close();
-                Err(upstream_failure(&peers[at].kinds, e))
-            }
+            false => Err(upstream_failure(&peers[at].kinds, e)),
         }
     }
 
