@@ -43,7 +43,8 @@ pub struct Args {
     /// with several --remote: rejections after which a source is demoted (default 3)
     #[argh(option, default = "3")]
     max_source_invalid: u32,
-    /// write the exit summary as JSON to this file (totals and one entry per source)
+    /// write the exit summary to this file as the object --json prints (totals and one entry per
+    /// source)
     #[argh(option)]
     summary_json: Option<PathBuf>,
     /// print the summary as one JSON object on stdout instead of text on stderr
