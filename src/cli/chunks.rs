@@ -1,7 +1,7 @@
 //! `ec-node chunks`: cuts a transport stream into deterministic chunks and prints one line per
 //! chunk — the tool for checking that two nodes agree.
 
-use super::summary::Summary;
+use super::summary::{self, chunker_fields, Line, Summary};
 use super::Failure;
 use argh::FromArgs;
 use ec_node::capture::{self, Source};
@@ -21,7 +21,8 @@ pub struct Args {
     /// chunk duration D in milliseconds, the grid step (default 2000)
     #[argh(option, default = "2000")]
     chunk_ms: u32,
-    /// print one JSON object per line instead of text
+    /// print one JSON object per line instead of text, and the summary as one JSON object on the
+    /// last line
     #[argh(switch)]
     json: bool,
     /// reference wall clock in Unix seconds for resolving the PTS wrap when the stream carries no
@@ -30,8 +31,15 @@ pub struct Args {
     clock: Option<u64>,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand and tells its summary.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut told = None;
+    let outcome = chunks(&args, &mut told);
+    summary::report("chunks", args.json, told.as_ref(), outcome)
+}
+
+/// Cuts and prints the chunks; `told` gets the summary once the input has been read.
+fn chunks(args: &Args, told: &mut Option<ChunksSummary>) -> Result<(), Failure> {
     super::check_chunk_ms(args.chunk_ms)?;
     let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let now = || {
@@ -73,9 +81,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     }
-    summary(&source, chunker.stats()).print(args.json);
-    not_transport_stream(&source, chunker.stats())?;
-    Ok(())
+    let told = told.insert(ChunksSummary {
+        source,
+        stats: chunker.stats().clone(),
+    });
+    not_transport_stream(&told.source, &told.stats)
 }
 
 fn flags_text(chunk: &Chunk) -> String {
@@ -132,24 +142,43 @@ pub(super) fn not_transport_stream(source: &Source, s: &ChunkerStats) -> Result<
     Ok(())
 }
 
-fn summary(source: &Source, s: &ChunkerStats) -> Summary {
-    Summary::new(
-        "chunks",
-        format!(
-            "{} from {source} ({} packets, {} null stripped)",
-            s.chunks, s.packets, s.null_packets
-        ),
-    )
-    .part(format!(
-        "dropped {} unfinished or cut short",
-        s.dropped_chunks
-    ))
-    .part(format!(
-        "damage: {} packets lost, {} with transport errors, {} malformed, {} bytes skipped",
-        s.lost_packets, s.error_packets, s.malformed, s.skipped_bytes
-    ))
-    .part(format!(
-        "{} discontinuities, {} cuts without random access",
-        s.discontinuities, s.forced_cuts
-    ))
+/// What `chunks` read and cut.
+struct ChunksSummary {
+    /// The input.
+    source: Source,
+    /// The chunker's counters at the end of the input.
+    stats: ChunkerStats,
+}
+
+impl Summary for ChunksSummary {
+    fn text(&self) -> String {
+        let s = &self.stats;
+        Line::new(
+            "chunks",
+            format!(
+                "{} from {} ({} packets, {} null stripped)",
+                s.chunks, self.source, s.packets, s.null_packets
+            ),
+        )
+        .part(format!(
+            "dropped {} unfinished or cut short",
+            s.dropped_chunks
+        ))
+        .part(format!(
+            "damage: {} packets lost, {} with transport errors, {} malformed, {} bytes skipped",
+            s.lost_packets, s.error_packets, s.malformed, s.skipped_bytes
+        ))
+        .part(format!(
+            "{} discontinuities, {} cuts without random access",
+            s.discontinuities, s.forced_cuts
+        ))
+        .to_string()
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": self.source.to_string(),
+            "chunker": chunker_fields(&self.stats),
+        })
+    }
 }

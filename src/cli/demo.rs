@@ -3,11 +3,13 @@
 //! Clears a previous demo's output, runs [`ec_node::node::demo`] until `--seconds` pass or Ctrl-C,
 //! and tells the user who ran where, what was verified, and how to play the result.
 
-use super::moq_subscribe::{subscribe_failure, with_progress};
-use super::summary::Summary;
+use super::moq_publish::publish_fields;
+use super::moq_subscribe::{subscribe_failure, subscribe_fields, subscribe_line, with_progress};
+use super::summary::{self, Line, Summary};
 use super::{Exit, Failure};
 use argh::FromArgs;
-use ec_node::node::demo::{demo, DemoConfig, DemoError, DemoNodes, STREAM_ID};
+use ec_node::node::demo::{demo, DemoConfig, DemoError, DemoNodes, DemoSummary, STREAM_ID};
+use ec_node::node::publish::PublishSummary;
 use ec_node::stop::StopFlag;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,10 +26,26 @@ pub struct Args {
     /// stop after this many seconds; 0 runs until Ctrl-C (default 30)
     #[argh(option, default = "30")]
     seconds: u64,
+    /// print the summary as one JSON object on stdout instead of text on stderr
+    #[argh(switch)]
+    json: bool,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand, tells its summary and, when it worked, how to play the result.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut told = None;
+    let outcome = run_demo(&args, &mut told);
+    summary::report("demo", args.json, told.as_ref(), outcome)?;
+    let playlist = args.out.join("index.m3u8");
+    eprintln!("demo: stream id {STREAM_ID}; play it with any of:");
+    for player in ["ffplay", "mpv", "vlc"] {
+        eprintln!("  {player} {}", playlist.display());
+    }
+    Ok(())
+}
+
+/// Runs the mesh; `told` gets the summary once it has run.
+fn run_demo(args: &Args, told: &mut Option<DemoReport>) -> Result<(), Failure> {
     clear_previous_output(&args.out)?;
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
@@ -71,24 +89,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         demo(config, &stop, &mut announce, progress)
     })
     .map_err(demo_failure)?;
-    let s = &summary.subscriber;
-    let published = |p: &Option<ec_node::node::publish::PublishSummary>| {
-        p.as_ref().map_or("stopped early".to_string(), |p| {
-            format!("{} chunks, {} manifests", p.chunks, p.manifests)
-        })
-    };
-    Summary::new(
-        "demo",
-        format!("leader published {}", published(&summary.leader)),
-    )
-    .part(format!(
-        "availability node published {}",
-        published(&summary.availability)
-    ))
-    .print(false);
-    super::moq_subscribe::summary_of("demo: subscriber", s, &args.out).print(false);
-    outcome.map_err(|e| subscribe_failure(e, s))?;
-    if s.accepted == 0 {
+    let outcome = outcome.map_err(|e| subscribe_failure(e, &summary.subscriber));
+    let accepted = summary.subscriber.accepted;
+    *told = Some(DemoReport {
+        summary,
+        out: args.out.clone(),
+    });
+    outcome?;
+    if accepted == 0 {
         return Err(Failure::new(
             Exit::Idle,
             format!(
@@ -97,12 +105,39 @@ pub fn run(args: Args) -> Result<(), Failure> {
             ),
         ));
     }
-    let playlist = args.out.join("index.m3u8");
-    eprintln!("demo: stream id {STREAM_ID}; play it with any of:");
-    for player in ["ffplay", "mpv", "vlc"] {
-        eprintln!("  {player} {}", playlist.display());
-    }
     Ok(())
+}
+
+/// What the demo's nodes published and its subscriber wrote.
+struct DemoReport {
+    summary: DemoSummary,
+    /// The subscriber's HLS folder.
+    out: PathBuf,
+}
+
+impl Summary for DemoReport {
+    fn text(&self) -> String {
+        let s = &self.summary;
+        let published = |p: &Option<PublishSummary>| {
+            p.as_ref().map_or("stopped early".to_string(), |p| {
+                format!("{} chunks, {} manifests", p.chunks, p.manifests)
+            })
+        };
+        let nodes = Line::new("demo", format!("leader published {}", published(&s.leader))).part(
+            format!("availability node published {}", published(&s.availability)),
+        );
+        let subscriber = subscribe_line("demo: subscriber", &s.subscriber, &self.out);
+        format!("{nodes}\n{subscriber}")
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        let s = &self.summary;
+        serde_json::json!({
+            "leader": s.leader.as_ref().map(publish_fields),
+            "availability": s.availability.as_ref().map(publish_fields),
+            "subscriber": subscribe_fields(&s.subscriber, &self.out),
+        })
+    }
 }
 
 /// Removes a previous demo's output from `dir` (only HLS segments, the playlist and temp files);

@@ -114,6 +114,7 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
+                    summary::report_refused_flags(&strs, early.output.trim_end());
                     eprintln!("{}", early.output.trim_end());
                     ExitCode::from(Exit::Usage as u8)
                 }

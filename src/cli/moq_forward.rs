@@ -4,12 +4,14 @@
 //! Flags become a [`ForwardConfig`]; the endpoint listens, the ready line names it and the
 //! tracks, and [`ec_node::node::forward`] runs the loop. Exit codes as every command.
 
-use super::moq_subscribe::{reasons, sources_lines, subscribe_failure};
+use super::moq_subscribe::{
+    reasons, rejections_json, sources_json, sources_lines, subscribe_failure,
+};
 use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
     trusted_signers, upstream_failure,
 };
-use super::summary::Summary;
+use super::summary::{self, Line, Summary};
 use super::Failure;
 use argh::FromArgs;
 use ec_node::manifest::Policy;
@@ -84,10 +86,21 @@ pub struct Args {
     /// do not check the remote's certificate (warns)
     #[argh(switch)]
     insecure: bool,
+    /// print the summary as one JSON object on the last line of stdout instead of text on stderr
+    #[argh(switch)]
+    json: bool,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand and tells its summary.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let json = args.json;
+    let mut told = None;
+    let outcome = forward_tracks(args, &mut told);
+    summary::report("moq-forward", json, told.as_ref(), outcome)
+}
+
+/// Forwards; `told` gets the summary once the loop has run to its end.
+fn forward_tracks(args: Args, told: &mut Option<ForwardReport>) -> Result<(), Failure> {
     if args.cache_mb == 0 || args.tamper_every == 0 {
         return Err(Failure::usage(
             "--cache-mb and --tamper-every must be at least 1",
@@ -183,7 +196,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     outlet.shutdown();
     match outcome {
         Ok(summary) => {
-            summary_of(&summary, verifying).print(false);
+            *told = Some(ForwardReport { summary, verifying });
             Ok(())
         }
         Err(ForwardError::Upstream(e)) => Err(upstream_failure(e, "the upstream peer")),
@@ -192,20 +205,41 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-/// The run's summary; `verifying`: whether it verified before forwarding.
-fn summary_of(s: &ForwardSummary, verifying: bool) -> Summary {
-    let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
-    let reasons = reasons(&s.rejected);
-    Summary::new(
-        "moq-forward",
-        format!(
-            "{} groups forwarded, {} tampered with",
-            s.forwarded, s.tampered
-        ),
-    )
-    .parts(verifying.then(|| match reasons.is_empty() {
-        true => format!("{rejected} rejected before forwarding"),
-        false => format!("{rejected} rejected before forwarding — {reasons}"),
-    }))
-    .parts(sources_lines(&s.sources))
+/// What `moq-forward` forwarded.
+struct ForwardReport {
+    summary: ForwardSummary,
+    /// Whether it verified before forwarding.
+    verifying: bool,
+}
+
+impl Summary for ForwardReport {
+    fn text(&self) -> String {
+        let s = &self.summary;
+        let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+        let reasons = reasons(&s.rejected);
+        Line::new(
+            "moq-forward",
+            format!(
+                "{} groups forwarded, {} tampered with",
+                s.forwarded, s.tampered
+            ),
+        )
+        .parts(self.verifying.then(|| match reasons.is_empty() {
+            true => format!("{rejected} rejected before forwarding"),
+            false => format!("{rejected} rejected before forwarding — {reasons}"),
+        }))
+        .parts(sources_lines(&s.sources))
+        .to_string()
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        let s = &self.summary;
+        serde_json::json!({
+            "forwarded": s.forwarded,
+            "tampered": s.tampered,
+            "verifying": self.verifying,
+            "rejections": rejections_json(s.rejected.iter().map(|(r, n)| (r, *n))),
+            "sources": sources_json(&s.sources),
+        })
+    }
 }

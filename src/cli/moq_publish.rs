@@ -8,7 +8,7 @@ use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
 };
 use super::record::capture_failure;
-use super::summary::Summary;
+use super::summary::{self, chunker_fields, Line, Summary};
 use super::Failure;
 use argh::FromArgs;
 use ec_node::capture::{CaptureOptions, Source};
@@ -87,10 +87,20 @@ pub struct Args {
     /// while it is dialled again with back-off, before the run ends with exit 5 (default 300)
     #[argh(option, default = "300")]
     signal_loss_timeout: u64,
+    /// print the summary as one JSON object on the last line of stdout instead of text on stderr
+    #[argh(switch)]
+    json: bool,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand and tells its summary.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut told = None;
+    let outcome = publish_over_moq(&args, &mut told);
+    summary::report("moq-publish", args.json, told.as_ref(), outcome)
+}
+
+/// Publishes; `told` gets the summary once the pipeline has run.
+fn publish_over_moq(args: &Args, told: &mut Option<PublishReport>) -> Result<(), Failure> {
     super::check_chunk_ms(args.chunk_ms)?;
     if args.epoch_chunks == 0 || args.cache_mb == 0 || args.duration == Some(0) {
         return Err(Failure::usage(
@@ -182,13 +192,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
         outlet.shutdown();
     }
     match outcome {
-        Ok(summary) => {
-            summary_of(&summary, !relays.is_empty()).print(false);
-            let Some(ingest) = summary.ingest else {
+        Ok(mut summary) => {
+            let capture = summary.ingest.as_mut().and_then(|i| i.capture.take());
+            let told = told.insert(PublishReport {
+                summary,
+                relays: !relays.is_empty(),
+            });
+            let Some(ingest) = &told.summary.ingest else {
                 return Ok(());
             };
             super::chunks::not_transport_stream(&source, &ingest.chunker)?;
-            match ingest.capture {
+            match capture {
                 Some(Err(e)) => Err(capture_failure(e)),
                 _ => Ok(()),
             }
@@ -199,27 +213,60 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-/// The run's summary; `relays`: whether it published into relays.
-fn summary_of(s: &PublishSummary, relays: bool) -> Summary {
-    let (lost, overrun, discontinuities, gaps) = s.ingest.as_ref().map_or((0, 0, 0, 0), |r| {
-        (
-            r.chunker.lost_packets,
-            r.overrun_bytes,
-            r.chunker.discontinuities,
-            r.gaps,
+/// What `moq-publish` published.
+struct PublishReport {
+    summary: PublishSummary,
+    /// Whether it published into relays.
+    relays: bool,
+}
+
+impl Summary for PublishReport {
+    fn text(&self) -> String {
+        let s = &self.summary;
+        let (lost, overrun, discontinuities, gaps) = s.ingest.as_ref().map_or((0, 0, 0, 0), |r| {
+            (
+                r.chunker.lost_packets,
+                r.overrun_bytes,
+                r.chunker.discontinuities,
+                r.gaps,
+            )
+        });
+        Line::new(
+            "moq-publish",
+            format!("{} chunk groups, {} manifests", s.chunks, s.manifests),
         )
-    });
-    Summary::new(
-        "moq-publish",
-        format!("{} chunk groups, {} manifests", s.chunks, s.manifests),
-    )
-    .part(format!(
-        "cache evicted {} groups, {} groups dropped for slow subscribers",
-        s.evicted, s.dropped
-    ))
-    .part(format!(
-        "capture: {lost} packets lost, {overrun} bytes overrun, {discontinuities} discontinuities, \
-         {gaps} gaps in the input (outages ridden through, overruns)"
-    ))
-    .parts(relays.then(|| format!("relays dialled again {} times", s.relay_reconnects)))
+        .part(format!(
+            "cache evicted {} groups, {} groups dropped for slow subscribers",
+            s.evicted, s.dropped
+        ))
+        .part(format!(
+            "capture: {lost} packets lost, {overrun} bytes overrun, {discontinuities} \
+             discontinuities, {gaps} gaps in the input (outages ridden through, overruns)"
+        ))
+        .parts(
+            self.relays
+                .then(|| format!("relays dialled again {} times", s.relay_reconnects)),
+        )
+        .to_string()
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        publish_fields(&self.summary)
+    }
+}
+
+/// The figures of a publishing run for scripts; `ingest` is null when ingest never started.
+pub(super) fn publish_fields(s: &PublishSummary) -> serde_json::Value {
+    serde_json::json!({
+        "chunks": s.chunks,
+        "manifests": s.manifests,
+        "evicted": s.evicted,
+        "dropped": s.dropped,
+        "relay_reconnects": s.relay_reconnects,
+        "ingest": s.ingest.as_ref().map(|r| serde_json::json!({
+            "overrun_bytes": r.overrun_bytes,
+            "gaps": r.gaps,
+            "chunker": chunker_fields(&r.chunker),
+        })),
+    })
 }

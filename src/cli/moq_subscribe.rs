@@ -6,7 +6,7 @@
 //! failed, 5 idle or the publisher left, 1 anything else.
 
 use super::peer::{parse_target, peer_check, stream_keys, trusted_signers};
-use super::summary::Summary;
+use super::summary::{self, Line, Summary};
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::chunk::ChunkerConfig;
@@ -21,7 +21,7 @@ use ec_node::node::subscribe::{
 use ec_node::node::tracks::PeerSpec;
 use ec_node::stop::StopFlag;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Subscribe to a stream over MoQ, verify it against signed manifests, decrypt it, write HLS.
@@ -43,9 +43,13 @@ pub struct Args {
     /// with several --remote: rejections after which a source is demoted (default 3)
     #[argh(option, default = "3")]
     max_source_invalid: u32,
-    /// write the exit summary as JSON to this file (totals and one entry per source)
+    /// write the exit summary to this file as the object --json prints (totals and one entry per
+    /// source)
     #[argh(option)]
     summary_json: Option<PathBuf>,
+    /// print the summary as one JSON object on stdout instead of text on stderr
+    #[argh(switch)]
+    json: bool,
     /// subscribe to the manifests track
     #[argh(switch)]
     subscribe_manifests: bool,
@@ -100,8 +104,24 @@ pub struct Args {
     insecure: bool,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand and tells its summary (also into `--summary-json`).
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut told = None;
+    let outcome = subscribe_to_hls(&args, &mut told);
+    let outcome = match (&args.summary_json, &told) {
+        (Some(path), Some(report)) => {
+            let object = summary::object("moq-subscribe", Some(report), &outcome);
+            std::fs::write(path, object.to_string())
+                .map_err(|e| Failure::other(format!("{}: {e}", path.display())))
+                .and(outcome)
+        }
+        _ => outcome,
+    };
+    summary::report("moq-subscribe", args.json, told.as_ref(), outcome)
+}
+
+/// Subscribes; `told` gets the summary once the pipeline has run.
+fn subscribe_to_hls(args: &Args, told: &mut Option<SubscribeReport>) -> Result<(), Failure> {
     super::check_chunk_ms(args.chunk_ms)?;
     if args.stop_after == Some(0) || args.hls_window == Some(0) {
         return Err(Failure::usage(
@@ -182,12 +202,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
     let (summary, outcome) = with_progress(|progress| subscribe(config, &stop, progress));
-    summary_of("moq-subscribe", &summary, &args.out).print(false);
-    if let Some(path) = &args.summary_json {
-        std::fs::write(path, summary_json(&summary).to_string())
-            .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
-    }
-    outcome.map_err(|e| subscribe_failure(e, &summary))
+    let outcome = outcome.map_err(|e| subscribe_failure(e, &summary));
+    *told = Some(SubscribeReport {
+        summary,
+        out: args.out.clone(),
+    });
+    outcome
 }
 
 /// Runs `run` with a progress reporter that keeps one line on stderr when it is a terminal.
@@ -250,12 +270,29 @@ pub(super) fn subscribe_failure(e: SubscribeError, summary: &SubscribeSummary) -
     Failure::new(exit, cause)
 }
 
-/// The summary of a subscribing run (`command` names who ran it: `moq-subscribe`, or the
-/// demo's subscriber).
-pub(super) fn summary_of(command: &str, s: &SubscribeSummary, out: &std::path::Path) -> Summary {
+/// What a subscribing run wrote, and where.
+struct SubscribeReport {
+    summary: SubscribeSummary,
+    /// The HLS folder.
+    out: PathBuf,
+}
+
+impl Summary for SubscribeReport {
+    fn text(&self) -> String {
+        subscribe_line("moq-subscribe", &self.summary, &self.out).to_string()
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        subscribe_fields(&self.summary, &self.out)
+    }
+}
+
+/// The line for people of a subscribing run (`command` names who ran it: `moq-subscribe`, or
+/// the demo's subscriber).
+pub(super) fn subscribe_line(command: &str, s: &SubscribeSummary, out: &Path) -> Line {
     let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
     let reasons = reasons(&s.rejected);
-    Summary::new(
+    Line::new(
         command,
         format!(
             "{} chunks accepted ({} fetched from before the join, {} bytes) into {}, \
@@ -303,28 +340,47 @@ pub(super) fn sources_lines(sources: &[SourceSummary]) -> Vec<String> {
         .collect()
 }
 
-/// The whole exit summary as JSON: totals, and one object per chunk source.
-fn summary_json(s: &SubscribeSummary) -> serde_json::Value {
-    let reasons = |list: &mut dyn Iterator<Item = (String, u64)>| {
-        serde_json::Value::Object(list.map(|(r, n)| (r, n.into())).collect())
-    };
+/// The figures of a subscribing run for scripts: totals, and one object per chunk source.
+pub(super) fn subscribe_fields(s: &SubscribeSummary, out: &Path) -> serde_json::Value {
     serde_json::json!({
+        "out": out.display().to_string(),
         "chunks": s.accepted,
+        "backfilled": s.backfilled,
         "bytes": s.bytes,
+        "newest": s.newest.map(|i| i.0),
         "manifests": s.manifests,
-        "rejections": reasons(&mut s.rejected.iter().map(|(r, n)| (r.to_string(), *n))),
+        "rejections": rejections_json(s.rejected.iter().map(|(r, n)| (r, *n))),
         "late": s.late,
         "latency_ms": {"p50": s.latency.percentile(50), "p99": s.latency.percentile(99)},
-        "sources": s.sources.iter().map(|src| serde_json::json!({
-            "remote": src.remote,
-            "chunks": src.stats.chunks,
-            "bytes": src.stats.bytes,
-            "rejections": reasons(&mut src.stats.rejections.iter().map(|(r, n)| (r.to_string(), *n))),
-            "timeouts": src.stats.timeouts,
-            "reconnects": src.stats.reconnects,
-            "state": src.state,
-        })).collect::<Vec<_>>(),
+        "elapsed_s": s.elapsed.as_secs_f64(),
+        "sources": sources_json(&s.sources),
     })
+}
+
+/// Rejections by reason, for scripts: `{"reason": n, …}`.
+pub(super) fn rejections_json<'a>(
+    rejected: impl Iterator<Item = (&'a Reason, u64)>,
+) -> serde_json::Value {
+    serde_json::Value::Object(rejected.map(|(r, n)| (r.to_string(), n.into())).collect())
+}
+
+/// One object per chunk source, for scripts: what it delivered, what of it was rejected, how
+/// often it stalled or was redialled, and where it stands.
+pub(super) fn sources_json(sources: &[SourceSummary]) -> serde_json::Value {
+    sources
+        .iter()
+        .map(|src| {
+            serde_json::json!({
+                "remote": src.remote,
+                "chunks": src.stats.chunks,
+                "bytes": src.stats.bytes,
+                "rejections": rejections_json(src.stats.rejections.iter().map(|(r, n)| (r, *n))),
+                "timeouts": src.stats.timeouts,
+                "reconnects": src.stats.reconnects,
+                "state": src.state,
+            })
+        })
+        .collect()
 }
 
 /// The terminal's progress line: where the stream is and what was refused so far.

@@ -1,6 +1,6 @@
 //! `ec-node record`: capture → chunk → HLS on disk.
 
-use super::summary::Summary;
+use super::summary::{self, chunker_fields, Line, Summary};
 use super::{Exit, Failure};
 use argh::FromArgs;
 use ec_node::capture::{CaptureEnd, CaptureError, CaptureOptions, Source};
@@ -46,10 +46,20 @@ pub struct Args {
     /// while it is dialled again with back-off, before the run ends with exit 5 (default 300)
     #[argh(option, default = "300")]
     signal_loss_timeout: u64,
+    /// print the summary as one JSON object on stdout instead of text on stderr
+    #[argh(switch)]
+    json: bool,
 }
 
-/// Runs the subcommand.
+/// Runs the subcommand and tells its summary.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut told = None;
+    let outcome = record_to_hls(&args, &mut told);
+    summary::report("record", args.json, told.as_ref(), outcome)
+}
+
+/// Records; `told` gets the summary once the pipeline has run.
+fn record_to_hls(args: &Args, told: &mut Option<RecordReport>) -> Result<(), Failure> {
     super::check_chunk_ms(args.chunk_ms)?;
     if args.hls_window == Some(0) || args.stop_after == Some(0) || args.duration == Some(0) {
         return Err(Failure::usage(
@@ -57,7 +67,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ));
     }
     // Without a source, record the built-in broadcast from a tuner simulator in this process.
-    let local_tuner = match args.input {
+    let local_tuner = match &args.input {
         None => Some(LocalTuner::start().map_err(|e| Failure::new(Exit::Connect, e.to_string()))?),
         Some(_) => None,
     };
@@ -91,13 +101,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;
     log::info!("recording {source} to {}", args.out.display());
+    let out = args.out.clone();
     match record(config, stop) {
         Ok(summary) => {
-            summary_of(&summary, &args.out).print(false);
-            super::chunks::not_transport_stream(&source, &summary.chunker)
+            let told = told.insert(RecordReport { summary, out });
+            super::chunks::not_transport_stream(&source, &told.summary.chunker)
         }
         Err(RecordError::Capture(e, summary)) => {
-            summary_of(&summary, &args.out).print(false);
+            *told = Some(RecordReport {
+                summary: *summary,
+                out,
+            });
             Err(capture_failure(e))
         }
         Err(RecordError::Hls(e)) => Err(match e {
@@ -121,23 +135,54 @@ pub fn capture_failure(e: CaptureError) -> Failure {
     Failure::new(exit, e.to_string())
 }
 
-fn summary_of(s: &RecordSummary, out: &std::path::Path) -> Summary {
-    let how = match s.capture_end {
-        Some(CaptureEnd::Finished) => "source ended",
-        Some(CaptureEnd::Stopped) | None => "stopped",
-    };
-    let c = &s.chunker;
-    Summary::new(
-        "record",
-        format!("{} segments in {} ({how})", s.segments, out.display()),
-    )
-    .part(format!(
-        "dropped {} unfinished or cut short",
-        c.dropped_chunks
-    ))
-    .part(format!(
-        "damage: {} packets lost, {} malformed, {} bytes skipped, {} bytes overrun",
-        c.lost_packets, c.malformed, c.skipped_bytes, s.overrun_bytes
-    ))
-    .part(format!("{} discontinuities", c.discontinuities))
+/// What `record` wrote, and where.
+struct RecordReport {
+    summary: RecordSummary,
+    /// The HLS folder.
+    out: PathBuf,
+}
+
+impl RecordReport {
+    /// How the run ended, in the words of the text and the JSON.
+    fn ended(&self) -> &'static str {
+        match self.summary.capture_end {
+            Some(CaptureEnd::Finished) => "source ended",
+            Some(CaptureEnd::Stopped) | None => "stopped",
+        }
+    }
+}
+
+impl Summary for RecordReport {
+    fn text(&self) -> String {
+        let (s, c) = (&self.summary, &self.summary.chunker);
+        Line::new(
+            "record",
+            format!(
+                "{} segments in {} ({})",
+                s.segments,
+                self.out.display(),
+                self.ended()
+            ),
+        )
+        .part(format!(
+            "dropped {} unfinished or cut short",
+            c.dropped_chunks
+        ))
+        .part(format!(
+            "damage: {} packets lost, {} malformed, {} bytes skipped, {} bytes overrun",
+            c.lost_packets, c.malformed, c.skipped_bytes, s.overrun_bytes
+        ))
+        .part(format!("{} discontinuities", c.discontinuities))
+        .to_string()
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        serde_json::json!({
+            "segments": self.summary.segments,
+            "out": self.out.display().to_string(),
+            "ended": self.ended(),
+            "overrun_bytes": self.summary.overrun_bytes,
+            "chunker": chunker_fields(&self.summary.chunker),
+        })
+    }
 }
