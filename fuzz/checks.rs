@@ -191,19 +191,46 @@ pub fn hdhr_documents(data: &[u8]) {
     }
 }
 
-/// `sim_request`: the shared HTTP request head parser and the routes of the tuner simulator and
-/// of `serve` are total, and a target it accepts is visible ASCII starting with `/`.
+/// `sim_request`: the shared HTTP request head parser, the HDHomeRun stream request parser and
+/// the routes of the tuner simulator and of `serve` are total; a target the head parser accepts
+/// is visible ASCII starting with `/`; a stream request reads back from the target it writes,
+/// with a duration of at most a day; and both servers route it as the stream request parser
+/// reads it.
 pub fn sim_request(data: &[u8]) {
+    use ec_node::hdhr::request::{StreamRequest, TunerChoice, MAX_DURATION_S};
+    use ec_node::node::lan::site::Route as SiteRoute;
     let Ok(target) = parse_request_head(data) else {
         return;
     };
     assert!(target.starts_with('/'), "{target:?}");
     assert!(target.bytes().all(|b| b.is_ascii_graphic()), "{target:?}");
-    let _ = Route::parse(&target);
-    // serve's routes are total too, and a segment is only ever `/hls/GUIDE/segment_N.ts`.
-    if let Some(ec_node::node::lan::site::Route::Segment(..)) =
-        ec_node::node::lan::site::Route::parse(&target)
-    {
+    let request = StreamRequest::parse(&target);
+    let sim = Route::parse(&target);
+    let site = SiteRoute::parse(&target);
+    if let Some(Ok(request)) = &request {
+        assert!(request.duration_s.is_none_or(|d| d <= MAX_DURATION_S));
+        let written = request.target();
+        assert_eq!(
+            StreamRequest::parse(&written).as_ref(),
+            Some(&Ok(request.clone()))
+        );
+        assert_eq!(sim, Some(Route::Stream(request.clone())), "{target:?}");
+        if request.tuner == TunerChoice::Auto {
+            let stream = SiteRoute::Stream {
+                guide: request.channel.clone(),
+                duration_s: request.duration_s,
+            };
+            assert_eq!(site, Some(stream), "{target:?}");
+        }
+    } else {
+        assert!(!matches!(sim, Some(Route::Stream(_))), "{target:?}");
+        assert!(
+            !matches!(site, Some(SiteRoute::Stream { .. })),
+            "{target:?}"
+        );
+    }
+    // A segment is only ever `/hls/GUIDE/segment_N.ts`.
+    if let Some(SiteRoute::Segment(..)) = site {
         let path = target.split('?').next().unwrap_or_default();
         assert!(
             path.starts_with("/hls/") && path.ends_with(".ts") && !path.contains(".."),

@@ -105,10 +105,14 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let device: SocketAddr = "192.168.1.50:80".parse().unwrap();
     let documents = [sim.discover_json(device), sim.lineup_json(device)].join("\0");
     out.push(("hdhr_documents", "simulator".into(), documents.into_bytes()));
-    let requests: [(&str, &[u8]); 3] = [
+    let requests: [(&str, &[u8]); 4] = [
         (
             "auto-duration",
             b"GET /auto/v5.1?duration=30 HTTP/1.1\r\nHost: 10.0.0.9:5004\r\nUser-Agent: ec-node",
+        ),
+        (
+            "auto-transcode",
+            b"GET /auto/v7?transcode=mobile&duration=90000 HTTP/1.1\r\nHost: 10.0.0.9:5004",
         ),
         ("tuner", b"GET /tuner1/v5.1 HTTP/1.1\r\nHost: 10.0.0.9:5004"),
         ("lineup", b"GET /lineup.json HTTP/1.0"),

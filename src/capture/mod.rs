@@ -10,6 +10,7 @@
 pub mod http;
 mod live;
 mod pace;
+mod retry_policy;
 pub mod ring;
 
 use crate::hdhr::{self, GuideNumber};

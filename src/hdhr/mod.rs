@@ -1,5 +1,5 @@
-//! The HDHomeRun HTTP API as both sides see it: stream URLs, the `X-HDHomeRun-Error` codes, and
-//! the `discover.json` / `lineup.json` documents.
+//! The HDHomeRun HTTP API as both sides see it: stream URLs and requests ([`request`]), the
+//! `X-HDHomeRun-Error` codes, and the `discover.json` / `lineup.json` documents.
 //!
 //! Shared by the capture client (`capture`) and the tuner simulator ([`sim`]), so both speak
 //! from one table. This file is pure data and parsing; the I/O edges are [`client`] (fetches a
@@ -8,6 +8,7 @@
 pub mod client;
 pub mod device;
 pub mod protocol;
+pub mod request;
 pub mod sim;
 
 /// The port a tuner streams on (`http://HOST:5004/auto/vGUIDE`).
@@ -169,11 +170,12 @@ pub fn auto_stream_url(
     guide: &GuideNumber,
     duration_s: Option<u64>,
 ) -> String {
-    let mut url = format!("http://{host}:{port}/auto/v{guide}");
-    if let Some(seconds) = duration_s {
-        url.push_str(&format!("?duration={seconds}"));
-    }
-    url
+    let request = request::StreamRequest {
+        tuner: request::TunerChoice::Auto,
+        channel: guide.clone(),
+        duration_s,
+    };
+    format!("http://{host}:{port}{}", request.target())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod broadcast;
 pub mod server;
 
 use super::device::{self, DeviceId, Identity, LineupEntry};
+use super::request::{StreamRequest, StreamRequestError, TunerChoice, MAX_TUNERS};
 use super::{DeviceError, GuideNumber};
 use crate::ts::psi::StreamType;
 use broadcast::Broadcast;
@@ -17,14 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The most tuners a simulated device may have.
-pub const MAX_TUNERS: u8 = 16;
 /// Model number sent in `discover.json` (a four-tuner ATSC FLEX 4K).
 pub const MODEL_NUMBER: &str = "HDHR5-4US";
 /// Device ID sent in `discover.json`; its last digit is the checksum real devices carry.
 pub const DEVICE_ID: &str = "1EC0DE08";
-/// The longest `duration=` honoured, in seconds (a day; real devices accept any).
-pub const MAX_DURATION_S: u64 = 86_400;
 
 /// Why a simulator configuration is unusable. Every variant is the caller's fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,15 +269,6 @@ pub struct SimConfig {
     pub fault_connections: Option<u64>,
 }
 
-/// Which tuner a stream request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TunerChoice {
-    /// `/auto/`: the first free tuner.
-    Auto,
-    /// `/tunerN/`: that tuner.
-    Index(u8),
-}
-
 /// What a request path asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -290,15 +278,12 @@ pub enum Route {
     Lineup,
     /// `/status.json`.
     Status,
-    /// `/auto/vGUIDE` or `/tunerN/vGUIDE`, with an optional `duration=` in seconds.
-    Stream {
-        /// The tuner asked for.
-        tuner: TunerChoice,
-        /// The channel as written after `v` (checked against the lineup when tuning).
-        channel: String,
-        /// Close the body after this many seconds.
-        duration_s: Option<u64>,
-    },
+    /// `/auto/vGUIDE` or `/tunerN/vGUIDE`, with an optional `duration=` in seconds (the channel
+    /// is checked against the lineup when tuning).
+    Stream(StreamRequest),
+    /// A stream request for something that is not a guide number: 801, as for a channel not in
+    /// the lineup.
+    UnknownChannel,
     /// Anything else.
     NotFound,
 }
@@ -306,39 +291,17 @@ pub enum Route {
 impl Route {
     /// Reads a request target (`/auto/v5.1?duration=30`); `None` for a malformed query.
     pub fn parse(target: &str) -> Option<Route> {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = target.split('?').next().unwrap_or_default();
         let route = match path {
             "/discover.json" => Route::Discover,
             "/lineup.json" => Route::Lineup,
             "/status.json" => Route::Status,
-            _ => {
-                let Some((tuner, channel)) = path
-                    .strip_prefix('/')
-                    .and_then(|p| p.split_once("/v"))
-                    .filter(|(_, channel)| !channel.contains('/'))
-                else {
-                    return Some(Route::NotFound);
-                };
-                let tuner = match tuner {
-                    "auto" => TunerChoice::Auto,
-                    _ => match tuner.strip_prefix("tuner").map(str::parse::<u8>) {
-                        Some(Ok(index)) if index < MAX_TUNERS => TunerChoice::Index(index),
-                        _ => return Some(Route::NotFound),
-                    },
-                };
-                let mut duration_s = None;
-                for pair in query.split('&').filter(|p| !p.is_empty()) {
-                    if let Some(value) = pair.strip_prefix("duration=") {
-                        duration_s =
-                            Some(value.parse::<u64>().ok().filter(|&s| s <= MAX_DURATION_S)?);
-                    }
-                }
-                Route::Stream {
-                    tuner,
-                    channel: channel.to_string(),
-                    duration_s,
-                }
-            }
+            _ => match StreamRequest::parse(target) {
+                Some(Ok(request)) => Route::Stream(request),
+                Some(Err(StreamRequestError::UnknownChannel)) => Route::UnknownChannel,
+                Some(Err(StreamRequestError::BadDuration)) => return None,
+                Some(Err(_)) | None => Route::NotFound,
+            },
         };
         Some(route)
     }
@@ -633,10 +596,12 @@ mod tests {
 
     #[test]
     fn routes() {
-        let stream = |tuner, duration_s| Route::Stream {
-            tuner,
-            channel: "5.1".into(),
-            duration_s,
+        let stream = |tuner, duration_s| {
+            Route::Stream(StreamRequest {
+                tuner,
+                channel: GuideNumber::parse("5.1").unwrap(),
+                duration_s,
+            })
         };
         assert_eq!(Route::parse("/discover.json"), Some(Route::Discover));
         assert_eq!(Route::parse("/lineup.json?show=found"), Some(Route::Lineup));
@@ -649,6 +614,7 @@ mod tests {
             Some(stream(TunerChoice::Index(1), None))
         );
         assert_eq!(Route::parse("/auto/v5.1?duration=x"), None);
+        assert_eq!(Route::parse("/auto/vx"), Some(Route::UnknownChannel));
         for other in [
             "/",
             "/auto/5.1",

@@ -127,19 +127,20 @@ impl Context<'_> {
             Some(Route::Status) => {
                 http::respond(conn, 200, &json, self.sim.status_json().as_bytes())
             }
-            Some(Route::Stream {
-                tuner,
-                channel,
-                duration_s,
-            }) => match self
-                .sim
-                .tune(tuner, &channel, peer.ip(), self.epoch.elapsed())
-            {
-                Err(error) => {
-                    log::info!("{peer}: {target}: {}", error.header_value());
-                    error.respond(conn);
+            Some(Route::UnknownChannel) => {
+                refuse(conn, peer, &target, DeviceError::UNKNOWN_CHANNEL)
+            }
+            Some(Route::Stream(request)) => match self.sim.tune(
+                request.tuner,
+                request.channel.as_str(),
+                peer.ip(),
+                self.epoch.elapsed(),
+            ) {
+                Err(error) => refuse(conn, peer, &target, error),
+                Ok(tuned) => {
+                    let limit = request.duration_s.map(Duration::from_secs);
+                    self.stream(conn, peer, tuned, limit)
                 }
-                Ok(tuned) => self.stream(conn, peer, tuned, duration_s.map(Duration::from_secs)),
             },
         }
     }
@@ -239,4 +240,10 @@ impl Context<'_> {
             End::Stopped | End::ClientLeft | End::SlowClient => {}
         }
     }
+}
+
+/// Answers a stream request the device cannot serve with its error, as a device does.
+fn refuse(conn: TcpStream, peer: SocketAddr, target: &str, error: DeviceError) {
+    log::info!("{peer}: {target}: {}", error.header_value());
+    error.respond(conn);
 }

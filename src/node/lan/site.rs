@@ -9,6 +9,7 @@
 use super::hub::{ChannelStatus, Hub, Next, Refusal};
 use crate::chunk::ChunkIndex;
 use crate::hdhr::device::{self, Identity};
+use crate::hdhr::request::{StreamRequest, StreamRequestError, TunerChoice};
 use crate::hdhr::{DeviceError, GuideNumber};
 use crate::hls::playlist::iso8601;
 use crate::http::{self, SendError};
@@ -23,8 +24,6 @@ const STALL: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// How long the first playlist request of a closed channel waits for its first segment.
 const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(15);
-/// The longest `duration=` honoured, in seconds.
-const MAX_DURATION_S: u64 = 86_400;
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +47,9 @@ pub enum Route {
         /// Close after this many seconds.
         duration_s: Option<u64>,
     },
+    /// A stream request for something that is not a guide number: 801, as for a channel not in
+    /// the lineup.
+    UnknownChannel,
     /// `/hls/GUIDE/index.m3u8`.
     Playlist(GuideNumber),
     /// `/hls/GUIDE/segment_NNNNNN.ts`.
@@ -59,7 +61,7 @@ pub enum Route {
 impl Route {
     /// What `target` asks for; `None` for a malformed query.
     pub fn parse(target: &str) -> Option<Route> {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = target.split('?').next().unwrap_or_default();
         let route = match path {
             "/" | "/index.html" => Route::Index,
             "/discover.json" => Route::Discover,
@@ -68,22 +70,24 @@ impl Route {
             "/lineup.m3u" => Route::LineupM3u,
             "/status.json" => Route::Status,
             _ => {
-                if let Some(guide) = path.strip_prefix("/auto/v") {
-                    let Some(guide) = GuideNumber::parse(guide) else {
-                        return Some(Route::NotFound);
-                    };
-                    let mut duration_s = None;
-                    for pair in query.split('&').filter(|p| !p.is_empty()) {
-                        match pair.split_once('=') {
-                            Some(("duration", v)) => {
-                                let s: u64 = v.parse().ok()?;
-                                duration_s = Some(s.min(MAX_DURATION_S));
-                            }
-                            Some(_) => {}
-                            None => return None,
-                        }
+                match StreamRequest::parse(target) {
+                    Some(Ok(StreamRequest {
+                        tuner: TunerChoice::Auto,
+                        channel,
+                        duration_s,
+                    })) => {
+                        return Some(Route::Stream {
+                            guide: channel,
+                            duration_s,
+                        })
                     }
-                    return Some(Route::Stream { guide, duration_s });
+                    Some(Err(StreamRequestError::UnknownChannel)) => {
+                        return Some(Route::UnknownChannel)
+                    }
+                    Some(Err(StreamRequestError::BadDuration)) => return None,
+                    // Viewers share a channel's stream: no tuner is addressed by number here.
+                    Some(_) => return Some(Route::NotFound),
+                    None => {}
                 }
                 let Some(rest) = path.strip_prefix("/hls/") else {
                     return Some(Route::NotFound);
@@ -183,6 +187,7 @@ impl Site {
             Some(Route::Stream { guide, duration_s }) => {
                 self.stream(conn, peer, &guide, duration_s.map(Duration::from_secs))
             }
+            Some(Route::UnknownChannel) => refuse(conn, peer, &target, &Refusal::Unknown),
             Some(Route::Playlist(guide)) => {
                 match self.hub.playlist(&guide, peer.ip(), FIRST_SEGMENT_WAIT) {
                     Ok(text) => http::respond(
@@ -340,7 +345,8 @@ mod tests {
             })
         );
         assert_eq!(Route::parse("/auto/v5.1?duration=x"), None);
-        assert_eq!(Route::parse("/auto/vx"), Some(Route::NotFound));
+        assert_eq!(Route::parse("/auto/vx"), Some(Route::UnknownChannel));
+        assert_eq!(Route::parse("/tuner0/v5.1"), Some(Route::NotFound));
         assert_eq!(
             Route::parse("/hls/5.1/index.m3u8"),
             Some(Route::Playlist(g("5.1")))

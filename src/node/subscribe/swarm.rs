@@ -27,13 +27,15 @@
 //!   re-admitted with a clean count (the subscriber closes a demoted source's connection, so it
 //!   sends nothing meanwhile). A lone source is never demoted: there is nobody else to ask.
 //! - A source whose connection ends is redialled with exponential back-off (`redial_min` doubling
-//!   to `redial_max`); if it held the live subscription, the next-best source takes it.
+//!   to `redial_max` with each redial, [`Backoff`]); if it held the live subscription, the
+//!   next-best source takes it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::chunk::ChunkIndex;
 use crate::manifest::Reason;
+use crate::retry::Backoff;
 
 /// A source's standing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,8 +136,11 @@ struct Source {
     /// Penalty points (timeouts and rejections), decaying with good deliveries.
     penalty: f64,
     invalid: u32,
-    demotions: u32,
-    redials: u32,
+    /// How long its next demotion lasts: `demote_for`, doubling with each one up to 16 times it.
+    demotion: Backoff,
+    /// The wait before its next redial: longer with every redial (never reset, so a source
+    /// that keeps leaving is dialled ever less often, up to `redial_max`).
+    redial: Backoff,
     /// Timeouts in a row (reset by a delivery).
     stalls: u32,
     stats: SourceStats,
@@ -177,6 +182,8 @@ struct Wanted {
 
 /// Chunks remembered as accepted, so a late manifest does not ask for them again.
 const ACCEPTED_MEMORY: usize = 4096;
+/// The longest demotion, in multiples of the first (`demote_for`).
+const MAX_DEMOTION_FACTOR: u32 = 16;
 /// Timeouts in a row after which the live source hands the live subscription on.
 const STALLS_BEFORE_HANDOVER: u32 = 2;
 /// How often a source that did not have a chunk yet is asked for it again.
@@ -218,8 +225,11 @@ impl Swarm {
                     delay_ms: 0.0,
                     penalty: 0.0,
                     invalid: 0,
-                    demotions: 0,
-                    redials: 0,
+                    demotion: Backoff::new(
+                        config.demote_for,
+                        config.demote_for.saturating_mul(MAX_DEMOTION_FACTOR),
+                    ),
+                    redial: Backoff::new(config.redial_min, config.redial_max),
                     stalls: 0,
                     stats: SourceStats::default(),
                 })
@@ -258,9 +268,8 @@ impl Swarm {
     /// The connection to `at` ended.
     pub fn gone(&mut self, at: usize, now: Instant) {
         let source = &mut self.sources[at];
-        let delay = self.config.redial_min * 2u32.saturating_pow(source.redials.min(6));
         source.state = SourceState::Gone {
-            redial_at: now + delay.min(self.config.redial_max),
+            redial_at: now + source.redial.peek(),
         };
         self.leave(at, now);
     }
@@ -268,7 +277,8 @@ impl Swarm {
     /// The dial of `at` was redone (its session is connecting again).
     pub fn redialled(&mut self, at: usize) {
         let source = &mut self.sources[at];
-        source.redials += 1;
+        // Each redial, after a departure or a demotion, doubles the wait before the next.
+        source.redial.next_wait();
         source.stats.reconnects += 1;
         source.state = SourceState::Connecting;
     }
@@ -366,11 +376,9 @@ impl Swarm {
         source.invalid += 1;
         // A lone source is never demoted: there is nobody else to ask.
         if source.invalid >= self.config.max_invalid && !alone {
-            let factor = 2u32.saturating_pow(source.demotions.min(4));
-            source.demotions += 1;
             source.invalid = 0;
             source.state = SourceState::Demoted {
-                until: now + self.config.demote_for * factor,
+                until: now + source.demotion.next_wait(),
             };
         }
         self.leave(at, now);
@@ -507,7 +515,7 @@ impl Swarm {
         let starting = self.grace_until.is_some_and(|t| now < t);
         let earlier_connecting = self.sources[..best]
             .iter()
-            .any(|s| s.state == SourceState::Connecting && s.redials == 0);
+            .any(|s| s.state == SourceState::Connecting && s.stats.reconnects == 0);
         if starting && earlier_connecting {
             return;
         }
@@ -752,6 +760,37 @@ mod tests {
         s.connected(0, t);
         assert_eq!(s.source(0).0, SourceState::Up);
         assert_eq!(s.source(0).1.rejections[&Reason::IdMismatch], 1);
+    }
+
+    #[test]
+    fn each_demotion_lasts_twice_as_long_as_the_last_up_to_16_times_the_first() {
+        let (mut s, t) = swarm(2);
+        s.connected(0, t);
+        s.connected(1, t);
+        s.poll(t);
+        let mut now = t;
+        let mut lengths = Vec::new();
+        for _ in 0..6 {
+            s.rejected(0, Reason::Aead, now);
+            s.rejected(0, Reason::Aead, now);
+            let SourceState::Demoted { until } = s.source(0).0 else {
+                panic!("not demoted: {:?}", s.source(0).0);
+            };
+            lengths.push((until - now).as_secs());
+            assert!(s.poll(until).contains(&Action::Redial(0)));
+            s.redialled(0);
+            s.connected(0, until);
+            now = until;
+        }
+        assert_eq!(lengths, [10, 20, 40, 80, 160, 160]);
+        // Those redials count for the redial back-off too: leaving now waits its longest.
+        s.gone(0, now);
+        assert_eq!(
+            s.source(0).0,
+            SourceState::Gone {
+                redial_at: now + Duration::from_secs(8)
+            }
+        );
     }
 
     #[test]

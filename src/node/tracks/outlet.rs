@@ -17,14 +17,14 @@ use crate::crypto::NodeKey;
 use crate::moq::session::Event;
 use crate::moq::SessionCode;
 use crate::net::{ConnId, Endpoint, Feed, NetError, NetEvent, PeerCheck, Settings, Target};
+use crate::retry::Backoff;
 use crate::stop::StopFlag;
 
 /// How long [`Outlet::announced`] waits for one network event before checking `stop`.
 const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
-/// The first wait before a relay is dialled again; it doubles on each failure.
-const REDIAL_MIN: Duration = Duration::from_millis(500);
-/// The longest wait before a relay is dialled again.
-const REDIAL_MAX: Duration = Duration::from_secs(30);
+/// The wait before a relay is dialled again: 0.5 s, doubling on each failure to 30 s, and back
+/// to 0.5 s once it accepted the namespaces.
+const REDIAL: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 /// How long a relay may take to accept the namespaces before the attempt counts as failed.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -81,8 +81,8 @@ struct RelayLink {
     /// Namespaces to announce on each connection.
     namespaces: usize,
     state: Link,
-    /// The wait before the next redial after a failure.
-    backoff: Duration,
+    /// The waits between redials.
+    backoff: Backoff,
     /// Times the relay was dialled again.
     reconnects: u64,
 }
@@ -104,13 +104,13 @@ enum Link {
 impl RelayLink {
     /// The connection failed: dial again after the back-off, which doubles for next time.
     fn wait(&mut self) {
+        let wait = self.backoff.next_wait();
         log::info!(
             "dialling the relay {} again in {:.1} s",
             self.name,
-            self.backoff.as_secs_f32()
+            wait.as_secs_f32()
         );
-        self.state = Link::Waiting(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(REDIAL_MAX);
+        self.state = Link::Waiting(Instant::now() + wait);
     }
 }
 
@@ -159,7 +159,7 @@ impl Outlet {
                     since: Instant::now(),
                     waiting: namespaces,
                 },
-                backoff: REDIAL_MIN,
+                backoff: REDIAL,
                 reconnects: 0,
             }),
             stats,
@@ -253,7 +253,7 @@ impl Outlet {
                 relay.state = match waiting {
                     0 | 1 => {
                         log::info!("announced to the relay {}", relay.name);
-                        relay.backoff = REDIAL_MIN;
+                        relay.backoff.reset();
                         Link::Announced
                     }
                     _ => Link::Announcing {
