@@ -11,7 +11,7 @@ use ec_node::chunk::{Body, Chunk, Chunker, ChunkerConfig};
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{NodeKey, StreamId, StreamKey, StreamKeys};
 use ec_node::hdhr::client::{parse_discover, parse_lineup};
-use ec_node::hdhr::sim::Route;
+use ec_node::hdhr::sim::TunerRoute;
 use ec_node::http::parse_request_head;
 use ec_node::manifest::{Event, Manifest, Policy, Proof, Verifier};
 use ec_node::time::UnixMillis;
@@ -205,7 +205,7 @@ pub fn sim_request(data: &[u8]) {
     assert!(target.starts_with('/'), "{target:?}");
     assert!(target.bytes().all(|b| b.is_ascii_graphic()), "{target:?}");
     let request = StreamRequest::parse(&target);
-    let sim = Route::parse(&target);
+    let sim = TunerRoute::parse(&target);
     let site = SiteRoute::parse(&target);
     if let Some(Ok(request)) = &request {
         assert!(request.duration_s.is_none_or(|d| d <= MAX_DURATION_S));
@@ -214,7 +214,7 @@ pub fn sim_request(data: &[u8]) {
             StreamRequest::parse(&written).as_ref(),
             Some(&Ok(request.clone()))
         );
-        assert_eq!(sim, Some(Route::Stream(request.clone())), "{target:?}");
+        assert_eq!(sim, Some(TunerRoute::Stream(request.clone())), "{target:?}");
         if request.tuner == TunerChoice::Auto {
             let stream = SiteRoute::Stream {
                 guide: request.channel.clone(),
@@ -223,7 +223,7 @@ pub fn sim_request(data: &[u8]) {
             assert_eq!(site, Some(stream), "{target:?}");
         }
     } else {
-        assert!(!matches!(sim, Some(Route::Stream(_))), "{target:?}");
+        assert!(!matches!(sim, Some(TunerRoute::Stream(_))), "{target:?}");
         assert!(
             !matches!(site, Some(SiteRoute::Stream { .. })),
             "{target:?}"

@@ -13,7 +13,7 @@ use ec_node::capture::http;
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{ChunkFlags, ChunkIndex};
 use ec_node::hdhr::client::{parse_discover, parse_lineup};
-use ec_node::hdhr::sim::{Route, Simulator};
+use ec_node::hdhr::sim::{Simulator, TunerRoute};
 use ec_node::http::parse_request_head;
 use ec_node::manifest::{Entry, Manifest, ManifestChain, Proof};
 use ec_node::time::UnixMillis;
@@ -152,7 +152,9 @@ fn committed_seeds_are_current_and_valid() {
                     bytes.split_at(bytes.iter().position(|&b| b == 0).unwrap());
                 parse_discover(discover).is_ok() && parse_lineup(&lineup[1..]).is_ok()
             }
-            "sim_request" => parse_request_head(&bytes).is_ok_and(|t| Route::parse(&t).is_some()),
+            "sim_request" => {
+                parse_request_head(&bytes).is_ok_and(|t| TunerRoute::parse(&t).is_some())
+            }
             _ => Proof::decode(&bytes).is_ok(),
         };
         assert!(valid, "{name} is not a valid {target} encoding");

@@ -10,7 +10,7 @@
 //! reports what happened with the time, and sleeps until the policy's deadline.
 
 use super::http::{self, Body, HttpError, HttpUrl};
-use super::pace::Pacer;
+use super::pace::PcrPacer;
 use super::retry_policy::{Action, RetryPolicy};
 use super::ring::Producer;
 use super::{CaptureEnd, CaptureError, CaptureOptions, READ_SIZE};
@@ -51,7 +51,7 @@ enum Step {
 fn read_step(
     body: &mut dyn Read,
     producer: &mut Producer,
-    pacer: &mut Pacer,
+    pacer: &mut PcrPacer,
     stop: &StopFlag,
 ) -> Step {
     let mut flow = ControlFlow::Continue(());
@@ -84,7 +84,7 @@ pub(super) fn pump_stdin(
     producer: &mut Producer,
     stop: &StopFlag,
 ) -> Result<CaptureEnd, CaptureError> {
-    let mut pacer = Pacer::new(false, options.duration);
+    let mut pacer = PcrPacer::new(false, options.duration);
     let mut stdin = std::io::stdin().lock();
     let mut last_byte = Instant::now();
     let failed = |e| CaptureError::Read("standard input".into(), e);
@@ -124,7 +124,7 @@ pub(super) fn capture_http(
     } else {
         (None, options.duration)
     };
-    let mut pacer = Pacer::new(false, stream_duration);
+    let mut pacer = PcrPacer::new(false, stream_duration);
     let mut policy = RetryPolicy::new(url_for, options, device_duration, Instant::now());
     let mut body: Option<Body> = None;
     loop {

@@ -301,7 +301,7 @@ pub fn run(
 pub struct InPlace {
     input: Arc<Mapped>,
     position: usize,
-    pacer: pace::Pacer,
+    pacer: pace::PcrPacer,
 }
 
 /// Input that stays where it is for as long as anyone holds it: a mapped file or the clip built
@@ -340,7 +340,7 @@ impl InPlace {
         Ok(Some(InPlace {
             input: Arc::new(input),
             position: 0,
-            pacer: pace::Pacer::new(false, options.duration),
+            pacer: pace::PcrPacer::new(false, options.duration),
         }))
     }
 
@@ -370,7 +370,7 @@ fn copy_slice(
     producer: &mut Producer,
     stop: &StopFlag,
 ) -> Result<CaptureEnd, CaptureError> {
-    let mut pacer = pace::Pacer::new(options.realtime, options.duration);
+    let mut pacer = pace::PcrPacer::new(options.realtime, options.duration);
     let mut rest = bytes;
     while !rest.is_empty() {
         if stop.is_set() {

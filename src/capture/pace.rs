@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const SLEEP_STEP: Duration = Duration::from_millis(100);
 
 /// Tracks stream time across the bytes it is shown.
-pub(super) struct Pacer {
+pub(super) struct PcrPacer {
     realtime: bool,
     duration_ticks: Option<u64>,
     framer: Framer,
@@ -22,10 +22,10 @@ pub(super) struct Pacer {
     started: Option<Instant>,
 }
 
-impl Pacer {
+impl PcrPacer {
     /// A pacer that sleeps to real time if `realtime`, and breaks after `duration` of stream.
-    pub(super) fn new(realtime: bool, duration: Option<Duration>) -> Pacer {
-        Pacer {
+    pub(super) fn new(realtime: bool, duration: Option<Duration>) -> PcrPacer {
+        PcrPacer {
             realtime,
             duration_ticks: duration.map(|d| (d.as_secs_f64() * TICKS_PER_SECOND as f64) as u64),
             framer: Framer::new(),

@@ -49,7 +49,7 @@ use crate::moq::wire::Version;
 use crate::moq::{MoqError, SessionCode};
 use crate::net::addr::Target;
 use crate::net::identity::{self, PeerCheck, ALPN};
-use crate::net::pacing::Pacer;
+use crate::net::pacing::PacketPacer;
 use crate::net::tuning::Tuning;
 use crate::net::udp::{self, Transmit};
 use crate::net::NetError;
@@ -585,7 +585,7 @@ struct Conn {
     /// When to send the next keep-alive PING.
     ping_at: Instant,
     /// The packet quiche stamped for later, if any.
-    pacer: Pacer,
+    pacer: PacketPacer,
 }
 
 struct Loop<H: Handler> {
@@ -714,7 +714,7 @@ impl<H: Handler> Loop<H> {
                 open: HashSet::new(),
                 end: None,
                 ping_at: Instant::now(),
-                pacer: Pacer::default(),
+                pacer: PacketPacer::default(),
             },
         );
         id
@@ -1273,7 +1273,7 @@ impl Conn {
 
     /// Sends every packet quiche has ready, in batches of at most its send quantum (the burst
     /// its congestion controller allows; see [`Transmit`]), each no earlier than its pacing
-    /// time allows: the first one stamped later than that is held (see [`Pacer`]) and ends the
+    /// time allows: the first one stamped later than that is held (see [`PacketPacer`]) and ends the
     /// flush. A closing connection sends everything at once.
     fn flush(&mut self, socket: &UdpSocket, tx: &mut Transmit) {
         let now = Instant::now();
@@ -1297,7 +1297,7 @@ impl Conn {
                 }
             };
             match self.quic.send(space) {
-                Ok((n, info)) if !closing && Pacer::is_early(info.at, now) => {
+                Ok((n, info)) if !closing && PacketPacer::is_early(info.at, now) => {
                     self.pacer.hold(&space[..n], info.to, info.at);
                     break;
                 }

@@ -23,20 +23,20 @@ pub(super) const HORIZON: Duration = Duration::from_millis(1);
 
 /// At most one packet of one connection, waiting for its send time.
 #[derive(Default)]
-pub(super) struct Pacer {
+pub(super) struct PacketPacer {
     held: Vec<u8>,
     /// Where and when the held packet goes; `None`: nothing is held.
     due: Option<(SocketAddr, Instant)>,
 }
 
-impl Pacer {
+impl PacketPacer {
     /// Whether a packet stamped `at` must wait, at `now`.
     pub(super) fn is_early(at: Instant, now: Instant) -> bool {
         at > now + HORIZON
     }
 
     /// Keeps `packet` until `at`; the caller sends nothing of this connection until
-    /// [`Pacer::release`] hands it back.
+    /// [`PacketPacer::release`] hands it back.
     pub(super) fn hold(&mut self, packet: &[u8], to: SocketAddr, at: Instant) {
         self.held.clear();
         self.held.extend_from_slice(packet);
@@ -77,16 +77,16 @@ mod tests {
     #[test]
     fn a_packet_due_within_the_horizon_is_not_early() {
         let now = Instant::now();
-        assert!(!Pacer::is_early(now, now));
-        assert!(!Pacer::is_early(now + HORIZON, now));
-        assert!(Pacer::is_early(now + HORIZON * 2, now));
+        assert!(!PacketPacer::is_early(now, now));
+        assert!(!PacketPacer::is_early(now + HORIZON, now));
+        assert!(PacketPacer::is_early(now + HORIZON * 2, now));
     }
 
     #[test]
     fn a_held_packet_waits_for_its_time_then_leaves_once() {
         let now = Instant::now();
         let at = now + HORIZON * 5;
-        let mut pacer = Pacer::default();
+        let mut pacer = PacketPacer::default();
         assert!(pacer.release(now, false).is_none());
         assert_eq!(pacer.deadline(), None);
         pacer.hold(b"packet", addr(), at);
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn a_closing_connection_sends_its_held_packet_at_once() {
         let now = Instant::now();
-        let mut pacer = Pacer::default();
+        let mut pacer = PacketPacer::default();
         pacer.hold(b"close", addr(), now + Duration::from_secs(1));
         assert_eq!(pacer.release(now, true), Some((&b"close"[..], addr())));
     }
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn holding_again_replaces_the_bytes() {
         let now = Instant::now();
-        let mut pacer = Pacer::default();
+        let mut pacer = PacketPacer::default();
         pacer.hold(b"a longer packet", addr(), now);
         assert!(pacer.release(now, false).is_some());
         pacer.hold(b"short", addr(), now);

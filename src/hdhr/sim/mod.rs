@@ -271,7 +271,7 @@ pub struct SimConfig {
 
 /// What a request path asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum TunerRoute {
     /// `/discover.json`.
     Discover,
     /// `/lineup.json`.
@@ -288,19 +288,19 @@ pub enum Route {
     NotFound,
 }
 
-impl Route {
+impl TunerRoute {
     /// Reads a request target (`/auto/v5.1?duration=30`); `None` for a malformed query.
-    pub fn parse(target: &str) -> Option<Route> {
+    pub fn parse(target: &str) -> Option<TunerRoute> {
         let path = target.split('?').next().unwrap_or_default();
         let route = match path {
-            "/discover.json" => Route::Discover,
-            "/lineup.json" => Route::Lineup,
-            "/status.json" => Route::Status,
+            "/discover.json" => TunerRoute::Discover,
+            "/lineup.json" => TunerRoute::Lineup,
+            "/status.json" => TunerRoute::Status,
             _ => match StreamRequest::parse(target) {
-                Some(Ok(request)) => Route::Stream(request),
-                Some(Err(StreamRequestError::UnknownChannel)) => Route::UnknownChannel,
+                Some(Ok(request)) => TunerRoute::Stream(request),
+                Some(Err(StreamRequestError::UnknownChannel)) => TunerRoute::UnknownChannel,
                 Some(Err(StreamRequestError::BadDuration)) => return None,
-                Some(Err(_)) | None => Route::NotFound,
+                Some(Err(_)) | None => TunerRoute::NotFound,
             },
         };
         Some(route)
@@ -597,24 +597,33 @@ mod tests {
     #[test]
     fn routes() {
         let stream = |tuner, duration_s| {
-            Route::Stream(StreamRequest {
+            TunerRoute::Stream(StreamRequest {
                 tuner,
                 channel: GuideNumber::parse("5.1").unwrap(),
                 duration_s,
             })
         };
-        assert_eq!(Route::parse("/discover.json"), Some(Route::Discover));
-        assert_eq!(Route::parse("/lineup.json?show=found"), Some(Route::Lineup));
         assert_eq!(
-            Route::parse("/auto/v5.1?duration=30"),
+            TunerRoute::parse("/discover.json"),
+            Some(TunerRoute::Discover)
+        );
+        assert_eq!(
+            TunerRoute::parse("/lineup.json?show=found"),
+            Some(TunerRoute::Lineup)
+        );
+        assert_eq!(
+            TunerRoute::parse("/auto/v5.1?duration=30"),
             Some(stream(TunerChoice::Auto, Some(30)))
         );
         assert_eq!(
-            Route::parse("/tuner1/v5.1"),
+            TunerRoute::parse("/tuner1/v5.1"),
             Some(stream(TunerChoice::Index(1), None))
         );
-        assert_eq!(Route::parse("/auto/v5.1?duration=x"), None);
-        assert_eq!(Route::parse("/auto/vx"), Some(Route::UnknownChannel));
+        assert_eq!(TunerRoute::parse("/auto/v5.1?duration=x"), None);
+        assert_eq!(
+            TunerRoute::parse("/auto/vx"),
+            Some(TunerRoute::UnknownChannel)
+        );
         for other in [
             "/",
             "/auto/5.1",
@@ -622,7 +631,11 @@ mod tests {
             "/tuner99/v5.1",
             "/auto/v5/1",
         ] {
-            assert_eq!(Route::parse(other), Some(Route::NotFound), "{other}");
+            assert_eq!(
+                TunerRoute::parse(other),
+                Some(TunerRoute::NotFound),
+                "{other}"
+            );
         }
     }
 

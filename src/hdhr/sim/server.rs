@@ -5,7 +5,7 @@
 //! routes, tuners, faults and documents are the simulator's, packets are the broadcast's. At most
 //! [`MAX_CONNECTIONS`] connections are served at once; one request per connection.
 
-use super::{Route, Simulator, Tuned};
+use super::{Simulator, Tuned, TunerRoute};
 use crate::hdhr::DeviceError;
 use crate::http::{self, Listener, SendError};
 use crate::stop::StopFlag;
@@ -115,22 +115,22 @@ impl Context<'_> {
         // Documents name the address the client reached (the listen address may be 0.0.0.0).
         let local = conn.local_addr().unwrap_or(self.addr);
         let json = [("Content-Type", "application/json")];
-        match Route::parse(&target) {
+        match TunerRoute::parse(&target) {
             None => http::respond(conn, 400, &[], b"Bad Request\n"),
-            Some(Route::NotFound) => http::respond(conn, 404, &[], b"Not Found\n"),
-            Some(Route::Discover) => {
+            Some(TunerRoute::NotFound) => http::respond(conn, 404, &[], b"Not Found\n"),
+            Some(TunerRoute::Discover) => {
                 http::respond(conn, 200, &json, self.sim.discover_json(local).as_bytes())
             }
-            Some(Route::Lineup) => {
+            Some(TunerRoute::Lineup) => {
                 http::respond(conn, 200, &json, self.sim.lineup_json(local).as_bytes())
             }
-            Some(Route::Status) => {
+            Some(TunerRoute::Status) => {
                 http::respond(conn, 200, &json, self.sim.status_json().as_bytes())
             }
-            Some(Route::UnknownChannel) => {
+            Some(TunerRoute::UnknownChannel) => {
                 refuse(conn, peer, &target, DeviceError::UNKNOWN_CHANNEL)
             }
-            Some(Route::Stream(request)) => match self.sim.tune(
+            Some(TunerRoute::Stream(request)) => match self.sim.tune(
                 request.tuner,
                 request.channel.as_str(),
                 peer.ip(),
