@@ -201,17 +201,20 @@ impl Rig {
         self.collect();
     }
 
-    /// A lone source carrying the manifests too, up, past its late join (both joining FETCHes
-    /// over), with chunk 0 written.
-    fn joined() -> Rig {
-        let mut rig = Rig::new(
-            config(),
-            vec![PeerRole {
-                manifests: true,
-                ..source(0)
-            }],
-        );
+    /// A lone source carrying the manifests too, up.
+    fn lone() -> Rig {
+        let peer = PeerRole {
+            manifests: true,
+            ..source(0)
+        };
+        let mut rig = Rig::new(config(), vec![peer]);
         rig.connected(0);
+        rig
+    }
+
+    /// [`Rig::lone`] past its late join (both joining FETCHes over), with chunk 0 written.
+    fn joined() -> Rig {
+        let mut rig = Rig::lone();
         rig.manifest(0, 0).unwrap();
         rig.chunk(0, 0, false).unwrap();
         rig.fetch_done(0, None, false);
@@ -223,14 +226,7 @@ impl Rig {
 
 #[test]
 fn a_late_joiner_writes_its_backfill_first_then_the_live_chunks() {
-    let mut rig = Rig::new(
-        config(),
-        vec![PeerRole {
-            manifests: true,
-            ..source(0)
-        }],
-    );
-    rig.connected(0);
+    let mut rig = Rig::lone();
     assert!(
         rig.done
             .asks
@@ -273,14 +269,7 @@ fn a_late_joiner_writes_its_backfill_first_then_the_live_chunks() {
 
 #[test]
 fn a_backfill_that_never_completes_is_given_up_after_the_wait() {
-    let mut rig = Rig::new(
-        config(),
-        vec![PeerRole {
-            manifests: true,
-            ..source(0)
-        }],
-    );
-    rig.connected(0);
+    let mut rig = Rig::lone();
     rig.manifest(0, 5).unwrap();
     rig.chunk(0, 5, false).unwrap();
     assert_eq!(rig.assembly.poll_timeout(), rig.start + BACKFILL_WAIT);
