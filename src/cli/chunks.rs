@@ -1,6 +1,7 @@
 //! `ec-node chunks`: cuts a transport stream into deterministic chunks and prints one line per
 //! chunk — the tool for checking that two nodes agree.
 
+use super::bounded::ChunkMs;
 use super::summary::{self, chunker_fields, Line, Summary};
 use super::Failure;
 use argh::FromArgs;
@@ -19,8 +20,8 @@ pub struct Args {
     #[argh(option)]
     input: Option<String>,
     /// chunk duration D in milliseconds, the grid step (default 2000)
-    #[argh(option, default = "2000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::DEFAULT")]
+    chunk_ms: ChunkMs,
     /// print one JSON object per line instead of text, and the summary as one JSON object on the
     /// last line
     #[argh(switch)]
@@ -40,14 +41,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// Cuts and prints the chunks; `told` gets the summary once the input has been read.
 fn chunks(args: &Args, told: &mut Option<ChunksSummary>) -> Result<(), Failure> {
-    super::check_chunk_ms(args.chunk_ms)?;
     let source = Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let now = || {
         args.clock
             .map_or_else(UnixMillis::now, |s| UnixMillis(s.saturating_mul(1000)))
     };
     let mut chunker = Chunker::new(ChunkerConfig {
-        chunk_ms: args.chunk_ms,
+        chunk_ms: args.chunk_ms.get(),
         ..ChunkerConfig::default()
     });
     let mut out = std::io::stdout().lock();

@@ -6,6 +6,7 @@
 //! subcommand; nothing here parses media or speaks a protocol.
 
 mod bench;
+mod bounded;
 
 mod chunks;
 mod demo;
@@ -157,17 +158,6 @@ fn return_large_buffers_to_the_system() {
     #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
-/// Checks `--chunk-ms`, the grid step every node of a stream shares (docs/PROTOCOL.md §1.4).
-fn check_chunk_ms(chunk_ms: u32) -> Result<(), Failure> {
-    if (100..=60_000).contains(&chunk_ms) {
-        Ok(())
-    } else {
-        Err(Failure::usage(format!(
-            "--chunk-ms {chunk_ms} is outside 100..=60000"
-        )))
     }
 }
 

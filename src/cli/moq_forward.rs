@@ -4,6 +4,7 @@
 //! Flags become a [`ForwardConfig`]; the endpoint listens, the ready line names it and the
 //! tracks, and [`ec_node::node::forward`] runs the loop. Exit codes as every command.
 
+use super::bounded::AtLeastOne;
 use super::moq_subscribe::{
     reasons, rejections_json, sources_json, sources_lines, subscribe_failure,
 };
@@ -59,27 +60,27 @@ pub struct Args {
     trust: Vec<String>,
     /// when verifying: milliseconds a chunk a manifest vouches for may take before it is fetched
     /// from the next --remote (default 2000)
-    #[argh(option, default = "2000")]
-    group_timeout: u64,
+    #[argh(option, default = "AtLeastOne::literal(2000)")]
+    group_timeout: AtLeastOne<u64>,
     /// when verifying with several --remote: rejections after which a source is demoted
     /// (default 3)
-    #[argh(option, default = "3")]
-    max_source_invalid: u32,
+    #[argh(option, default = "AtLeastOne::literal(3)")]
+    max_source_invalid: AtLeastOne<u32>,
     /// when verifying: exit 5 when no object came for this many seconds (default 30)
-    #[argh(option, default = "30")]
-    idle_timeout: u64,
+    #[argh(option, default = "AtLeastOne::literal(30)")]
+    idle_timeout: AtLeastOne<u64>,
     /// node key file for the listening identity (default: a fresh key)
     #[argh(option)]
     key: Option<PathBuf>,
     /// group cache per track for late joiners and FETCH, in MiB (default 32)
-    #[argh(option, default = "32")]
-    cache_mb: usize,
+    #[argh(option, default = "AtLeastOne::literal(32)")]
+    cache_mb: AtLeastOne<usize>,
     /// TEST ONLY: tamper with chunk groups: flip, swap, replay or inject (repeatable; used in turn)
     #[argh(option)]
     tamper: Vec<Mode>,
     /// with --tamper: tamper with every Nth chunk group (default 3)
-    #[argh(option, default = "3")]
-    tamper_every: u64,
+    #[argh(option, default = "AtLeastOne::literal(3)")]
+    tamper_every: AtLeastOne<u64>,
     /// trust this PEM certificate or CA for a moqt:// remote instead of the system roots
     #[argh(option)]
     relay_ca: Option<PathBuf>,
@@ -101,16 +102,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// Forwards; `told` gets the summary once the loop has run to its end.
 fn forward_tracks(args: Args, told: &mut Option<ForwardReport>) -> Result<(), Failure> {
-    if args.cache_mb == 0 || args.tamper_every == 0 {
-        return Err(Failure::usage(
-            "--cache-mb and --tamper-every must be at least 1",
-        ));
-    }
-    if args.group_timeout == 0 || args.max_source_invalid == 0 || args.idle_timeout == 0 {
-        return Err(Failure::usage(
-            "--group-timeout, --max-source-invalid and --idle-timeout must be at least 1",
-        ));
-    }
     let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
     let targets = |list: &[String]| {
         list.iter()
@@ -164,9 +155,9 @@ fn forward_tracks(args: Args, told: &mut Option<ForwardReport>) -> Result<(), Fa
             manifests: manifests.iter().map(spec).collect(),
             keys: keys.clone(),
             policy,
-            group_timeout: Duration::from_millis(args.group_timeout),
-            max_source_invalid: args.max_source_invalid,
-            idle_timeout: Duration::from_secs(args.idle_timeout),
+            group_timeout: Duration::from_millis(args.group_timeout.get()),
+            max_source_invalid: args.max_source_invalid.get(),
+            idle_timeout: Duration::from_secs(args.idle_timeout.get()),
         })
     } else {
         eprintln!(
@@ -181,7 +172,7 @@ fn forward_tracks(args: Args, told: &mut Option<ForwardReport>) -> Result<(), Fa
             args.tamper
         );
     }
-    let server = TrackServer::live(&tracks, args.cache_mb.saturating_mul(1 << 20));
+    let server = TrackServer::live(&tracks, args.cache_mb.get().saturating_mul(1 << 20));
     let mut outlet = Outlet::listen(args.listen, &key, server).map_err(serve_failure)?;
     let endpoint = format!("{}@{}", key.node_id(), advertised(outlet.local_addr()));
     println!("{}", ready_line(Some(endpoint), &tracks));
@@ -190,7 +181,7 @@ fn forward_tracks(args: Args, told: &mut Option<ForwardReport>) -> Result<(), Fa
     let config = ForwardConfig {
         upstreams,
         tracks,
-        tamper: Tamper::new(args.tamper, args.tamper_every),
+        tamper: Tamper::new(args.tamper, args.tamper_every.get()),
     };
     let outcome = forward(&mut outlet, config, &stop);
     outlet.shutdown();

@@ -4,6 +4,7 @@
 //! tracks' namespaces, the ready line names the endpoint (when listening) and the tracks, and
 //! [`ec_node::node::publish`] runs the pipeline. Exit codes as every command.
 
+use super::bounded::{AtLeastOne, ChunkMs};
 use super::peer::{
     advertised, node_key, parse_target, peer_check, ready_line, serve_failure, stream_keys,
 };
@@ -32,7 +33,7 @@ pub struct Args {
     input: String,
     /// stop after this many seconds of stream
     #[argh(option)]
-    duration: Option<u64>,
+    duration: Option<AtLeastOne<u64>>,
     /// listen for subscribers on this UDP address (e.g. 127.0.0.1:0 picks a free port)
     #[argh(option)]
     listen: Option<SocketAddr>,
@@ -56,11 +57,11 @@ pub struct Args {
     #[argh(option)]
     network_secret: Option<String>,
     /// chunk duration D in milliseconds (default 2000)
-    #[argh(option, default = "2000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::DEFAULT")]
+    chunk_ms: ChunkMs,
     /// chunks per signed manifest (default 1)
-    #[argh(option, default = "1")]
-    epoch_chunks: u32,
+    #[argh(option, default = "AtLeastOne::literal(1)")]
+    epoch_chunks: AtLeastOne<u32>,
     /// publish signed manifests
     #[argh(switch)]
     publish_manifests: bool,
@@ -68,8 +69,8 @@ pub struct Args {
     #[argh(option, default = "true")]
     publish_chunks: bool,
     /// group cache per track for late joiners and FETCH, in MiB (default 32)
-    #[argh(option, default = "32")]
-    cache_mb: usize,
+    #[argh(option, default = "AtLeastOne::literal(32)")]
+    cache_mb: AtLeastOne<usize>,
     /// keep serving the cache this many seconds after the input ends (default 0)
     #[argh(option, default = "0")]
     linger: u64,
@@ -101,12 +102,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// Publishes; `told` gets the summary once the pipeline has run.
 fn publish_over_moq(args: &Args, told: &mut Option<PublishReport>) -> Result<(), Failure> {
-    super::check_chunk_ms(args.chunk_ms)?;
-    if args.epoch_chunks == 0 || args.cache_mb == 0 || args.duration == Some(0) {
-        return Err(Failure::usage(
-            "--epoch-chunks, --cache-mb and --duration must be at least 1",
-        ));
-    }
     if !args.publish_chunks && !args.publish_manifests {
         return Err(Failure::usage(
             "--publish-chunks=false publishes nothing without --publish-manifests",
@@ -135,22 +130,22 @@ fn publish_over_moq(args: &Args, told: &mut Option<PublishReport>) -> Result<(),
     let config = PublishConfig {
         source: source.clone(),
         capture: CaptureOptions {
-            duration: args.duration.map(Duration::from_secs),
+            duration: args.duration.map(|s| Duration::from_secs(s.get())),
             realtime: !args.as_fast_as_possible,
             first_byte_timeout: Duration::from_secs(args.source_timeout.max(1)),
             signal_loss_timeout: Duration::from_secs(args.signal_loss_timeout),
             ..CaptureOptions::default()
         },
         chunker: ChunkerConfig {
-            chunk_ms: args.chunk_ms,
+            chunk_ms: args.chunk_ms.get(),
             ..ChunkerConfig::default()
         },
         keys,
         leader: args
             .publish_manifests
-            .then(|| (key.clone(), args.epoch_chunks)),
+            .then(|| (key.clone(), args.epoch_chunks.get())),
         publish_chunks: args.publish_chunks,
-        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        cache_bytes: args.cache_mb.get().saturating_mul(1 << 20),
         linger: Duration::from_secs(args.linger),
         startup_delay: Duration::from_millis(args.startup_delay_ms),
     };

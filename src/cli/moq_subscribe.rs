@@ -5,12 +5,11 @@
 //! becomes the exit code: 0 done, 2 usage, 3 cannot connect or identity mismatch, 4 verification
 //! failed, 5 idle or the publisher left, 1 anything else.
 
+use super::bounded::{AtLeastOne, ChunkMs};
 use super::peer::{parse_target, peer_check, stream_keys, trusted_signers};
 use super::summary::{self, Line, Summary};
 use super::{Exit, Failure};
 use argh::FromArgs;
-use ec_node::chunk::ChunkerConfig;
-use ec_node::hls;
 use ec_node::hls::playlist::PlaylistKind;
 use ec_node::manifest::{Policy, Reason};
 use ec_node::net::{NetError, Target};
@@ -39,10 +38,10 @@ pub struct Args {
     /// with several --remote: milliseconds a chunk a manifest vouches for may take before it is
     /// fetched from the next source (default: the chunk duration)
     #[argh(option)]
-    group_timeout: Option<u64>,
+    group_timeout: Option<AtLeastOne<u64>>,
     /// with several --remote: rejections after which a source is demoted (default 3)
-    #[argh(option, default = "3")]
-    max_source_invalid: u32,
+    #[argh(option, default = "AtLeastOne::literal(3)")]
+    max_source_invalid: AtLeastOne<u32>,
     /// write the exit summary to this file as the object --json prints (totals and one entry per
     /// source)
     #[argh(option)]
@@ -75,16 +74,16 @@ pub struct Args {
     /// keep a sliding live window of this many segments, deleting older ones, instead of every
     /// segment (for a subscriber that runs for days)
     #[argh(option)]
-    hls_window: Option<usize>,
+    hls_window: Option<AtLeastOne<usize>>,
     /// chunk duration D in milliseconds, for the playlist (default 2000)
-    #[argh(option, default = "2000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::DEFAULT")]
+    chunk_ms: ChunkMs,
     /// on joining, also fetch this many chunks from before the current one (default 3)
     #[argh(option, default = "3")]
     backfill: u64,
     /// exit 0 after this many verified chunks
     #[argh(option)]
-    stop_after: Option<u64>,
+    stop_after: Option<AtLeastOne<u64>>,
     /// exit 4 after more invalid objects than this (default unlimited)
     #[argh(option)]
     max_invalid_chunks: Option<u64>,
@@ -122,12 +121,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// Subscribes; `told` gets the summary once the pipeline has run.
 fn subscribe_to_hls(args: &Args, told: &mut Option<SubscribeReport>) -> Result<(), Failure> {
-    super::check_chunk_ms(args.chunk_ms)?;
-    if args.stop_after == Some(0) || args.hls_window == Some(0) {
-        return Err(Failure::usage(
-            "--stop-after and --hls-window must be at least 1",
-        ));
-    }
     if args.resume && args.hls_window.is_some() {
         return Err(Failure::usage(
             "--resume goes on with a playlist of every segment; it takes no --hls-window",
@@ -136,11 +129,6 @@ fn subscribe_to_hls(args: &Args, told: &mut Option<SubscribeReport>) -> Result<(
     let keys = stream_keys(Some(&args.stream_id), args.network_secret.as_deref(), None)?;
     if args.remote.is_empty() {
         return Err(Failure::usage("--remote is required"));
-    }
-    if args.max_source_invalid == 0 || args.group_timeout == Some(0) {
-        return Err(Failure::usage(
-            "--max-source-invalid and --group-timeout must be at least 1",
-        ));
     }
     let objects = args
         .remote
@@ -168,36 +156,30 @@ fn subscribe_to_hls(args: &Args, told: &mut Option<SubscribeReport>) -> Result<(
     }
     let mut policy = Policy::new(trusted);
     policy.require_manifest = args.require_manifest;
-    let chunker = ChunkerConfig {
-        chunk_ms: args.chunk_ms,
-        ..ChunkerConfig::default()
-    };
     let spec = |target: Target| PeerSpec {
         check: peer_check(&target, args.relay_ca.clone(), args.insecure),
         target,
     };
+    let output = match (args.resume, args.hls_window) {
+        (true, _) => Destination::Resume(args.out.clone()),
+        (false, None) => Destination::Folder(args.out.clone(), PlaylistKind::Event),
+        (false, Some(n)) => Destination::Folder(args.out.clone(), PlaylistKind::Window(n.get())),
+    };
+    let objects = objects.into_iter().map(spec).collect();
+    let defaults = SubscribeConfig::new(keys, policy, objects, args.chunk_ms.get(), output);
     let config = SubscribeConfig {
-        keys,
-        policy,
-        objects: objects.into_iter().map(spec).collect(),
         manifests: manifests.into_iter().map(spec).collect(),
-        group_timeout: Duration::from_millis(
-            args.group_timeout.unwrap_or(u64::from(args.chunk_ms)),
-        ),
-        max_source_invalid: args.max_source_invalid,
+        group_timeout: args
+            .group_timeout
+            .map_or(defaults.group_timeout, |ms| Duration::from_millis(ms.get())),
+        max_source_invalid: args.max_source_invalid.get(),
         subscribe_manifests: args.subscribe_manifests,
         backfill: args.backfill,
-        output: match (args.resume, args.hls_window) {
-            (true, _) => Destination::Resume(args.out.clone()),
-            (false, None) => Destination::Folder(args.out.clone(), PlaylistKind::Event),
-            (false, Some(n)) => Destination::Folder(args.out.clone(), PlaylistKind::Window(n)),
-        },
-        target_duration: hls::target_duration(&chunker),
-        chunk_ticks: u64::from(args.chunk_ms) * 90,
-        stop_after: args.stop_after,
+        stop_after: args.stop_after.map(AtLeastOne::get),
         max_invalid: args.max_invalid_chunks,
         manifest_timeout: Duration::from_secs(args.manifest_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        ..defaults
     };
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;

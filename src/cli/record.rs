@@ -1,5 +1,6 @@
 //! `ec-node record`: capture → chunk → HLS on disk.
 
+use super::bounded::{AtLeastOne, ChunkMs};
 use super::summary::{self, chunker_fields, Line, Summary};
 use super::{Exit, Failure};
 use argh::FromArgs;
@@ -25,16 +26,16 @@ pub struct Args {
     out: PathBuf,
     /// stop after this many seconds of stream (HDHomeRun: the duration= query)
     #[argh(option)]
-    duration: Option<u64>,
+    duration: Option<AtLeastOne<u64>>,
     /// chunk duration D in milliseconds (default 2000)
-    #[argh(option, default = "2000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::DEFAULT")]
+    chunk_ms: ChunkMs,
     /// stop after this many segments
     #[argh(option)]
-    stop_after: Option<u64>,
+    stop_after: Option<AtLeastOne<u64>>,
     /// keep a sliding live window of this many segments instead of every segment
     #[argh(option)]
-    hls_window: Option<usize>,
+    hls_window: Option<AtLeastOne<usize>>,
     /// pace a file at its real-time rate (by PCR) instead of as fast as possible
     #[argh(switch)]
     realtime: bool,
@@ -60,12 +61,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// Records; `told` gets the summary once the pipeline has run.
 fn record_to_hls(args: &Args, told: &mut Option<RecordReport>) -> Result<(), Failure> {
-    super::check_chunk_ms(args.chunk_ms)?;
-    if args.hls_window == Some(0) || args.stop_after == Some(0) || args.duration == Some(0) {
-        return Err(Failure::usage(
-            "--hls-window, --stop-after and --duration must be at least 1",
-        ));
-    }
     // Without a source, record the built-in broadcast from a tuner simulator in this process.
     let local_tuner = match &args.input {
         None => Some(LocalTuner::start().map_err(|e| Failure::new(Exit::Connect, e.to_string()))?),
@@ -74,11 +69,13 @@ fn record_to_hls(args: &Args, told: &mut Option<RecordReport>) -> Result<(), Fai
     let (source, duration) = match &local_tuner {
         Some(tuner) => (
             tuner.source(),
-            args.duration.or(args.stop_after.is_none().then_some(10)),
+            args.duration
+                .map(AtLeastOne::get)
+                .or(args.stop_after.is_none().then_some(10)),
         ),
         None => (
             Source::parse(args.input.as_deref()).map_err(|e| Failure::usage(e.to_string()))?,
-            args.duration,
+            args.duration.map(AtLeastOne::get),
         ),
     };
     let config = RecordConfig {
@@ -91,12 +88,12 @@ fn record_to_hls(args: &Args, told: &mut Option<RecordReport>) -> Result<(), Fai
             ..CaptureOptions::default()
         },
         chunker: ChunkerConfig {
-            chunk_ms: args.chunk_ms,
+            chunk_ms: args.chunk_ms.get(),
             ..ChunkerConfig::default()
         },
         out: args.out.clone(),
-        stop_after: args.stop_after,
-        window: args.hls_window,
+        stop_after: args.stop_after.map(AtLeastOne::get),
+        window: args.hls_window.map(AtLeastOne::get),
     };
     let stop = StopFlag::on_signals()
         .map_err(|e| Failure::other(format!("cannot install signal handlers: {e}")))?;

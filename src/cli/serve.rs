@@ -4,6 +4,7 @@
 //! Flags become a [`LanConfig`] (errors exit 2); [`ec_node::node::lan::serve`] runs until
 //! Ctrl-C; the address to open is printed once the listener is up.
 
+use super::bounded::{AtLeastOne, ChunkMs};
 use super::peer::{node_key, parse_target, peer_check, stream_keys, trusted_signers};
 use super::{Exit, Failure};
 use argh::FromArgs;
@@ -38,8 +39,8 @@ pub struct Args {
     #[argh(option, default = "2000")]
     release_ms: u64,
     /// the most continuous-stream viewers at once (default 64)
-    #[argh(option, default = "64")]
-    max_viewers: usize,
+    #[argh(option, default = "AtLeastOne::literal(64)")]
+    max_viewers: AtLeastOne<usize>,
     /// HDHomeRun device id: 8 hex digits with a valid check digit (default: derived from the
     /// node key, else from the friendly name)
     #[argh(option)]
@@ -51,8 +52,8 @@ pub struct Args {
     #[argh(option)]
     key: Option<PathBuf>,
     /// chunk duration D in milliseconds: the unit viewers join at and HLS segments (default 2000)
-    #[argh(option, default = "2000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::DEFAULT")]
+    chunk_ms: ChunkMs,
     /// answer HDHomeRun discovery and control on port 65001: true (default) or false
     #[argh(option, default = "true")]
     discovery: bool,
@@ -82,10 +83,6 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<(), Failure> {
-    super::check_chunk_ms(args.chunk_ms)?;
-    if args.max_viewers == 0 {
-        return Err(Failure::usage("--max-viewers must be at least 1"));
-    }
     let tuners = args
         .tuner
         .iter()
@@ -119,11 +116,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             tuners: 0,
         },
         chunker: ChunkerConfig {
-            chunk_ms: args.chunk_ms,
+            chunk_ms: args.chunk_ms.get(),
             ..ChunkerConfig::default()
         },
         release: Duration::from_millis(args.release_ms),
-        max_viewers: args.max_viewers,
+        max_viewers: args.max_viewers.get(),
         discovery: args.discovery,
     };
     let stop = StopFlag::on_signals()

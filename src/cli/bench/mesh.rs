@@ -10,6 +10,7 @@
 //! same run, the simulator's CPU for moving the same bytes over HTTP.
 
 use super::proc::{cpu_seconds, peak_rss_kib, rss_kib, thread_cpu_seconds, Kid};
+use crate::cli::bounded::ChunkMs;
 use crate::cli::Failure;
 use argh::FromArgs;
 use ec_node::node::timing::{Stage, TARGET};
@@ -29,8 +30,8 @@ pub struct Args {
     #[argh(option, default = "10")]
     warmup: u64,
     /// chunk duration in milliseconds (default 500: 120 chunks a minute)
-    #[argh(option, default = "500")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::literal(500)")]
+    chunk_ms: ChunkMs,
     /// transport stream the simulator loops (default: the generated 19.39 Mb/s broadcast)
     #[argh(option)]
     input: Option<PathBuf>,
@@ -40,7 +41,6 @@ const STREAM: &str = "ec/bench/v1/mesh";
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<(), Failure> {
-    crate::cli::check_chunk_ms(args.chunk_ms)?;
     let input = super::broadcast::input_or_generated(args.input.clone())?;
     let work = super::fresh_work_dir("mesh")?;
     let result = measure(&args, &input, &work);

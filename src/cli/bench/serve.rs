@@ -21,6 +21,7 @@
 //! serve costs above moving the bytes.
 
 use super::proc::{cpu_seconds, peak_rss_kib, Kid};
+use crate::cli::bounded::ChunkMs;
 use crate::cli::Failure;
 use argh::FromArgs;
 use std::io::{Read, Write};
@@ -42,8 +43,8 @@ pub struct Args {
     #[argh(option, default = "String::from(\"1,10,50,200\")")]
     viewers: String,
     /// chunk duration of serve and the copier, milliseconds (default 2000)
-    #[argh(option, default = "2000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::DEFAULT")]
+    chunk_ms: ChunkMs,
     /// transport stream the simulator loops (default: the generated 19.39 Mb/s broadcast)
     #[argh(option)]
     input: Option<PathBuf>,
@@ -99,12 +100,11 @@ struct Server<'a> {
 
 /// Runs the benchmark (or, with `--copier-chunk-bytes`, the copier reference).
 pub fn run(args: Args) -> Result<(), Failure> {
-    crate::cli::check_chunk_ms(args.chunk_ms)?;
     if let Some(bytes) = args.copier_chunk_bytes {
         let input = args
             .input
             .ok_or_else(|| Failure::usage("--copier-chunk-bytes needs --input"))?;
-        return copier(&input, bytes, args.chunk_ms);
+        return copier(&input, bytes, args.chunk_ms.get());
     }
     let counts: Vec<usize> = args
         .viewers
@@ -119,9 +119,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if !(1..=3600).contains(&args.seconds) {
         return Err(Failure::usage("--seconds takes 1-3600"));
     }
-    let chunk = Duration::from_millis(u64::from(args.chunk_ms));
+    let chunk = Duration::from_millis(u64::from(args.chunk_ms.get()));
     let periods = (args.seconds * 1000)
-        .div_ceil(u64::from(args.chunk_ms))
+        .div_ceil(u64::from(args.chunk_ms.get()))
         .max(1);
     let window = chunk * periods as u32;
     let input = super::broadcast::input_or_generated(args.input)?;

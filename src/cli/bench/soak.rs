@@ -30,6 +30,7 @@
 //! line naming the first cause. Slopes are printed, never judged: a short run's slope is noise.
 
 use super::proc::{open_fds, rss_kib, thread_count, Kid};
+use crate::cli::bounded::ChunkMs;
 use crate::cli::Failure;
 use argh::FromArgs;
 use serde_json::Value;
@@ -57,8 +58,8 @@ pub struct Args {
     #[argh(option, default = "60")]
     interval: u64,
     /// chunk duration in milliseconds (default 1000)
-    #[argh(option, default = "1000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::literal(1000)")]
+    chunk_ms: ChunkMs,
     /// datagrams the proxies lose each way, in percent (default 1)
     #[argh(option, default = "1.0")]
     loss_percent: f64,
@@ -108,7 +109,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn check(args: &Args) -> Result<(), Failure> {
-    crate::cli::check_chunk_ms(args.chunk_ms)?;
     if !(args.minutes > 0.0 && args.minutes <= 7.0 * 24.0 * 60.0) {
         return Err(Failure::usage("--minutes takes more than 0, up to a week"));
     }

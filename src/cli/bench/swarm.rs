@@ -22,6 +22,7 @@
 //! and `/proc`, and never starts a process other than this executable.
 
 use super::proc::{cpu_seconds, thread_cpu_seconds, Kid};
+use crate::cli::bounded::ChunkMs;
 use crate::cli::Failure;
 use argh::FromArgs;
 use ec_node::node::subscribe::Latency;
@@ -49,8 +50,8 @@ pub struct Args {
     #[argh(option, default = "5")]
     warmup: u64,
     /// chunk duration in milliseconds (default 1000)
-    #[argh(option, default = "1000")]
-    chunk_ms: u32,
+    #[argh(option, default = "ChunkMs::literal(1000)")]
+    chunk_ms: ChunkMs,
     /// fault: SIGKILL the first source this many seconds into each swarm window
     #[argh(option)]
     kill_after: Option<u64>,
@@ -126,7 +127,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn check(args: &Args) -> Result<(), Failure> {
-    crate::cli::check_chunk_ms(args.chunk_ms)?;
     if !(2..=14).contains(&args.sources) || !(1..=50).contains(&args.subscribers) {
         return Err(Failure::usage(
             "--sources takes 2-14 and --subscribers 1-50",
