@@ -473,7 +473,7 @@ impl Hub {
                         state.closing.push(reading);
                     }
                     state.feeds[channel].closed();
-                    log::info!("channel {}: released", self.specs[channel].entry.guide);
+                    log::info!("channel {}: closed", self.specs[channel].entry.guide);
                 }
                 Action::Wake(viewer) => {
                     if let Some(bell) = state.bells.get(&viewer) {
