@@ -652,7 +652,11 @@ mod tests {
             _ => None,
         })
         .collect();
-        assert_eq!(held, [2, 3, 4, 7], "chunk 1 taken, 5 and 6 missed, 8 to 10 missed");
+        assert_eq!(
+            held,
+            [2, 3, 4, 7],
+            "chunk 1 taken, 5 and 6 missed, 8 to 10 missed"
+        );
         assert!(matches!(a.take(slow), Next::Closed));
         // The fast viewer kept every chunk and is never dropped.
         publish(&mut a);
