@@ -11,6 +11,7 @@ use sim::{get_at, open_at, Sim};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 /// A running `ec-node serve`.
@@ -71,6 +72,29 @@ impl Serve {
             .find(|c| c["GuideNumber"] == guide)
             .cloned()
             .unwrap_or_else(|| panic!("no channel {guide} in {status}"))
+    }
+}
+
+impl Serve {
+    /// Sends SIGTERM (as Ctrl-C does) and waits, at most `limit`, for the process to exit.
+    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let sent = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                sent.elapsed() < limit,
+                "serve still running {limit:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -500,4 +524,67 @@ fn hdhomerun_config_finds_the_node_and_reads_its_model_and_tuners() {
     let status = config(&["127.0.0.1", "get", "/tuner0/status"]);
     assert!(status.starts_with("ch=auto:7.1 lock=8vsb"), "{status}");
     assert!(config(&["127.0.0.1", "get", "/tuner2/status"]).contains("ERROR"));
+}
+
+#[test]
+fn two_hundred_concurrent_joins_admit_exactly_max_viewers_and_refuse_the_rest_with_809() {
+    const JOINS: usize = 200;
+    let sim = three_channel_sim("3");
+    let mut serve = Serve::start(&[
+        "--tuner",
+        &format!("hdhr://{}", sim.addr),
+        "--max-viewers",
+        "64",
+    ]);
+    // All at once, over the three channels (the limit is over all of them, and the first joins
+    // of each channel open it concurrently). Every thread reaches both barriers, whatever its
+    // answer, so a failed join cannot leave the others waiting.
+    let go = Arc::new(Barrier::new(JOINS));
+    let answered = Arc::new(Barrier::new(JOINS + 1));
+    let counted = Arc::new(Barrier::new(JOINS + 1));
+    let joins: Vec<_> = (0..JOINS)
+        .map(|i| {
+            let (addr, go) = (serve.addr, go.clone());
+            let (answered, counted) = (answered.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let path = format!("/auto/v{}", ["5.1", "7.1", "9.1"][i % 3]);
+                go.wait();
+                // `open_at` gives up (panics) after 20 s without a response head.
+                let stream = std::panic::catch_unwind(|| open_at(addr, &path));
+                let answer = match &stream {
+                    Ok(s) => Ok((s.status, s.header("X-HDHomeRun-Error"))),
+                    Err(_) => Err(format!("{path}: no answer")),
+                };
+                // An admitted viewer keeps its place until every join was answered and counted.
+                answered.wait();
+                counted.wait();
+                drop(stream);
+                answer
+            })
+        })
+        .collect();
+    answered.wait();
+    let viewers: u64 = serve
+        .json("/status.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Viewers"].as_u64().unwrap())
+        .sum();
+    // Stopping (as Ctrl-C) with 64 viewers waiting for chunks is prompt.
+    let status = serve.terminate(Duration::from_secs(10));
+    counted.wait();
+    let mut answers = std::collections::BTreeMap::new();
+    for join in joins {
+        *answers.entry(join.join().unwrap()).or_insert(0usize) += 1;
+    }
+    let admitted = Ok((200, None));
+    let refused = Ok((503, Some("809 Playback Connection Limit".to_string())));
+    assert_eq!(
+        (answers.get(&admitted), answers.get(&refused), answers.len()),
+        (Some(&64), Some(&(JOINS - 64)), 2),
+        "answers: {answers:?}"
+    );
+    assert_eq!(viewers, 64, "viewers in /status.json");
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }

@@ -3,23 +3,24 @@
 //!
 //! The first viewer of a channel (a `/auto/` stream or an HLS client) opens it: one tuner of the
 //! device that carries it, read by an ingest pipeline on a thread of its own, or for a mesh
-//! channel one subscription (the subscribing pipeline: only chunks the verifier accepted). Every later viewer
-//! joins that read at the newest chunk boundary: its queue starts with the newest whole chunk
-//! (each chunk begins with the PAT and PMT at a random access point), so its first byte leaves at
-//! once. A viewer's queue is bounded; a viewer that cannot keep up misses whole chunks (counted)
-//! and, after [`MAX_SKIPS_IN_A_ROW`], is dropped — it never slows the upstream or the others.
-//! HLS clients read a window of the newest chunks as segments. A channel is closed
-//! `release` after its last viewer left (an HLS client has left when it asked for nothing for
-//! two target durations), which frees its tuner. A channel past the pooled tuner count is
-//! refused with `805 All Tuners In Use`; channels already open still take viewers.
+//! channel one subscription (the subscribing pipeline: only chunks the verifier accepted). Each
+//! chunk goes into the channel's HLS window (the newest chunks, served as segments) and every
+//! viewer's queue. Who may watch, what each viewer's queue holds, which slow viewer misses
+//! chunks or is dropped, and when a channel is released (freeing its tuner) are the rules of the
+//! [`Audience`], a sans-I/O owner; the hub feeds it every event under one lock and carries out
+//! its actions. Its driver thread sleeps until the audience's next deadline; each viewer's
+//! thread sleeps on its [`Bell`] and its client's socket, woken when a chunk is queued for it,
+//! its stream ends, the client goes, or the hub stops.
 //!
-//! The hub owns channel state and the upstream threads; it never speaks HTTP.
+//! The hub owns channel state, the upstream threads and the bells; it never speaks HTTP.
 
+use super::audience::{Action, Audience, AudienceConfig, Chunk, Next, ReadId, Refusal, ViewerId};
+use super::bell::{self, Bell, Woken};
 use crate::capture::{CaptureOptions, Source};
 use crate::chunk::{ChunkIndex, ChunkerConfig};
 use crate::crypto::StreamKeys;
 use crate::hdhr::device::LineupEntry;
-use crate::hdhr::{DeviceError, GuideNumber};
+use crate::hdhr::GuideNumber;
 use crate::hls::playlist::{Playlist, PlaylistKind, SegmentEntry};
 use crate::hls::ProgramClock;
 use crate::manifest::Policy;
@@ -28,24 +29,22 @@ use crate::node::subscribe::{subscribe, Destination, SegmentSink, SubscribeConfi
 use crate::node::tracks::PeerSpec;
 use crate::stop::StopFlag;
 use crate::time::UnixMillis;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use crossbeam_channel::RecvTimeoutError;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Chunks a viewer's queue holds before it misses the next one.
-pub const VIEWER_QUEUE: usize = 4;
-/// Chunks missed in a row after which a viewer is dropped.
-pub const MAX_SKIPS_IN_A_ROW: u32 = 3;
 /// Segments in a channel's HLS window.
 pub const HLS_WINDOW: usize = 6;
-/// How often the reaper looks for channels to close.
-const REAP_EVERY: Duration = Duration::from_millis(50);
-/// How long a chunk wait sleeps at most, so a stop is seen.
+/// How long a playlist's first-segment wait and a tuner read's chunk wait sleep at most, so a
+/// stop is seen.
 const WAIT_STEP: Duration = Duration::from_millis(100);
+/// How often the driver looks at the stop flag: a signal handler sets it and wakes nobody, so
+/// one thread looks (at the pace the HTTP edge's accept loop does) and rings every viewer's bell.
+const STOP_LOOK: Duration = crate::http::IO_TIMEOUT;
 
 /// How long a mesh channel waits for its first trusted manifest, and for objects after that.
 const MESH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -109,72 +108,42 @@ pub struct HubConfig {
     pub target_duration: u64,
 }
 
-/// Why a viewer was not let in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No such channel (801).
-    Unknown,
-    /// Every pooled tuner is busy (805).
-    AllTunersInUse,
-    /// The viewer limit is reached (809).
-    TooManyViewers,
-    /// The upstream did not deliver (807, with the cause).
-    NoData(String),
-}
-
-impl Refusal {
-    /// The device error a client is answered with.
-    pub fn device_error(&self) -> DeviceError {
-        match self {
-            Refusal::Unknown => DeviceError::UNKNOWN_CHANNEL,
-            Refusal::AllTunersInUse => DeviceError::ALL_TUNERS_IN_USE,
-            Refusal::TooManyViewers => DeviceError::PLAYBACK_CONNECTION_LIMIT,
-            Refusal::NoData(_) => DeviceError::NO_VIDEO_DATA,
-        }
-    }
-}
-
-/// One `/auto/` viewer: its queue of whole chunks. Dropping it leaves the channel.
+/// One `/auto/` viewer: takes whole chunks and sleeps until there is one. Dropping it leaves
+/// the channel.
 pub struct Viewer {
-    chunks: Receiver<Arc<[u8]>>,
     hub: Arc<Hub>,
-    at: usize,
-    id: u64,
-}
-
-/// What a viewer waiting for its next chunk gets.
-pub enum Next {
-    /// A whole chunk, to send.
-    Chunk(Arc<[u8]>),
-    /// Nothing within the wait.
-    Nothing,
-    /// The viewer was dropped (too slow) or the channel closed.
-    Closed,
+    id: ViewerId,
+    /// Rung when a chunk is queued for it or its stream ended.
+    bell: Arc<Bell>,
 }
 
 impl Viewer {
-    /// The next chunk, waiting at most `timeout`.
-    pub fn next(&self, timeout: Duration) -> Next {
-        match self.chunks.recv_timeout(timeout) {
-            Ok(chunk) => Next::Chunk(chunk),
-            Err(RecvTimeoutError::Timeout) => Next::Nothing,
-            Err(RecvTimeoutError::Disconnected) => Next::Closed,
-        }
+    /// Its next chunk if one is queued (never waits).
+    pub fn next(&self) -> Next {
+        // Cleared before taking: a chunk queued after this rings again, so a wait that follows
+        // a `Nothing` never sleeps through it.
+        self.bell.clear();
+        self.hub.state.lock().audience.take(self.id)
+    }
+
+    /// Sleeps until a chunk may be queued, its stream ended, the hub stops, or `client` is
+    /// readable or hung up, at most `timeout` (`None`: no limit).
+    pub fn wait(&self, client: &TcpStream, timeout: Option<Duration>) -> std::io::Result<Woken> {
+        bell::wait(client, &[&self.bell, &self.hub.stopping], timeout)
     }
 
     /// Counts bytes sent to this viewer.
     pub fn sent(&self, bytes: usize) {
-        self.hub.channels[self.at].state.lock().bytes_out += bytes as u64;
+        self.hub.state.lock().feeds[self.id.channel()].bytes_out += bytes as u64;
     }
 }
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        let mut state = self.hub.channels[self.at].state.lock();
-        state.viewers.retain(|v| v.id != self.id);
-        if state.viewers.is_empty() {
-            state.idle_since.get_or_insert_with(Instant::now);
-        }
+        let mut state = self.hub.state.lock();
+        state.audience.leave(self.id, Instant::now());
+        state.bells.remove(&self.id);
+        self.hub.act(&mut state);
     }
 }
 
@@ -190,6 +159,7 @@ struct Piece {
 struct ChannelSink {
     hub: Arc<Hub>,
     at: usize,
+    read: ReadId,
 }
 
 impl SegmentSink for ChannelSink {
@@ -199,54 +169,36 @@ impl SegmentSink for ChannelSink {
             duration: entry.duration,
             discontinuity: entry.discontinuity,
         };
-        self.hub.publish(self.at, piece, Arc::from(bytes));
+        self.hub
+            .publish(self.at, self.read, piece, Arc::from(bytes));
         true
     }
-}
-
-/// A viewer's end of its queue, held by the channel.
-struct ViewerSlot {
-    id: u64,
-    chunks: Sender<Arc<[u8]>>,
-    skips_in_row: u32,
 }
 
 /// A running upstream read.
 struct Reading {
     stop: StopFlag,
     thread: JoinHandle<()>,
-    /// Which of the channel's upstreams it reads.
-    upstream: usize,
 }
 
-/// What a channel is doing, under its lock.
+/// What a channel's read feeds: its HLS window and its figures.
 #[derive(Default)]
-struct ChannelState {
-    reading: Option<Reading>,
-    /// When the current read opened.
+struct Feed {
+    /// Which of the channel's upstreams the open read reads.
+    upstream: Option<usize>,
+    /// When the open read opened.
     since: Option<UnixMillis>,
-    viewers: Vec<ViewerSlot>,
-    /// HLS clients by address, with their last request.
-    hls_clients: HashMap<IpAddr, Instant>,
-    /// Since when nobody watches (the channel closes `release` later).
-    idle_since: Option<Instant>,
     window: Option<Playlist>,
-    segments: VecDeque<(ChunkIndex, Arc<[u8]>)>,
+    segments: VecDeque<(ChunkIndex, Chunk)>,
     clock: ProgramClock,
     /// Why the last read ended early, if it did.
     failure: Option<String>,
     bytes_in: u64,
     bytes_out: u64,
     chunks: u64,
-    skipped: u64,
-    dropped_viewers: u64,
 }
 
-impl ChannelState {
-    fn newest(&self) -> Option<&Arc<[u8]>> {
-        self.segments.back().map(|(_, bytes)| bytes)
-    }
-
+impl Feed {
     /// Bits per second over the chunks in the window (0 without a read).
     fn bitrate(&self) -> u64 {
         let Some(window) = &self.window else {
@@ -262,14 +214,25 @@ impl ChannelState {
             .sum();
         (bytes * 8 * 90_000).checked_div(ticks).unwrap_or(0)
     }
+
+    /// The read ended or was closed: no window, no segments (the figures stay).
+    fn closed(&mut self) {
+        self.upstream = None;
+        self.since = None;
+        self.window = None;
+        self.segments.clear();
+    }
 }
 
-/// One channel of the hub.
-struct ChannelSlot {
-    spec: ChannelSpec,
-    state: Mutex<ChannelState>,
-    /// Signalled on every new chunk and when a read ends.
-    changed: Condvar,
+/// Everything the hub's threads share, under one lock: the rules' state, what each channel's
+/// read feeds, the running reads and each viewer's bell.
+struct State {
+    audience: Audience,
+    feeds: Vec<Feed>,
+    reads: HashMap<ReadId, Reading>,
+    /// Reads closed, for the driver to join outside the lock.
+    closing: Vec<Reading>,
+    bells: HashMap<ViewerId, Arc<Bell>>,
 }
 
 /// A channel's figures for `/status.json` and the index page.
@@ -305,109 +268,99 @@ pub struct ChannelStatus {
 
 /// Every channel, the pooled tuners, and who watches what.
 pub struct Hub {
-    channels: Vec<ChannelSlot>,
-    /// Free tuners per pooled device.
-    free_tuners: Mutex<Vec<u32>>,
+    specs: Vec<ChannelSpec>,
+    state: Mutex<State>,
+    /// Signalled on every new chunk and when a read ends (a first playlist waits on it).
+    changed: Condvar,
+    /// Signalled after every event: the audience's next deadline may have moved.
+    moved: Condvar,
+    /// Rung once when the hub stops and never cleared: every viewer's wait returns from then on.
+    stopping: Bell,
+    /// Tuners pooled over every device.
+    tuners: u32,
     config: HubConfig,
-    next_viewer: Mutex<u64>,
     stop: StopFlag,
 }
 
 impl Hub {
-    /// A hub over `channels`, with `tuners[d]` tuners on pooled device `d`; its reaper runs
-    /// until `stop`.
+    /// A hub over `channels`, with `tuners[d]` tuners on pooled device `d`; its driver (the
+    /// returned thread) runs until `stop`, then closes every channel.
     pub fn start(
         channels: Vec<ChannelSpec>,
         tuners: Vec<u32>,
         config: HubConfig,
         stop: &StopFlag,
     ) -> std::io::Result<(Arc<Hub>, JoinHandle<()>)> {
+        let rules = AudienceConfig {
+            max_viewers: config.max_viewers,
+            release: config.release,
+            // An HLS client has left when it asked for nothing for two target durations.
+            hls_idle: Duration::from_secs(2 * config.target_duration.max(1)),
+        };
+        let devices = channels
+            .iter()
+            .map(|c| c.upstreams.iter().map(|u| u.device).collect())
+            .collect();
         let hub = Arc::new(Hub {
-            channels: channels
-                .into_iter()
-                .map(|spec| ChannelSlot {
-                    spec,
-                    state: Mutex::default(),
-                    changed: Condvar::new(),
-                })
-                .collect(),
-            free_tuners: Mutex::new(tuners),
+            state: Mutex::new(State {
+                audience: Audience::new(rules, devices, tuners.clone(), Instant::now()),
+                feeds: channels.iter().map(|_| Feed::default()).collect(),
+                reads: HashMap::new(),
+                closing: Vec::new(),
+                bells: HashMap::new(),
+            }),
+            specs: channels,
+            changed: Condvar::new(),
+            moved: Condvar::new(),
+            stopping: Bell::new()?,
+            tuners: tuners.iter().sum(),
             config,
-            next_viewer: Mutex::new(0),
             stop: stop.clone(),
         });
-        let reaper = std::thread::Builder::new()
-            .name("lan reaper".into())
-            .spawn({
-                let hub = hub.clone();
-                move || hub.reap()
-            })?;
-        Ok((hub, reaper))
+        let driver = std::thread::Builder::new().name("lan hub".into()).spawn({
+            let hub = hub.clone();
+            move || hub.drive()
+        })?;
+        Ok((hub, driver))
     }
 
     /// The lineup, in order.
     pub fn lineup(&self) -> Vec<LineupEntry> {
-        self.channels.iter().map(|c| c.spec.entry.clone()).collect()
+        self.specs.iter().map(|c| c.entry.clone()).collect()
     }
 
     /// Tuners pooled over every device.
     pub fn tuner_count(&self) -> u32 {
-        let free = self.free_tuners.lock().iter().sum::<u32>();
-        let tuned = self
-            .channels
-            .iter()
-            .filter(|c| {
-                let state = c.state.lock();
-                state
-                    .reading
-                    .as_ref()
-                    .is_some_and(|r| c.spec.upstreams[r.upstream].device.is_some())
-            })
-            .count() as u32;
-        free + tuned
+        self.tuners
     }
 
     fn find(&self, guide: &GuideNumber) -> Option<usize> {
-        self.channels
-            .iter()
-            .position(|c| &c.spec.entry.guide == guide)
+        self.specs.iter().position(|c| &c.entry.guide == guide)
     }
 
     /// Adds a `/auto/` viewer of `guide`, opening the channel if needed.
     pub fn watch(self: &Arc<Hub>, guide: &GuideNumber) -> Result<Viewer, Refusal> {
         let at = self.find(guide).ok_or(Refusal::Unknown)?;
-        let viewers: usize = self
-            .channels
-            .iter()
-            .map(|c| c.state.lock().viewers.len())
-            .sum();
-        if viewers >= self.config.max_viewers {
-            return Err(Refusal::TooManyViewers);
+        let bell = Bell::new()
+            .map(Arc::new)
+            .map_err(|e| Refusal::NoData(format!("cannot make a viewer's doorbell: {e}")))?;
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        let id = state.audience.watch(at, now)?;
+        state.bells.insert(id, bell.clone());
+        self.act(&mut state);
+        if state.audience.read_of(at).is_none() {
+            // The read did not start.
+            state.audience.leave(id, now);
+            state.bells.remove(&id);
+            return Err(Refusal::NoData(
+                state.feeds[at].failure.clone().unwrap_or_default(),
+            ));
         }
-        let id = {
-            let mut next = self.next_viewer.lock();
-            *next += 1;
-            *next
-        };
-        let (tx, rx) = bounded(VIEWER_QUEUE);
-        let slot = &self.channels[at];
-        let mut state = slot.state.lock();
-        self.open(at, &mut state)?;
-        // Join at the newest chunk boundary: the newest whole chunk goes out at once.
-        if let Some(newest) = state.newest() {
-            let _ = tx.try_send(newest.clone());
-        }
-        state.viewers.push(ViewerSlot {
-            id,
-            chunks: tx,
-            skips_in_row: 0,
-        });
-        state.idle_since = None;
         Ok(Viewer {
-            chunks: rx,
             hub: self.clone(),
-            at,
             id,
+            bell,
         })
     }
 
@@ -420,22 +373,24 @@ impl Hub {
         wait: Duration,
     ) -> Result<String, Refusal> {
         let at = self.find(guide).ok_or(Refusal::Unknown)?;
-        let slot = &self.channels[at];
-        let mut state = slot.state.lock();
-        self.open(at, &mut state)?;
-        state.hls_clients.insert(client, Instant::now());
-        state.idle_since = None;
-        let deadline = Instant::now() + wait;
-        while state.segments.is_empty() {
-            if let Some(why) = &state.failure {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        state.audience.hls_request(at, client, now)?;
+        self.act(&mut state);
+        let deadline = now + wait;
+        while state.feeds[at].segments.is_empty() {
+            if let Some(why) = &state.feeds[at].failure {
                 return Err(Refusal::NoData(why.clone()));
             }
-            if self.stop.is_set() || Instant::now() >= deadline || state.reading.is_none() {
+            if self.stop.is_set()
+                || Instant::now() >= deadline
+                || state.audience.read_of(at).is_none()
+            {
                 return Err(Refusal::NoData("no chunk yet".into()));
             }
-            slot.changed.wait_for(&mut state, WAIT_STEP);
+            self.changed.wait_for(&mut state, WAIT_STEP);
         }
-        Ok(state
+        Ok(state.feeds[at]
             .window
             .as_ref()
             .map(Playlist::render)
@@ -444,163 +399,160 @@ impl Hub {
 
     /// A segment of `guide`'s HLS window, for the client at `client`.
     pub fn segment(
-        &self,
+        self: &Arc<Hub>,
         guide: &GuideNumber,
         index: ChunkIndex,
         client: IpAddr,
-    ) -> Option<Arc<[u8]>> {
+    ) -> Option<Chunk> {
         let at = self.find(guide)?;
-        let mut state = self.channels[at].state.lock();
-        let bytes = state
+        let mut state = self.state.lock();
+        let feed = &mut state.feeds[at];
+        let bytes = feed
             .segments
             .iter()
             .find(|(i, _)| *i == index)
             .map(|(_, b)| b.clone())?;
-        state.hls_clients.insert(client, Instant::now());
-        state.bytes_out += bytes.len() as u64;
+        feed.bytes_out += bytes.len() as u64;
+        state.audience.hls_segment(at, client, Instant::now());
+        self.act(&mut state);
         Some(bytes)
     }
 
     /// Every channel's figures.
     pub fn status(&self) -> Vec<ChannelStatus> {
-        let hls_idle = self.hls_idle();
-        self.channels
+        let state = self.state.lock();
+        let now = Instant::now();
+        self.specs
             .iter()
-            .map(|c| {
-                let s = c.state.lock();
-                let upstream = match &s.reading {
-                    Some(r) => c.spec.upstreams[r.upstream].label.clone(),
-                    None => c
-                        .spec
+            .zip(&state.feeds)
+            .enumerate()
+            .map(|(at, (spec, feed))| {
+                let upstream = match feed.upstream {
+                    Some(u) => spec.upstreams[u].label.clone(),
+                    None => spec
                         .upstreams
                         .iter()
                         .map(|u| u.label.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
                 };
+                let (skipped, dropped_viewers) = state.audience.slow(at);
                 ChannelStatus {
-                    entry: c.spec.entry.clone(),
+                    entry: spec.entry.clone(),
                     upstream,
-                    open: s.reading.is_some(),
-                    since: s.since,
-                    viewers: s.viewers.len(),
-                    hls_clients: s
-                        .hls_clients
-                        .values()
-                        .filter(|t| t.elapsed() < hls_idle)
-                        .count(),
-                    bytes_in: s.bytes_in,
-                    bytes_out: s.bytes_out,
-                    chunks: s.chunks,
-                    bitrate: s.bitrate(),
-                    skipped: s.skipped,
-                    dropped_viewers: s.dropped_viewers,
-                    failure: s.failure.clone(),
+                    open: state.audience.read_of(at).is_some(),
+                    since: feed.since,
+                    viewers: state.audience.viewers(at),
+                    hls_clients: state.audience.hls_clients(at, now),
+                    bytes_in: feed.bytes_in,
+                    bytes_out: feed.bytes_out,
+                    chunks: feed.chunks,
+                    bitrate: feed.bitrate(),
+                    skipped,
+                    dropped_viewers,
+                    failure: feed.failure.clone(),
                 }
             })
             .collect()
     }
 
-    /// An HLS client has left when it asked for nothing for two target durations.
-    fn hls_idle(&self) -> Duration {
-        Duration::from_secs(2 * self.config.target_duration.max(1))
-    }
-
-    /// Opens channel `at` if it is not being read: takes a tuner and starts the read.
-    fn open(self: &Arc<Hub>, at: usize, state: &mut ChannelState) -> Result<(), Refusal> {
-        match &state.reading {
-            Some(r) if !r.thread.is_finished() => return Ok(()),
-            // A read that ended on its own (the upstream failed or ended): gone, its tuner free.
-            Some(_) => {
-                if let Some(r) = state.reading.take() {
-                    let _ = r.thread.join();
+    /// Carries out what the audience asks (under the lock): starts reads, hands closed reads
+    /// to the driver to join, rings viewers' bells; then tells the driver its deadline may
+    /// have moved.
+    fn act(self: &Arc<Hub>, state: &mut State) {
+        while let Some(action) = state.audience.poll_action() {
+            match action {
+                Action::Open {
+                    channel,
+                    upstream,
+                    read,
+                } => self.start_read(state, channel, upstream, read),
+                Action::Close { channel, read } => {
+                    if let Some(reading) = state.reads.remove(&read) {
+                        reading.stop.set();
+                        state.closing.push(reading);
+                    }
+                    state.feeds[channel].closed();
+                    log::info!("channel {}: closed", self.specs[channel].entry.guide);
+                }
+                Action::Wake(viewer) => {
+                    if let Some(bell) = state.bells.get(&viewer) {
+                        bell.ring();
+                    }
                 }
             }
-            None => {}
         }
-        let upstreams = &self.channels[at].spec.upstreams;
-        let upstream = {
-            let mut free = self.free_tuners.lock();
-            let chosen = upstreams
-                .iter()
-                .position(|u| match u.device {
-                    Some(d) => free.get(d).is_some_and(|n| *n > 0),
-                    None => true,
-                })
-                .ok_or(Refusal::AllTunersInUse)?;
-            if let Some(d) = upstreams[chosen].device {
-                free[d] -= 1;
-            }
-            chosen
-        };
-        let device = upstreams[upstream].device;
+        self.moved.notify_one();
+    }
+
+    /// Starts read `read` of channel `at` from its upstream `upstream` on a thread of its own;
+    /// a thread that cannot start is a read that ended at once.
+    fn start_read(self: &Arc<Hub>, state: &mut State, at: usize, upstream: usize, read: ReadId) {
         let stop = StopFlag::default();
         let thread = std::thread::Builder::new()
-            .name(format!("lan {}", self.channels[at].spec.entry.guide))
+            .name(format!("lan {}", self.specs[at].entry.guide))
             .spawn({
                 let (hub, stop) = (self.clone(), stop.clone());
-                move || hub.read(at, upstream, &stop)
+                move || hub.read(at, upstream, read, &stop)
             });
+        let feed = &mut state.feeds[at];
         match thread {
             Ok(thread) => {
-                *state = ChannelState {
-                    reading: Some(Reading {
-                        stop,
-                        thread,
-                        upstream,
-                    }),
+                state.reads.insert(read, Reading { stop, thread });
+                *feed = Feed {
+                    upstream: Some(upstream),
                     since: Some(UnixMillis::now()),
                     window: Some(Playlist::new(
                         PlaylistKind::Window(HLS_WINDOW),
                         self.config.target_duration,
                     )),
-                    bytes_in: state.bytes_in,
-                    bytes_out: state.bytes_out,
-                    chunks: state.chunks,
-                    skipped: state.skipped,
-                    dropped_viewers: state.dropped_viewers,
-                    ..ChannelState::default()
+                    bytes_in: feed.bytes_in,
+                    bytes_out: feed.bytes_out,
+                    chunks: feed.chunks,
+                    ..Feed::default()
                 };
-                log::info!("channel {}: opened", self.channels[at].spec.entry.guide);
-                Ok(())
+                log::info!("channel {}: opened", self.specs[at].entry.guide);
             }
             Err(e) => {
-                if let Some(d) = device {
-                    self.free_tuners.lock()[d] += 1;
-                }
-                Err(Refusal::NoData(format!("cannot start a thread: {e}")))
+                feed.failure = Some(format!("cannot start a thread: {e}"));
+                state.audience.read_ended(read);
             }
         }
     }
 
-    /// The read of channel `at` from its upstream `upstream`, on its own thread, until `stop`
-    /// or the upstream ends; then the channel is closed and its tuner freed.
-    fn read(self: &Arc<Hub>, at: usize, upstream: usize, stop: &StopFlag) {
-        let slot = &self.channels[at];
-        let device = slot.spec.upstreams[upstream].device;
-        let failure = match &slot.spec.upstreams[upstream].source {
-            ChannelSource::Tuner(source) => self.read_tuner(at, source, stop),
-            ChannelSource::Mesh(mesh) => self.read_mesh(at, mesh, stop),
+    /// Read `read` of channel `at` from its upstream `upstream`, on its own thread, until `stop`
+    /// or the upstream ends; then the audience is told (the tuner is free once the device
+    /// connection is closed, which it is by now).
+    fn read(self: &Arc<Hub>, at: usize, upstream: usize, read: ReadId, stop: &StopFlag) {
+        let spec = &self.specs[at];
+        let failure = match &spec.upstreams[upstream].source {
+            ChannelSource::Tuner(source) => self.read_tuner(at, read, source, stop),
+            ChannelSource::Mesh(mesh) => self.read_mesh(at, read, mesh, stop),
         };
-        let mut state = slot.state.lock();
-        if let Some(why) = &failure {
-            log::warn!("channel {}: {why}", slot.spec.entry.guide);
+        let mut state = self.state.lock();
+        // Ended on its own: nobody joins it (a closed read's handle is with the driver already).
+        state.reads.remove(&read);
+        if state.audience.read_ended(read) {
+            if let Some(why) = &failure {
+                log::warn!("channel {}: {why}", spec.entry.guide);
+            }
+            let feed = &mut state.feeds[at];
+            feed.failure = failure;
+            feed.closed();
+            log::info!("channel {}: closed", spec.entry.guide);
         }
-        state.failure = failure;
-        state.viewers.clear(); // their queues end: the viewers see the channel close
-        state.segments.clear();
-        state.window = None;
-        state.since = None;
-        // The reaper joins the thread; the tuner is free once the device connection is closed.
-        if let Some(d) = device {
-            self.free_tuners.lock()[d] += 1;
-        }
-        slot.changed.notify_all();
-        log::info!("channel {}: closed", slot.spec.entry.guide);
+        self.act(&mut state);
+        self.changed.notify_all();
     }
 
     /// Reads a tuner until `stop` or the capture ends; the failure, if any.
-    fn read_tuner(&self, at: usize, source: &Source, stop: &StopFlag) -> Option<String> {
+    fn read_tuner(
+        self: &Arc<Hub>,
+        at: usize,
+        read: ReadId,
+        source: &Source,
+        stop: &StopFlag,
+    ) -> Option<String> {
         let ingest = match Ingest::start(source, &self.config.capture, self.config.chunker, stop) {
             Ok(ingest) => ingest,
             Err(e) => return Some(e.to_string()),
@@ -613,7 +565,7 @@ impl Hub {
                         duration: chunk.duration,
                         discontinuity: chunk.flags.discontinuity(),
                     };
-                    self.publish(at, piece, Arc::from(&chunk.bytes[..]));
+                    self.publish(at, read, piece, Arc::from(&chunk.bytes[..]));
                     ingest.recycle(chunk.bytes);
                 }
                 Err(RecvTimeoutError::Timeout) if stop.is_set() || self.stop.is_set() => break,
@@ -630,7 +582,13 @@ impl Hub {
 
     /// Reads a mesh stream until `stop` or the subscription fails: only chunks the verifier
     /// accepted reach the channel. The failure, if any.
-    fn read_mesh(self: &Arc<Hub>, at: usize, mesh: &MeshSource, stop: &StopFlag) -> Option<String> {
+    fn read_mesh(
+        self: &Arc<Hub>,
+        at: usize,
+        read: ReadId,
+        mesh: &MeshSource,
+        stop: &StopFlag,
+    ) -> Option<String> {
         let config = SubscribeConfig {
             keys: mesh.keys.clone(),
             policy: mesh.policy.clone(),
@@ -643,6 +601,7 @@ impl Hub {
             output: Destination::Sink(Box::new(ChannelSink {
                 hub: self.clone(),
                 at,
+                read,
             })),
             target_duration: self.config.target_duration,
             chunk_ticks: u64::from(self.config.chunker.chunk_ms) * 90,
@@ -655,16 +614,20 @@ impl Hub {
         result.err().map(|e| e.to_string())
     }
 
-    /// A new chunk of channel `at`: into the HLS window and every viewer's queue.
-    fn publish(&self, at: usize, piece: Piece, bytes: Arc<[u8]>) {
-        let slot = &self.channels[at];
-        let mut state = slot.state.lock();
-        state.bytes_in += bytes.len() as u64;
-        state.chunks += 1;
-        let date_time = state
+    /// A new chunk of read `read` of channel `at`: into the HLS window and every viewer's queue
+    /// (nothing if the read was closed meanwhile).
+    fn publish(self: &Arc<Hub>, at: usize, read: ReadId, piece: Piece, bytes: Chunk) {
+        let mut state = self.state.lock();
+        if !state.audience.chunk(read, &bytes, Instant::now()) {
+            return;
+        }
+        let feed = &mut state.feeds[at];
+        feed.bytes_in += bytes.len() as u64;
+        feed.chunks += 1;
+        let date_time = feed
             .clock
             .next(piece.duration, piece.discontinuity, UnixMillis::now());
-        if let Some(window) = state.window.as_mut() {
+        if let Some(window) = feed.window.as_mut() {
             window.push(SegmentEntry {
                 index: piece.index,
                 duration: piece.duration,
@@ -672,70 +635,46 @@ impl Hub {
                 date_time,
             });
         }
-        state.segments.push_back((piece.index, bytes.clone()));
+        feed.segments.push_back((piece.index, bytes));
         // Keep one more than the window: a client may fetch a segment just slid out.
-        while state.segments.len() > HLS_WINDOW + 1 {
-            state.segments.pop_front();
+        while feed.segments.len() > HLS_WINDOW + 1 {
+            feed.segments.pop_front();
         }
-        let (mut skipped, mut dropped) = (0, 0);
-        state
-            .viewers
-            .retain_mut(|v| match v.chunks.try_send(bytes.clone()) {
-                Ok(()) => {
-                    v.skips_in_row = 0;
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    skipped += 1;
-                    v.skips_in_row += 1;
-                    let keep = v.skips_in_row < MAX_SKIPS_IN_A_ROW;
-                    dropped += u64::from(!keep);
-                    keep
-                }
-                Err(TrySendError::Disconnected(_)) => false,
-            });
-        state.skipped += skipped;
-        state.dropped_viewers += dropped;
-        slot.changed.notify_all();
+        self.act(&mut state);
+        self.changed.notify_all();
     }
 
-    /// Closes channels nobody watched for `release`, until the hub stops; then closes all.
-    fn reap(&self) {
-        let hls_idle = self.hls_idle();
+    /// The driver: sleeps until the audience's next deadline (or an event moves it), closes the
+    /// channels it releases and joins their reads; when the hub stops, rings every viewer's
+    /// bell, closes every channel and joins every read.
+    fn drive(self: &Arc<Hub>) {
+        let mut state = self.state.lock();
         while !self.stop.is_set() {
-            std::thread::sleep(REAP_EVERY);
-            for slot in &self.channels {
-                let reading = {
-                    let mut state = slot.state.lock();
-                    state.hls_clients.retain(|_, t| t.elapsed() < hls_idle);
-                    let watched = !state.viewers.is_empty() || !state.hls_clients.is_empty();
-                    let Some(reading) = &state.reading else {
-                        continue;
-                    };
-                    if !reading.thread.is_finished() {
-                        if watched {
-                            state.idle_since = None;
-                            continue;
-                        }
-                        let idle = *state.idle_since.get_or_insert_with(Instant::now);
-                        if idle.elapsed() < self.config.release {
-                            continue;
-                        }
-                    }
-                    state.reading.take()
-                };
-                if let Some(reading) = reading {
-                    reading.stop.set();
-                    let _ = reading.thread.join();
-                }
+            let now = Instant::now();
+            state.audience.handle_timeout(now);
+            self.act(&mut state);
+            let closing = std::mem::take(&mut state.closing);
+            if !closing.is_empty() {
+                MutexGuard::unlocked(&mut state, || join(closing));
+                continue;
             }
+            let look = now + STOP_LOOK;
+            let until = state.audience.poll_timeout().map_or(look, |t| t.min(look));
+            self.moved.wait_until(&mut state, until);
         }
-        for slot in &self.channels {
-            let reading = slot.state.lock().reading.take();
-            if let Some(reading) = reading {
-                reading.stop.set();
-                let _ = reading.thread.join();
-            }
-        }
+        self.stopping.ring();
+        state.audience.stop();
+        self.act(&mut state);
+        let closing = std::mem::take(&mut state.closing);
+        self.changed.notify_all();
+        drop(state);
+        join(closing);
+    }
+}
+
+/// Waits for closed reads to end.
+fn join(readings: Vec<Reading>) {
+    for reading in readings {
+        let _ = reading.thread.join();
     }
 }

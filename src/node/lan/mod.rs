@@ -9,12 +9,16 @@
 //!                      ▼
 //!                    Hub ─► per open channel: a read thread (ingest: capture → chunk) that puts
 //!                      │    each chunk in the channel's HLS window and every viewer's bounded queue
-//!                      └─► reaper thread: closes a channel `release` after its last viewer left
+//!                      ├─► Audience (sans-I/O): admission, queues, slow viewers, release
+//!                      └─► driver thread: sleeps until the audience's next deadline (a channel
+//!                           released `release` after its last viewer left)
 //! ```
 //!
 //! This module only wires the sources, the hub, the listener and the discovery responder; what
 //! is answered is the site's and the protocol's, who reads what is the hub's.
 
+pub mod audience;
+pub mod bell;
 pub mod discovery;
 pub mod hub;
 pub mod site;
@@ -185,7 +189,7 @@ pub fn serve(
         max_viewers: config.max_viewers,
         target_duration: crate::hls::target_duration(&config.chunker),
     };
-    let (hub, reaper) = Hub::start(channels, tuners, hub_config, stop).map_err(LanError::Start)?;
+    let (hub, driver) = Hub::start(channels, tuners, hub_config, stop).map_err(LanError::Start)?;
     let http = listener.local_addr();
     let discovery = match config.discovery {
         true => start_discovery(http, &hub, &config.identity, stop),
@@ -215,7 +219,7 @@ pub fn serve(
         &|conn, peer| site.serve(conn, peer),
         &|conn| crate::hdhr::DeviceError::SYSTEM_BUSY.respond(conn),
     );
-    let _ = reaper.join();
+    let _ = driver.join();
     drop(discovery);
     drop(builtin);
     Ok(())

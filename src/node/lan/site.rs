@@ -6,7 +6,9 @@
 //! target ever names a file. Streams are whole chunks from a viewer's queue, written with a
 //! stall limit; an HTTP/1.1 `Connection: close` body that ends when the viewer goes.
 
-use super::hub::{ChannelStatus, Hub, Next, Refusal};
+use super::audience::{Next, Refusal};
+use super::bell::Woken;
+use super::hub::{ChannelStatus, Hub};
 use crate::chunk::ChunkIndex;
 use crate::hdhr::device::{self, Identity};
 use crate::hdhr::request::{StreamRequest, StreamRequestError, TunerChoice};
@@ -20,8 +22,6 @@ use std::time::{Duration, Instant};
 
 /// A viewer that reads nothing for this long is closed.
 const STALL: Duration = Duration::from_secs(10);
-/// How long a viewer's loop waits for a chunk before checking the client and the stop flag.
-const POLL: Duration = Duration::from_millis(100);
 /// How long the first playlist request of a closed channel waits for its first segment.
 const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(15);
 
@@ -235,21 +235,27 @@ impl Site {
             if self.stop.is_set() {
                 break "stopping";
             }
-            if limit.is_some_and(|l| started.elapsed() >= l) {
+            let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+            if left == Some(Duration::ZERO) {
                 break "duration";
             }
-            match viewer.next(POLL) {
+            match viewer.next() {
                 Next::Chunk(chunk) => match http::send(&mut conn, &chunk, &self.stop, STALL) {
                     Ok(()) => viewer.sent(chunk.len()),
                     Err(SendError::ClientLeft) => break "client left",
                     Err(SendError::SlowClient) => break "client stalled",
                     Err(SendError::Stopped) => break "stopping",
                 },
-                Next::Nothing => {
-                    if http::client_left(&mut conn) {
-                        break "client left";
+                // Asleep until a chunk is queued, the stream ends, the node stops or the client
+                // sends or hangs up: no timer wakes an idle viewer.
+                Next::Nothing => match viewer.wait(&conn, left) {
+                    Ok(Woken::Client) if http::client_left(&mut conn) => break "client left",
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::warn!("{peer}: cannot wait for the next chunk: {e}");
+                        break "cannot wait";
                     }
-                }
+                },
                 Next::Closed => break "dropped or channel closed",
             }
         };
