@@ -198,7 +198,7 @@ pub fn hdhr_documents(data: &[u8]) {
 /// reads it.
 pub fn sim_request(data: &[u8]) {
     use ec_node::hdhr::request::{StreamRequest, TunerChoice, MAX_DURATION_S};
-    use ec_node::node::lan::site::Route as SiteRoute;
+    use ec_node::node::lan::site::SiteRoute;
     let Ok(target) = parse_request_head(data) else {
         return;
     };

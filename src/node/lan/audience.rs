@@ -9,8 +9,8 @@
 //!
 //! The rules:
 //! - **Admission.** At most `max_viewers` `/auto/` viewers over all channels; one more is refused
-//!   with 809. A channel that is not open takes the first of its upstreams with a free tuner (a
-//!   mesh upstream takes none), else it is refused with 805; an open channel always takes more
+//!   with 809. A channel that is not open takes the first of its carriers with a free tuner (a
+//!   mesh carrier takes none), else it is refused with 805; an open channel always takes more
 //!   viewers. The check and the admission are one step, so concurrent joins cannot pass the limit.
 //! - **Joining.** A new viewer's queue starts with the channel's newest whole chunk (each chunk
 //!   begins at a random access point), so its first byte leaves at once.
@@ -49,7 +49,7 @@ pub struct ViewerId {
     serial: u64,
 }
 
-/// One read of a channel from an upstream, never reused: chunks and the end of a read that was
+/// One read of a channel from a carrier, never reused: chunks and the end of a read that was
 /// already closed are told apart from those of the channel's next read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReadId(u64);
@@ -81,7 +81,7 @@ pub enum Refusal {
     AllTunersInUse,
     /// The viewer limit is reached (809).
     TooManyViewers,
-    /// The upstream did not deliver (807, with the cause).
+    /// The carrier did not deliver (807, with the cause).
     NoData(String),
 }
 
@@ -100,13 +100,13 @@ impl Refusal {
 /// What the hub is to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start reading `channel` from its upstream number `upstream`, as read `read`; a read that
+    /// Start reading `channel` from its carrier number `carrier`, as read `read`; a read that
     /// cannot start is reported ended at once.
     Open {
         /// The channel.
         channel: usize,
-        /// Which of its upstreams.
-        upstream: usize,
+        /// Which of its carriers.
+        carrier: usize,
         /// The read's id, for its chunks and its end.
         read: ReadId,
     },
@@ -142,7 +142,7 @@ struct Watching {
 
 /// One channel as the rules see it.
 struct Channel {
-    /// The pooled device each upstream takes a tuner of (`None`: a mesh upstream, no tuner).
+    /// The pooled device each carrier takes a tuner of (`None`: a mesh carrier, no tuner).
     devices: Vec<Option<usize>>,
     /// The read open now.
     read: Option<ReadId>,
@@ -175,8 +175,8 @@ pub struct Audience {
 }
 
 impl Audience {
-    /// An audience of nobody. `channels[c]` lists, per upstream of channel `c` in order of
-    /// preference, the pooled device it takes a tuner of (`None` for a mesh upstream);
+    /// An audience of nobody. `channels[c]` lists, per carrier of channel `c` in order of
+    /// preference, the pooled device it takes a tuner of (`None` for a mesh carrier);
     /// `tuners[d]` is device `d`'s tuner count; `now` is when the hub starts.
     pub fn new(
         config: AudienceConfig,
@@ -382,19 +382,19 @@ impl Audience {
         }
     }
 
-    /// Opens `channel` if it is not open: takes a tuner of the first upstream with one free.
+    /// Opens `channel` if it is not open: takes a tuner of the first carrier with one free.
     fn open(&mut self, channel: usize, now: Instant) -> Result<(), Refusal> {
         let c = &mut self.channels[channel];
         if c.read.is_some() {
             return Ok(());
         }
         let free = &mut self.free_tuners;
-        let upstream = c
+        let carrier = c
             .devices
             .iter()
             .position(|d| d.is_none_or(|d| free[d] > 0))
             .ok_or(Refusal::AllTunersInUse)?;
-        let device = c.devices[upstream];
+        let device = c.devices[carrier];
         if let Some(d) = device {
             free[d] -= 1;
         }
@@ -406,7 +406,7 @@ impl Audience {
         c.newest = None;
         self.actions.push_back(Action::Open {
             channel,
-            upstream,
+            carrier,
             read,
         });
         Ok(())
@@ -467,7 +467,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// An audience over `channels` (each a list of upstream devices) and `tuners`.
+    /// An audience over `channels` (each a list of carrier devices) and `tuners`.
     fn audience(
         max_viewers: usize,
         channels: Vec<Vec<Option<usize>>>,
@@ -549,7 +549,7 @@ mod tests {
             actions(&mut a)[..],
             [Action::Open {
                 channel: 0,
-                upstream: 0,
+                carrier: 0,
                 ..
             }]
         ));
@@ -564,7 +564,7 @@ mod tests {
             actions(&mut a)[..],
             [Action::Open {
                 channel: 2,
-                upstream: 1,
+                carrier: 1,
                 ..
             }]
         ));

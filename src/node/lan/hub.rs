@@ -1,4 +1,4 @@
-//! [`Hub`]: every channel of the lineup, each read from its upstream **once** however many
+//! [`Hub`]: every channel of the lineup, each read from its carrier **once** however many
 //! viewers watch it.
 //!
 //! The first viewer of a channel (a `/auto/` stream or an HLS client) opens it: one tuner of the
@@ -12,7 +12,7 @@
 //! thread sleeps on its [`Bell`] and its client's socket, woken when a chunk is queued for it,
 //! its stream ends, the client goes, or the hub stops.
 //!
-//! The hub owns channel state, the upstream threads and the bells; it never speaks HTTP.
+//! The hub owns channel state, the carrier threads and the bells; it never speaks HTTP.
 
 use super::audience::{Action, Audience, AudienceConfig, Chunk, Next, ReadId, Refusal, ViewerId};
 use super::bell::{self, Bell, Woken};
@@ -46,9 +46,6 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 /// one thread looks (at the pace the HTTP edge's accept loop does) and rings every viewer's bell.
 const STOP_LOOK: Duration = crate::http::IO_TIMEOUT;
 
-/// How long a mesh channel waits for its first trusted manifest, and for objects after that.
-const MESH_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// A channel taken from the mesh: a stream, who serves it and whose manifests are trusted.
 #[derive(Clone, Debug)]
 pub struct MeshSource {
@@ -73,7 +70,7 @@ pub enum ChannelSource {
 
 /// One place a channel can be read from.
 #[derive(Clone, Debug)]
-pub struct Upstream {
+pub struct Carrier {
     /// The pooled device that carries it (an index into the hub's tuner counts); `None` for a
     /// mesh channel, which takes no tuner.
     pub device: Option<usize>,
@@ -89,8 +86,8 @@ pub struct Upstream {
 pub struct ChannelSpec {
     /// Its lineup entry.
     pub entry: LineupEntry,
-    /// Its upstreams, in order of preference.
-    pub upstreams: Vec<Upstream>,
+    /// Its carriers, in order of preference.
+    pub carriers: Vec<Carrier>,
 }
 
 /// How the hub reads channels.
@@ -98,7 +95,7 @@ pub struct ChannelSpec {
 pub struct HubConfig {
     /// The chunk grid (a chunk is the unit viewers join and skip by, and an HLS segment).
     pub chunker: ChunkerConfig,
-    /// How upstreams are captured.
+    /// How carriers are captured.
     pub capture: CaptureOptions,
     /// How long a channel stays open after its last viewer left.
     pub release: Duration,
@@ -175,7 +172,7 @@ impl SegmentSink for ChannelSink {
     }
 }
 
-/// A running upstream read.
+/// A running carrier read.
 struct Reading {
     stop: StopFlag,
     thread: JoinHandle<()>,
@@ -184,8 +181,8 @@ struct Reading {
 /// What a channel's read feeds: its HLS window and its figures.
 #[derive(Default)]
 struct Feed {
-    /// Which of the channel's upstreams the open read reads.
-    upstream: Option<usize>,
+    /// Which of the channel's carriers the open read reads.
+    carrier: Option<usize>,
     /// When the open read opened.
     since: Option<UnixMillis>,
     window: Option<Playlist>,
@@ -217,7 +214,7 @@ impl Feed {
 
     /// The read ended or was closed: no window, no segments (the figures stay).
     fn closed(&mut self) {
-        self.upstream = None;
+        self.carrier = None;
         self.since = None;
         self.window = None;
         self.segments.clear();
@@ -240,8 +237,8 @@ struct State {
 pub struct ChannelStatus {
     /// Its lineup entry.
     pub entry: LineupEntry,
-    /// Where it comes from: the upstream being read, else every one it could be.
-    pub upstream: String,
+    /// Where it comes from: the carrier being read, else every one it could be.
+    pub carrier: String,
     /// Whether it is being read now.
     pub open: bool,
     /// Since when (the read's start).
@@ -250,7 +247,7 @@ pub struct ChannelStatus {
     pub viewers: usize,
     /// HLS clients seen within two target durations.
     pub hls_clients: usize,
-    /// Bytes read from the upstream.
+    /// Bytes read from the carrier.
     pub bytes_in: u64,
     /// Bytes sent to `/auto/` viewers.
     pub bytes_out: u64,
@@ -299,7 +296,7 @@ impl Hub {
         };
         let devices = channels
             .iter()
-            .map(|c| c.upstreams.iter().map(|u| u.device).collect())
+            .map(|c| c.carriers.iter().map(|u| u.device).collect())
             .collect();
         let hub = Arc::new(Hub {
             state: Mutex::new(State {
@@ -427,10 +424,10 @@ impl Hub {
             .zip(&state.feeds)
             .enumerate()
             .map(|(at, (spec, feed))| {
-                let upstream = match feed.upstream {
-                    Some(u) => spec.upstreams[u].label.clone(),
+                let carrier = match feed.carrier {
+                    Some(u) => spec.carriers[u].label.clone(),
                     None => spec
-                        .upstreams
+                        .carriers
                         .iter()
                         .map(|u| u.label.as_str())
                         .collect::<Vec<_>>()
@@ -439,7 +436,7 @@ impl Hub {
                 let (skipped, dropped_viewers) = state.audience.slow(at);
                 ChannelStatus {
                     entry: spec.entry.clone(),
-                    upstream,
+                    carrier,
                     open: state.audience.read_of(at).is_some(),
                     since: feed.since,
                     viewers: state.audience.viewers(at),
@@ -464,9 +461,9 @@ impl Hub {
             match action {
                 Action::Open {
                     channel,
-                    upstream,
+                    carrier,
                     read,
-                } => self.start_read(state, channel, upstream, read),
+                } => self.start_read(state, channel, carrier, read),
                 Action::Close { channel, read } => {
                     if let Some(reading) = state.reads.remove(&read) {
                         reading.stop.set();
@@ -485,22 +482,22 @@ impl Hub {
         self.moved.notify_one();
     }
 
-    /// Starts read `read` of channel `at` from its upstream `upstream` on a thread of its own;
+    /// Starts read `read` of channel `at` from its carrier `carrier` on a thread of its own;
     /// a thread that cannot start is a read that ended at once.
-    fn start_read(self: &Arc<Hub>, state: &mut State, at: usize, upstream: usize, read: ReadId) {
+    fn start_read(self: &Arc<Hub>, state: &mut State, at: usize, carrier: usize, read: ReadId) {
         let stop = StopFlag::default();
         let thread = std::thread::Builder::new()
             .name(format!("lan {}", self.specs[at].entry.guide))
             .spawn({
                 let (hub, stop) = (self.clone(), stop.clone());
-                move || hub.read(at, upstream, read, &stop)
+                move || hub.read(at, carrier, read, &stop)
             });
         let feed = &mut state.feeds[at];
         match thread {
             Ok(thread) => {
                 state.reads.insert(read, Reading { stop, thread });
                 *feed = Feed {
-                    upstream: Some(upstream),
+                    carrier: Some(carrier),
                     since: Some(UnixMillis::now()),
                     window: Some(Playlist::new(
                         PlaylistKind::Window(HLS_WINDOW),
@@ -520,12 +517,12 @@ impl Hub {
         }
     }
 
-    /// Read `read` of channel `at` from its upstream `upstream`, on its own thread, until `stop`
-    /// or the upstream ends; then the audience is told (the tuner is free once the device
+    /// Read `read` of channel `at` from its carrier `carrier`, on its own thread, until `stop`
+    /// or the carrier ends; then the audience is told (the tuner is free once the device
     /// connection is closed, which it is by now).
-    fn read(self: &Arc<Hub>, at: usize, upstream: usize, read: ReadId, stop: &StopFlag) {
+    fn read(self: &Arc<Hub>, at: usize, carrier: usize, read: ReadId, stop: &StopFlag) {
         let spec = &self.specs[at];
-        let failure = match &spec.upstreams[upstream].source {
+        let failure = match &spec.carriers[carrier].source {
             ChannelSource::Tuner(source) => self.read_tuner(at, read, source, stop),
             ChannelSource::Mesh(mesh) => self.read_mesh(at, read, mesh, stop),
         };
@@ -589,26 +586,23 @@ impl Hub {
         mesh: &MeshSource,
         stop: &StopFlag,
     ) -> Option<String> {
+        let output = Destination::Sink(Box::new(ChannelSink {
+            hub: self.clone(),
+            at,
+            read,
+        }));
+        let objects = vec![mesh.objects.clone()];
+        let chunk_ms = self.config.chunker.chunk_ms;
         let config = SubscribeConfig {
-            keys: mesh.keys.clone(),
-            policy: mesh.policy.clone(),
-            objects: vec![mesh.objects.clone()],
             manifests: mesh.manifests.iter().cloned().collect(),
-            group_timeout: Duration::from_millis(u64::from(self.config.chunker.chunk_ms)),
-            max_source_invalid: 3,
-            subscribe_manifests: true,
-            backfill: 0,
-            output: Destination::Sink(Box::new(ChannelSink {
-                hub: self.clone(),
-                at,
-                read,
-            })),
             target_duration: self.config.target_duration,
-            chunk_ticks: u64::from(self.config.chunker.chunk_ms) * 90,
-            stop_after: None,
-            max_invalid: None,
-            manifest_timeout: MESH_TIMEOUT,
-            idle_timeout: MESH_TIMEOUT,
+            ..SubscribeConfig::new(
+                mesh.keys.clone(),
+                mesh.policy.clone(),
+                objects,
+                chunk_ms,
+                output,
+            )
         };
         let (_, result) = subscribe(config, stop, &mut |_| {});
         result.err().map(|e| e.to_string())

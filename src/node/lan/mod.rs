@@ -32,7 +32,7 @@ use crate::http::{BindError, Listener};
 use crate::node::tuner::LocalTuner;
 use crate::stop::StopFlag;
 use discovery::{DeviceView, Discovery};
-use hub::{ChannelSource, ChannelSpec, Hub, HubConfig, MeshSource, Upstream};
+use hub::{Carrier, ChannelSource, ChannelSpec, Hub, HubConfig, MeshSource};
 use site::Site;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -157,13 +157,13 @@ pub fn serve(
     };
     let (mut channels, tuners) = lineup(&devices)?;
     for mesh in &config.mesh {
-        let upstream = Upstream {
+        let carrier = Carrier {
             device: None,
             source: ChannelSource::Mesh(Box::new(mesh.source.clone())),
             label: format!("mesh {}", mesh.source.objects.target),
         };
         match channels.iter_mut().find(|c| c.entry.guide == mesh.guide) {
-            Some(known) => known.upstreams.push(upstream),
+            Some(known) => known.carriers.push(carrier),
             None => channels.push(ChannelSpec {
                 entry: LineupEntry {
                     guide: mesh.guide.clone(),
@@ -171,7 +171,7 @@ pub fn serve(
                     video_codec: None,
                     audio_codec: None,
                 },
-                upstreams: vec![upstream],
+                carriers: vec![carrier],
             }),
         }
     }
@@ -317,7 +317,7 @@ fn lineup(devices: &[TunerDevice]) -> Result<(Vec<ChannelSpec>, Vec<u32>), LanEr
                 );
                 continue;
             };
-            let upstream = Upstream {
+            let carrier = Carrier {
                 device: Some(at),
                 source: ChannelSource::Tuner(Source::Hdhr {
                     host: d.host.clone(),
@@ -327,7 +327,7 @@ fn lineup(devices: &[TunerDevice]) -> Result<(Vec<ChannelSpec>, Vec<u32>), LanEr
                 label: format!("tuner hdhr://{authority}"),
             };
             match channels.iter_mut().find(|c| c.entry.guide == guide) {
-                Some(known) => known.upstreams.push(upstream),
+                Some(known) => known.carriers.push(carrier),
                 None => channels.push(ChannelSpec {
                     entry: LineupEntry {
                         guide,
@@ -335,7 +335,7 @@ fn lineup(devices: &[TunerDevice]) -> Result<(Vec<ChannelSpec>, Vec<u32>), LanEr
                         video_codec: Some(channel.video_codec).filter(|c| !c.is_empty()),
                         audio_codec: Some(channel.audio_codec).filter(|c| !c.is_empty()),
                     },
-                    upstreams: vec![upstream],
+                    carriers: vec![carrier],
                 }),
             }
         }

@@ -2,7 +2,7 @@
 //! an IPTV playlist, HLS, a status document and a small index page — over the shared HTTP edge
 //! ([`crate::http`]), from the [`Hub`].
 //!
-//! [`Route::parse`] maps a request target to what is asked, without I/O (total on any text); no
+//! [`SiteRoute::parse`] maps a request target to what is asked, without I/O (total on any text); no
 //! target ever names a file. Streams are whole chunks from a viewer's queue, written with a
 //! stall limit; an HTTP/1.1 `Connection: close` body that ends when the viewer goes.
 
@@ -27,7 +27,7 @@ const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(15);
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum SiteRoute {
     /// `/`: the index page.
     Index,
     /// `/discover.json`.
@@ -58,17 +58,17 @@ pub enum Route {
     NotFound,
 }
 
-impl Route {
+impl SiteRoute {
     /// What `target` asks for; `None` for a malformed query.
-    pub fn parse(target: &str) -> Option<Route> {
+    pub fn parse(target: &str) -> Option<SiteRoute> {
         let path = target.split('?').next().unwrap_or_default();
         let route = match path {
-            "/" | "/index.html" => Route::Index,
-            "/discover.json" => Route::Discover,
-            "/lineup.json" => Route::Lineup,
-            "/lineup_status.json" => Route::LineupStatus,
-            "/lineup.m3u" => Route::LineupM3u,
-            "/status.json" => Route::Status,
+            "/" | "/index.html" => SiteRoute::Index,
+            "/discover.json" => SiteRoute::Discover,
+            "/lineup.json" => SiteRoute::Lineup,
+            "/lineup_status.json" => SiteRoute::LineupStatus,
+            "/lineup.m3u" => SiteRoute::LineupM3u,
+            "/status.json" => SiteRoute::Status,
             _ => {
                 match StreamRequest::parse(target) {
                     Some(Ok(StreamRequest {
@@ -76,30 +76,30 @@ impl Route {
                         channel,
                         duration_s,
                     })) => {
-                        return Some(Route::Stream {
+                        return Some(SiteRoute::Stream {
                             guide: channel,
                             duration_s,
                         })
                     }
                     Some(Err(StreamRequestError::UnknownChannel)) => {
-                        return Some(Route::UnknownChannel)
+                        return Some(SiteRoute::UnknownChannel)
                     }
                     Some(Err(StreamRequestError::BadDuration)) => return None,
                     // Viewers share a channel's stream: no tuner is addressed by number here.
-                    Some(_) => return Some(Route::NotFound),
+                    Some(_) => return Some(SiteRoute::NotFound),
                     None => {}
                 }
                 let Some(rest) = path.strip_prefix("/hls/") else {
-                    return Some(Route::NotFound);
+                    return Some(SiteRoute::NotFound);
                 };
                 let Some((guide, file)) = rest.split_once('/') else {
-                    return Some(Route::NotFound);
+                    return Some(SiteRoute::NotFound);
                 };
                 let Some(guide) = GuideNumber::parse(guide) else {
-                    return Some(Route::NotFound);
+                    return Some(SiteRoute::NotFound);
                 };
                 if file == "index.m3u8" {
-                    return Some(Route::Playlist(guide));
+                    return Some(SiteRoute::Playlist(guide));
                 }
                 let index = file
                     .strip_prefix("segment_")
@@ -107,8 +107,8 @@ impl Route {
                     .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|n| n.parse().ok());
                 match index {
-                    Some(i) => Route::Segment(guide, ChunkIndex(i)),
-                    None => Route::NotFound,
+                    Some(i) => SiteRoute::Segment(guide, ChunkIndex(i)),
+                    None => SiteRoute::NotFound,
                 }
             }
         };
@@ -145,10 +145,10 @@ impl Site {
             Err(_) => return,
         };
         let json = [("Content-Type", "application/json")];
-        match Route::parse(&target) {
+        match SiteRoute::parse(&target) {
             None => http::respond(conn, 400, &[], b"Bad Request\n"),
-            Some(Route::NotFound) => http::respond(conn, 404, &[], b"Not Found\n"),
-            Some(Route::Index) => {
+            Some(SiteRoute::NotFound) => http::respond(conn, 404, &[], b"Not Found\n"),
+            Some(SiteRoute::Index) => {
                 let page = index_html(&self.identity, &self.hub.status());
                 http::respond(
                     conn,
@@ -157,7 +157,7 @@ impl Site {
                     page.as_bytes(),
                 )
             }
-            Some(Route::Discover) => {
+            Some(SiteRoute::Discover) => {
                 let identity = Identity {
                     tuners: self.hub.tuner_count(),
                     ..self.identity.clone()
@@ -165,14 +165,14 @@ impl Site {
                 let body = device::discover_json(&identity, &base);
                 http::respond(conn, 200, &json, body.as_bytes())
             }
-            Some(Route::Lineup) => {
+            Some(SiteRoute::Lineup) => {
                 let body = device::lineup_json(&self.hub.lineup(), &base);
                 http::respond(conn, 200, &json, body.as_bytes())
             }
-            Some(Route::LineupStatus) => {
+            Some(SiteRoute::LineupStatus) => {
                 http::respond(conn, 200, &json, device::lineup_status_json().as_bytes())
             }
-            Some(Route::LineupM3u) => {
+            Some(SiteRoute::LineupM3u) => {
                 let body = device::lineup_m3u(&self.hub.lineup(), &base);
                 http::respond(
                     conn,
@@ -181,14 +181,14 @@ impl Site {
                     body.as_bytes(),
                 )
             }
-            Some(Route::Status) => {
+            Some(SiteRoute::Status) => {
                 http::respond(conn, 200, &json, status_json(&self.hub.status()).as_bytes())
             }
-            Some(Route::Stream { guide, duration_s }) => {
+            Some(SiteRoute::Stream { guide, duration_s }) => {
                 self.stream(conn, peer, &guide, duration_s.map(Duration::from_secs))
             }
-            Some(Route::UnknownChannel) => refuse(conn, peer, &target, &Refusal::Unknown),
-            Some(Route::Playlist(guide)) => {
+            Some(SiteRoute::UnknownChannel) => refuse(conn, peer, &target, &Refusal::Unknown),
+            Some(SiteRoute::Playlist(guide)) => {
                 match self.hub.playlist(&guide, peer.ip(), FIRST_SEGMENT_WAIT) {
                     Ok(text) => http::respond(
                         conn,
@@ -202,7 +202,7 @@ impl Site {
                     Err(refusal) => refuse(conn, peer, &target, &refusal),
                 }
             }
-            Some(Route::Segment(guide, index)) => {
+            Some(SiteRoute::Segment(guide, index)) => {
                 match self.hub.segment(&guide, index, peer.ip()) {
                     Some(bytes) => {
                         http::respond(conn, 200, &[("Content-Type", "video/mp2t")], &bytes)
@@ -281,7 +281,7 @@ pub fn status_json(channels: &[ChannelStatus]) -> String {
             serde_json::json!({
                 "GuideNumber": c.entry.guide.as_str(),
                 "GuideName": c.entry.name,
-                "Upstream": c.upstream,
+                "Upstream": c.carrier,
                 "Open": c.open,
                 "Since": c.since.map(iso8601),
                 "Viewers": c.viewers,
@@ -318,7 +318,7 @@ pub fn index_html(identity: &Identity, channels: &[ChannelStatus]) -> String {
             "<tr><td>{guide}</td><td>{name}</td><td><a href=\"/auto/v{guide}\">stream</a> \
              <a href=\"/hls/{guide}/index.m3u8\">HLS</a></td><td>{state}</td><td>{up}</td></tr>\n",
             name = escape(&c.entry.name),
-            up = escape(&c.upstream),
+            up = escape(&c.carrier),
         ));
     }
     format!(
@@ -326,7 +326,7 @@ pub fn index_html(identity: &Identity, channels: &[ChannelStatus]) -> String {
          <h1>{name}</h1>\n<p>HDHomeRun device {id}: <a href=\"/discover.json\">discover.json</a>, \
          <a href=\"/lineup.json\">lineup.json</a>, <a href=\"/lineup.m3u\">lineup.m3u</a>, \
          <a href=\"/status.json\">status.json</a></p>\n<table>\n\
-         <tr><th>channel</th><th>name</th><th>watch</th><th>state</th><th>upstream</th></tr>\n\
+         <tr><th>channel</th><th>name</th><th>watch</th><th>state</th><th>carrier</th></tr>\n\
          {rows}</table>\n</body></html>\n",
         name = escape(&identity.friendly_name),
         id = identity.id,
@@ -340,26 +340,32 @@ mod tests {
     #[test]
     fn routes() {
         let g = |s| GuideNumber::parse(s).unwrap();
-        assert_eq!(Route::parse("/"), Some(Route::Index));
-        assert_eq!(Route::parse("/discover.json"), Some(Route::Discover));
-        assert_eq!(Route::parse("/lineup.m3u"), Some(Route::LineupM3u));
+        assert_eq!(SiteRoute::parse("/"), Some(SiteRoute::Index));
         assert_eq!(
-            Route::parse("/auto/v5.1?duration=30"),
-            Some(Route::Stream {
+            SiteRoute::parse("/discover.json"),
+            Some(SiteRoute::Discover)
+        );
+        assert_eq!(SiteRoute::parse("/lineup.m3u"), Some(SiteRoute::LineupM3u));
+        assert_eq!(
+            SiteRoute::parse("/auto/v5.1?duration=30"),
+            Some(SiteRoute::Stream {
                 guide: g("5.1"),
                 duration_s: Some(30)
             })
         );
-        assert_eq!(Route::parse("/auto/v5.1?duration=x"), None);
-        assert_eq!(Route::parse("/auto/vx"), Some(Route::UnknownChannel));
-        assert_eq!(Route::parse("/tuner0/v5.1"), Some(Route::NotFound));
+        assert_eq!(SiteRoute::parse("/auto/v5.1?duration=x"), None);
         assert_eq!(
-            Route::parse("/hls/5.1/index.m3u8"),
-            Some(Route::Playlist(g("5.1")))
+            SiteRoute::parse("/auto/vx"),
+            Some(SiteRoute::UnknownChannel)
+        );
+        assert_eq!(SiteRoute::parse("/tuner0/v5.1"), Some(SiteRoute::NotFound));
+        assert_eq!(
+            SiteRoute::parse("/hls/5.1/index.m3u8"),
+            Some(SiteRoute::Playlist(g("5.1")))
         );
         assert_eq!(
-            Route::parse("/hls/5.1/segment_000042.ts"),
-            Some(Route::Segment(g("5.1"), ChunkIndex(42)))
+            SiteRoute::parse("/hls/5.1/segment_000042.ts"),
+            Some(SiteRoute::Segment(g("5.1"), ChunkIndex(42)))
         );
         for not_found in [
             "/hls/5.1/../../etc/passwd",
@@ -370,8 +376,8 @@ mod tests {
             "/hls/x/index.m3u8",
         ] {
             assert_eq!(
-                Route::parse(not_found),
-                Some(Route::NotFound),
+                SiteRoute::parse(not_found),
+                Some(SiteRoute::NotFound),
                 "{not_found}"
             );
         }
