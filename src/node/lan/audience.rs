@@ -40,7 +40,7 @@ pub const VIEWER_QUEUE: usize = 4;
 pub const MAX_SKIPS_IN_A_ROW: u32 = 3;
 
 /// A whole chunk's bytes, shared by every queue that holds it.
-pub type Chunk = Arc<[u8]>;
+pub type ChunkBytes = Arc<[u8]>;
 
 /// One `/auto/` viewer, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,7 +125,7 @@ pub enum Action {
 #[derive(Debug)]
 pub enum Next {
     /// A whole chunk, to send.
-    Chunk(Chunk),
+    Chunk(ChunkBytes),
     /// Nothing yet.
     Nothing,
     /// The viewer was dropped (too slow) or the channel closed, and its queue is empty.
@@ -134,7 +134,7 @@ pub enum Next {
 
 /// A viewer's queue and standing.
 struct Watching {
-    queue: VecDeque<Chunk>,
+    queue: VecDeque<ChunkBytes>,
     skips_in_row: u32,
     /// Dropped, or its channel closed: takes what is queued, gets nothing more.
     ended: bool,
@@ -151,7 +151,7 @@ struct Channel {
     hls: HashMap<IpAddr, Instant>,
     /// When it was last watched (meaningful while open and unwatched).
     watched_until: Instant,
-    newest: Option<Chunk>,
+    newest: Option<ChunkBytes>,
     skipped: u64,
     dropped: u64,
 }
@@ -294,7 +294,7 @@ impl Audience {
 
     /// A chunk of read `read`: into every viewer's queue, or missed by those whose queue is
     /// full. False (and nothing done) when the read is no longer its channel's open read.
-    pub fn chunk(&mut self, read: ReadId, chunk: &Chunk, now: Instant) -> bool {
+    pub fn chunk(&mut self, read: ReadId, chunk: &ChunkBytes, now: Instant) -> bool {
         let Some(&(channel, _)) = self.reads.get(&read) else {
             return false;
         };
@@ -486,7 +486,7 @@ mod tests {
         std::iter::from_fn(|| a.poll_action()).collect()
     }
 
-    fn chunk(n: u8) -> Chunk {
+    fn chunk(n: u8) -> ChunkBytes {
         Arc::from(&[n][..])
     }
 

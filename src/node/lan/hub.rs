@@ -14,7 +14,9 @@
 //!
 //! The hub owns channel state, the carrier threads and the bells; it never speaks HTTP.
 
-use super::audience::{Action, Audience, AudienceConfig, Chunk, Next, ReadId, Refusal, ViewerId};
+use super::audience::{
+    Action, Audience, AudienceConfig, ChunkBytes, Next, ReadId, Refusal, ViewerId,
+};
 use super::bell::{self, Bell, Woken};
 use crate::capture::{CaptureOptions, Source};
 use crate::chunk::{ChunkIndex, ChunkerConfig};
@@ -186,7 +188,7 @@ struct Feed {
     /// When the open read opened.
     since: Option<UnixMillis>,
     window: Option<Playlist>,
-    segments: VecDeque<(ChunkIndex, Chunk)>,
+    segments: VecDeque<(ChunkIndex, ChunkBytes)>,
     clock: ProgramClock,
     /// Why the last read ended early, if it did.
     failure: Option<String>,
@@ -400,7 +402,7 @@ impl Hub {
         guide: &GuideNumber,
         index: ChunkIndex,
         client: IpAddr,
-    ) -> Option<Chunk> {
+    ) -> Option<ChunkBytes> {
         let at = self.find(guide)?;
         let mut state = self.state.lock();
         let feed = &mut state.feeds[at];
@@ -610,7 +612,7 @@ impl Hub {
 
     /// A new chunk of read `read` of channel `at`: into the HLS window and every viewer's queue
     /// (nothing if the read was closed meanwhile).
-    fn publish(self: &Arc<Hub>, at: usize, read: ReadId, piece: Piece, bytes: Chunk) {
+    fn publish(self: &Arc<Hub>, at: usize, read: ReadId, piece: Piece, bytes: ChunkBytes) {
         let mut state = self.state.lock();
         if !state.audience.chunk(read, &bytes, Instant::now()) {
             return;
