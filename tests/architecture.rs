@@ -24,7 +24,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("hls", &["chunk", "ts", "time"]),
     ("manifest", &["chunk", "crypto", "ts", "time"]),
     ("hdhr", &["chunk", "clip", "http", "stop", "ts", "time"]),
-    ("capture", &["chunk", "clip", "hdhr", "retry", "stop", "ts", "time"]),
+    (
+        "capture",
+        &["chunk", "clip", "hdhr", "retry", "stop", "ts", "time"],
+    ),
     ("net", &["crypto", "moq"]),
     (
         "node",
