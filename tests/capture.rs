@@ -2,14 +2,10 @@
 //! device error and simulator fault with its clear error or its recovery, and two recorders of one
 //! broadcast agreeing byte for byte.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::hls;
+use ec_node_testkit::media;
+use ec_node_testkit::process;
+use ec_node_testkit::sim;
 
 use process::stderr;
 use sim::Sim;
@@ -43,8 +39,9 @@ fn records_h264_and_atsc_broadcasts_with_a_duration_query() {
         let dir = out_dir(&format!("duration-{name}"));
         let (out, took) = record(&hdhr(&sim), &dir, &["--duration", "9"]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
+        // The wait for the end is bounded (generously), not timed.
         assert!(
-            took < Duration::from_secs(20),
+            took < process::STEP,
             "{name}: the device's end of body ends the run"
         );
         let playlist = hls::read_playlist(&dir);
@@ -65,7 +62,7 @@ fn records_h264_and_atsc_broadcasts_with_a_duration_query() {
 }
 
 #[test]
-fn device_errors_exit_3_quickly_with_the_code_and_text() {
+fn device_errors_exit_3_with_the_code_and_text() {
     let sim = Sim::start(&["--tuners", "1"]);
     let cases: Vec<(String, &str)> = vec![
         (
@@ -77,7 +74,7 @@ fn device_errors_exit_3_quickly_with_the_code_and_text() {
     let (out, took) = record(&cases[0].0, &out_dir("801"), &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains(cases[0].1), "{}", stderr(&out));
-    assert!(took < Duration::from_secs(5));
+    assert!(took < process::STEP, "took {took:?}");
 
     // Hold the only tuner: /auto/ answers 805, /tuner0/ answers 804.
     let _held = sim.open("/auto/v5.1");
@@ -88,7 +85,7 @@ fn device_errors_exit_3_quickly_with_the_code_and_text() {
         let (out, took) = record(&input, &out_dir("busy"), &[]);
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(stderr(&out).contains(expected), "{}", stderr(&out));
-        assert!(took < Duration::from_secs(5));
+        assert!(took < process::STEP, "took {took:?}");
     }
 
     let refusing = Sim::start(&["--fault", "refuse"]);
@@ -102,7 +99,7 @@ fn device_errors_exit_3_quickly_with_the_code_and_text() {
 }
 
 #[test]
-fn no_connection_and_no_signal_exit_3_within_5_seconds() {
+fn no_connection_and_no_signal_exit_3() {
     // A port nobody listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -111,15 +108,14 @@ fn no_connection_and_no_signal_exit_3_within_5_seconds() {
     let (out, took) = record(&format!("hdhr://{closed}/5.1"), &out_dir("refused"), &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
-    assert!(took < Duration::from_secs(5));
+    assert!(took < process::STEP, "took {took:?}");
 
     let silent = Sim::start(&["--fault", "no-data"]);
     let (out, took) = record(&hdhr(&silent), &out_dir("no-data"), &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("no data"), "{}", stderr(&out));
-    assert!(took < Duration::from_secs(6), "took {took:?}");
-    let playlist =
-        hls::read_playlist(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("capture/no-data"));
+    assert!(took < process::STEP, "took {took:?}");
+    let playlist = hls::read_playlist(&process::tmp_root().join("capture/no-data"));
     assert!(playlist.ended && playlist.segments.is_empty());
 }
 

@@ -1,8 +1,7 @@
 //! The deterministic chunker against real media made with ffmpeg: independence from read sizes
 //! and start offsets, the PTS wrap, splices, damage, and broadcast-like MPEG-2/AC-3 CBR input.
 
-#[path = "common/media.rs"]
-mod media;
+use ec_node_testkit::media;
 
 use ec_node::chunk::Chunk;
 use ec_node::time::UnixMillis;

@@ -1,14 +1,13 @@
 //! `ec-node chunks` as a user runs it: a real process, real files and pipes, exit codes.
 
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/process.rs"]
-mod process;
+use ec_node_testkit::media;
+use ec_node_testkit::process;
 
 use process::{stderr, stdout};
 use std::process::Output;
 
-fn ec_node(args: &[&str], stdin: Option<&[u8]>) -> Output {
+/// Runs `ec-node ARGS`, with `stdin` on its standard input if given.
+fn run_with(args: &[&str], stdin: Option<&[u8]>) -> Output {
     match stdin {
         Some(input) => process::run_with_stdin(args, input),
         None => process::run(args),
@@ -17,7 +16,7 @@ fn ec_node(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 #[test]
 fn builtin_clip_prints_one_line_per_chunk() {
-    let out = ec_node(&["chunks", "--clock", "1764072000"], None);
+    let out = run_with(&["chunks", "--clock", "1764072000"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<_> = stdout(&out).lines().map(str::to_owned).collect();
     assert!(
@@ -43,13 +42,13 @@ fn builtin_clip_prints_one_line_per_chunk() {
 fn json_from_a_file_equals_json_from_stdin() {
     let path = media::media_path("h264.ts", &media::H264_AAC.args());
     let path = path.to_str().unwrap();
-    let file = ec_node(
+    let file = run_with(
         &["chunks", "--input", path, "--json", "--clock=1764072000"],
         None,
     );
     assert!(file.status.success(), "{}", stderr(&file));
     let bytes = std::fs::read(path).unwrap();
-    let piped = ec_node(
+    let piped = run_with(
         &["chunks", "--input", "-", "--json", "--clock", "1764072000"],
         Some(&bytes),
     );
@@ -84,7 +83,7 @@ fn damaged_input_is_read_to_its_end_and_reported() {
     let middle = bytes.len() / 2;
     bytes.splice(middle..middle, std::iter::repeat_n(0x47, 3000));
     bytes.truncate(bytes.len() - 100);
-    let out = ec_node(
+    let out = run_with(
         &["chunks", "--input", "-", "--json", "--clock", "1764072000"],
         Some(&bytes),
     );
@@ -104,17 +103,17 @@ fn damaged_input_is_read_to_its_end_and_reported() {
 
 #[test]
 fn usage_errors_exit_2_with_one_line() {
-    let missing = ec_node(&["chunks", "--input", "/nonexistent/x.ts"], None);
+    let missing = run_with(&["chunks", "--input", "/nonexistent/x.ts"], None);
     assert_eq!(missing.status.code(), Some(2));
     let err = stderr(&missing);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/x.ts"), "{err}");
 
-    let bad = ec_node(&["chunks", "--chunk-ms", "5"], None);
+    let bad = run_with(&["chunks", "--chunk-ms", "5"], None);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("--chunk-ms"));
 
-    let unknown = ec_node(&["chunks", "--bogus"], None);
+    let unknown = run_with(&["chunks", "--bogus"], None);
     assert_eq!(unknown.status.code(), Some(2));
 }
 
@@ -136,8 +135,8 @@ fn input_that_is_not_mpeg_ts_is_said_not_passed_as_empty() {
         .collect();
     let path = media::write_temp("not-ts.bin", &junk);
     for out in [
-        ec_node(&["chunks", "--input", path.to_str().unwrap()], None),
-        ec_node(&["chunks", "--input", "-"], Some(&junk)),
+        run_with(&["chunks", "--input", path.to_str().unwrap()], None),
+        run_with(&["chunks", "--input", "-"], Some(&junk)),
     ] {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(
@@ -186,7 +185,7 @@ fn input_that_is_not_mpeg_ts_is_said_not_passed_as_empty() {
     }
     // A directory is named as one; moq-publish refuses it before its ready line.
     let folder = std::env::temp_dir();
-    let out = ec_node(&["chunks", "--input", folder.to_str().unwrap()], None);
+    let out = run_with(&["chunks", "--input", folder.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
     let out = process::run(&[

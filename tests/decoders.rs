@@ -6,8 +6,7 @@
 #[allow(dead_code)] // the shared file also serves the fuzz targets
 #[path = "../fuzz/checks.rs"]
 mod checks;
-#[path = "common/mutate.rs"]
-mod mutate;
+use ec_node_testkit::mutate;
 
 use ec_node::capture::http;
 use ec_node::crypto::object::{self, Object};

@@ -1,13 +1,10 @@
 //! `ec-node demo`, the README's main job, as a user runs it: the whole split-source mesh on
 //! loopback from one command, stopped by `--seconds` or by SIGTERM, its HLS checked by ffmpeg.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/process.rs"]
-mod process;
+use ec_node_testkit::hls;
+use ec_node_testkit::process;
 
 use process::ec_node;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn segment_count(dir: &std::path::Path) -> usize {
@@ -46,13 +43,8 @@ fn sigterm_stops_the_demo_cleanly_and_a_foreign_folder_is_refused() {
         assert!(start.elapsed() < Duration::from_secs(60), "no segment");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
+    assert!(process::signal(child.id(), "TERM"));
+    let out = process::wait_limited(child, process::STEP);
     assert_eq!(out.status.code(), Some(0), "{}", process::stderr(&out));
     let playlist = hls::read_playlist(&dir);
     assert!(playlist.ended);

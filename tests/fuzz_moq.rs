@@ -2,8 +2,7 @@
 //! mutations of each seed, on stable Rust: the MoQ decoders and a live session must never panic,
 //! every seed must decode, and every refusal must carry a draft-16 session error code.
 
-#[path = "common/mutate.rs"]
-mod mutate;
+use ec_node_testkit::mutate;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -297,7 +296,7 @@ fn mutated_server_transcripts_never_panic_a_client_session() {
         matches!(events.last(), Some(Event::SubscriptionDone { .. })),
         "{events:?}"
     );
-    let mut rng = mutate::Rng::new(7);
+    let mut rng = ec_node_testkit::rng::SplitMix64::new(7);
     for _ in 0..3000 {
         let mut t = transcript.clone();
         let i = rng.below(t.len());

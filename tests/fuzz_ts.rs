@@ -2,8 +2,7 @@
 //! stable Rust, so every CI run exercises the TS decoders on hostile input (cargo-fuzz itself
 //! needs a nightly-only sanitizer build; docs/USAGE.md says how to run it here).
 
-#[path = "common/mutate.rs"]
-mod mutate;
+use ec_node_testkit::mutate;
 
 #[allow(dead_code)] // this suite uses the ts_demux check only
 #[path = "../fuzz/checks.rs"]
@@ -50,7 +49,7 @@ fn mutated_seeds_never_panic() {
 
 #[test]
 fn random_bytes_and_sync_storms_never_panic() {
-    let mut rng = mutate::Rng::new(7);
+    let mut rng = ec_node_testkit::rng::SplitMix64::new(7);
     for len in [0, 1, 187, 188, 189, 376, 5000, 100_000] {
         let noise: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         run(&noise);

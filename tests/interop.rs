@@ -3,18 +3,17 @@
 //! (interop/), and Cloudflare's relay `moq-relay-ietf` 0.7.31. `.ci/setup` builds both into
 //! `${EC_NODE_CACHE:-~/.cache/ec-node}`; these tests fail with that hint when they are missing.
 
-#[path = "common/moq.rs"]
-mod moq;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::moq;
+use ec_node_testkit::sim;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ec_node_testkit::process::{run_bounded, work_dir, Proc, STEP};
 use moq::{
-    arrival_groups, cat, make_groups, object_lines, openssl_cert, ready_tracks, relay, run_bounded,
-    serve_listen, temp_dir, tool, Proc, STEP,
+    arrival_groups, cat, logged_ec_node, make_groups, object_lines, openssl_cert, ready_tracks,
+    relay, serve_listen, tool,
 };
 
 const NS: &str = "ec/test/objects";
@@ -59,7 +58,7 @@ fn peer_lines(out: &std::process::Output) -> Vec<String> {
 #[test]
 fn a_third_party_client_subscribes_to_and_fetches_from_moq_serve() {
     let _serial = one_at_a_time();
-    let dir = temp_dir("interop-client");
+    let dir = work_dir("interop", "interop-client");
     let expected = make_groups(&dir.join("src"), GROUPS);
     let (_serve, endpoint) = serve_listen(&dir.join("src"), "127.0.0.1:0", PACE_MS, &[]);
     let url = format!("moqt://{}", endpoint.split_once('@').unwrap().1);
@@ -112,11 +111,11 @@ const LIVE_PHASES_MS: [u64; 4] = [
 #[test]
 fn a_third_party_client_joining_live_moq_publish_gets_groups_only_in_increasing_order() {
     let _serial = one_at_a_time();
-    let dir = temp_dir("interop-live");
+    let dir = work_dir("interop", "interop-live");
     let sim = sim::Sim::start(&["--tuners", "2"]);
-    let publisher = Proc::spawn(
+    let mut publisher = Proc::spawn(
         "moq-publish",
-        moq::ec_node()
+        logged_ec_node()
             .args([
                 "moq-publish",
                 "--input",
@@ -135,9 +134,9 @@ fn a_third_party_client_joining_live_moq_publish_gets_groups_only_in_increasing_
     // A clock: ec-node's own client follows the chunks track and prints each group on arrival
     // (loopback: within milliseconds of its publication).
     let (chunks_ns, _) = &tracks[0];
-    let clock = Proc::spawn(
+    let mut clock = Proc::spawn(
         "moq-cat (clock)",
-        moq::ec_node()
+        logged_ec_node()
             .args(["moq-cat", "--remote", &endpoint, "--namespace", chunks_ns])
             .args(["--track", "chunks", "--timeout-s", "120", "--out"])
             .arg(dir.join("clock")),
@@ -200,7 +199,7 @@ fn a_third_party_client_joining_live_moq_publish_gets_groups_only_in_increasing_
 /// Starts `moq-peer pub --listen` (one session); returns it and its address.
 fn third_party_publisher(dir: &Path) -> (Proc, String) {
     let (cert, key) = openssl_cert(dir);
-    let p = Proc::spawn(
+    let mut p = Proc::spawn(
         "moq-peer pub",
         peer()
             .args(["pub", "--listen", "127.0.0.1:0", "--cert"])
@@ -218,7 +217,7 @@ fn third_party_publisher(dir: &Path) -> (Proc, String) {
 #[test]
 fn moq_cat_subscribes_to_and_fetches_from_a_third_party_publisher() {
     let _serial = one_at_a_time();
-    let dir = temp_dir("interop-publisher");
+    let dir = work_dir("interop", "interop-publisher");
     let expected = make_groups(&dir.join("src"), GROUPS);
 
     let (_publisher, addr) = third_party_publisher(&dir);
@@ -235,12 +234,12 @@ fn moq_cat_subscribes_to_and_fetches_from_a_third_party_publisher() {
 #[test]
 fn moq_serve_publishes_into_a_third_party_relay_and_a_third_party_client_reads_through_it() {
     let _serial = one_at_a_time();
-    let dir = temp_dir("interop-relay-in");
+    let dir = work_dir("interop", "interop-relay-in");
     let expected = make_groups(&dir.join("src"), GROUPS);
     let (_relay, url, ca) = relay(&dir);
-    let serve = Proc::spawn(
+    let mut serve = Proc::spawn(
         "moq-serve --relay",
-        moq::ec_node()
+        logged_ec_node()
             .args(["moq-serve", "--relay", &url, "--relay-ca"])
             .arg(&ca)
             .args(PACED_TRACK)
@@ -281,10 +280,10 @@ fn moq_serve_publishes_into_a_third_party_relay_and_a_third_party_client_reads_t
 #[test]
 fn a_third_party_publisher_publishes_into_the_relay_and_moq_cat_reads_through_it() {
     let _serial = one_at_a_time();
-    let dir = temp_dir("interop-relay-out");
+    let dir = work_dir("interop", "interop-relay-out");
     let expected = make_groups(&dir.join("src"), GROUPS);
     let (_relay, url, ca) = relay(&dir);
-    let publisher = Proc::spawn(
+    let mut publisher = Proc::spawn(
         "moq-peer pub --relay",
         peer()
             .args(["pub", "--relay", &url])
@@ -327,7 +326,7 @@ fn a_third_party_publisher_publishes_into_the_relay_and_moq_cat_reads_through_it
 #[test]
 fn the_relay_certificate_is_verified_unless_insecure() {
     let _serial = one_at_a_time();
-    let dir = temp_dir("interop-relay-tls");
+    let dir = work_dir("interop", "interop-relay-tls");
     let (_relay, url, ca) = relay(&dir);
     // Not in the system roots: the handshake fails (exit 3) before any request.
     let out = cat(&url, &dir.join("a"), &["--count", "1"]);

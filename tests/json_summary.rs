@@ -3,14 +3,10 @@
 //! failure, with the figures of its run, its exit code and its error (docs/USAGE.md, "Summaries
 //! and --json"). Every wait is bounded; no assertion is about timing.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::hls;
+use ec_node_testkit::process::{self, ec_node, run, run_with_stdin, stderr, stdout};
+use ec_node_testkit::sim;
 
-use process::{ec_node, run, run_with_stdin, stderr, stdout};
 use serde_json::Value;
 use sim::Sim;
 use std::io::{BufRead, BufReader, Read};

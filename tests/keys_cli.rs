@@ -1,22 +1,7 @@
 //! `ec-node keygen` and `ec-node id` run as the real binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ec-node"))
-        .args(args)
-        .output()
-        .expect("run ec-node")
-}
-
-/// A fresh, empty directory unique to this test and process.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ec-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use ec_node_testkit::process::{run, stderr, work_dir};
+use std::process::Output;
 
 fn stdout_line(out: &Output) -> String {
     String::from_utf8(out.stdout.clone())
@@ -25,20 +10,16 @@ fn stdout_line(out: &Output) -> String {
         .to_string()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
 fn is_node_id(text: &str) -> bool {
     text.len() == 52 && text.bytes().all(|c| matches!(c, b'a'..=b'z' | b'2'..=b'7'))
 }
 
 #[test]
 fn keygen_writes_a_private_key_and_id_prints_the_same_node_id() {
-    let dir = temp_dir("keygen");
+    let dir = work_dir("keys_cli", "keygen");
     let key = dir.join("node.key");
     let key_arg = key.to_str().unwrap();
-    let out = bin(&["keygen", "--out", key_arg]);
+    let out = run(&["keygen", "--out", key_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout_line(&out);
     assert!(is_node_id(&id), "{id:?}");
@@ -48,23 +29,23 @@ fn keygen_writes_a_private_key_and_id_prints_the_same_node_id() {
         let mode = std::fs::metadata(&key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let again = bin(&["id", "--key", key_arg]);
+    let again = run(&["id", "--key", key_arg]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stdout_line(&again), id);
-    let equals_form = bin(&["id", &format!("--key={key_arg}")]);
+    let equals_form = run(&["id", &format!("--key={key_arg}")]);
     assert_eq!(stdout_line(&equals_form), id);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn keygen_refuses_to_overwrite_without_force() {
-    let dir = temp_dir("overwrite");
+    let dir = work_dir("keys_cli", "overwrite");
     let key = dir.join("node.key");
     let key_arg = key.to_str().unwrap();
-    let first = stdout_line(&bin(&["keygen", "--out", key_arg]));
+    let first = stdout_line(&run(&["keygen", "--out", key_arg]));
     let before = std::fs::read(&key).unwrap();
 
-    let refused = bin(&["keygen", "--out", key_arg]);
+    let refused = run(&["keygen", "--out", key_arg]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(refused.stdout.is_empty());
     let err = stderr(&refused);
@@ -79,11 +60,11 @@ fn keygen_refuses_to_overwrite_without_force() {
         "the old key is untouched"
     );
 
-    let forced = bin(&["keygen", "--out", key_arg, "--force"]);
+    let forced = run(&["keygen", "--out", key_arg, "--force"]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     let second = stdout_line(&forced);
     assert_ne!(second, first);
-    assert_eq!(stdout_line(&bin(&["id", "--key", key_arg])), second);
+    assert_eq!(stdout_line(&run(&["id", "--key", key_arg])), second);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -97,11 +78,11 @@ fn keygen_refuses_to_overwrite_without_force() {
 
 #[test]
 fn missing_or_corrupt_key_files_are_usage_errors_that_say_why() {
-    let dir = temp_dir("corrupt");
+    let dir = work_dir("keys_cli", "corrupt");
     let key = dir.join("node.key");
     let key_arg = key.to_str().unwrap();
 
-    let missing = bin(&["id", "--key", key_arg]);
+    let missing = run(&["id", "--key", key_arg]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(
         stderr(&missing).contains("No such file"),
@@ -109,7 +90,7 @@ fn missing_or_corrupt_key_files_are_usage_errors_that_say_why() {
         stderr(&missing)
     );
 
-    assert!(bin(&["keygen", "--out", key_arg]).status.success());
+    assert!(run(&["keygen", "--out", key_arg]).status.success());
     let good = std::fs::read(&key).unwrap();
     let cases: [(Vec<u8>, &str); 4] = [
         (good[..40].to_vec(), "is 40 bytes long"),
@@ -129,7 +110,7 @@ fn missing_or_corrupt_key_files_are_usage_errors_that_say_why() {
     ];
     for (bytes, expected) in cases {
         std::fs::write(&key, &bytes).unwrap();
-        let out = bin(&["id", "--key", key_arg]);
+        let out = run(&["id", "--key", key_arg]);
         assert_eq!(out.status.code(), Some(2));
         assert!(out.stdout.is_empty());
         let err = stderr(&out);
@@ -141,9 +122,9 @@ fn missing_or_corrupt_key_files_are_usage_errors_that_say_why() {
 
 #[test]
 fn keygen_into_a_folder_that_does_not_exist_is_a_usage_error() {
-    let dir = temp_dir("missing-parent");
+    let dir = work_dir("keys_cli", "missing-parent");
     let path = dir.join("no-such-folder").join("node.key");
-    let out = bin(&["keygen", "--out", path.to_str().unwrap()]);
+    let out = run(&["keygen", "--out", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("No such file or directory"),

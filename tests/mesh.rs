@@ -3,24 +3,18 @@
 //! tampering node in the middle, late join, a third-party relay, and a publisher that dies. Every
 //! wait is bounded; no assertion is about timing.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/moq.rs"]
-mod moq;
-#[path = "common/nodes.rs"]
-mod nodes;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::hls;
+use ec_node_testkit::media;
+use ec_node_testkit::moq;
+use ec_node_testkit::nodes;
+use ec_node_testkit::process;
+use ec_node_testkit::sim;
 
 use nodes::*;
-use process::ec_node;
+use process::{ec_node, wait_limited, Proc};
 use sim::Sim;
 use std::path::Path;
-use std::process::{Child, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -233,7 +227,7 @@ fn a_publisher_killed_mid_stream_ends_the_subscriber_with_exit_5() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    publisher.child.kill().unwrap();
+    publisher.proc.child.kill().unwrap();
     let out = wait_limited(child, Duration::from_secs(40));
     assert_eq!(out.status.code(), Some(5), "{}", process::stderr(&out));
     let playlist = hls::read_playlist(&dir);
@@ -392,13 +386,10 @@ fn through_a_third_party_relay_with_trust_in_the_leader() {
 #[test]
 #[ignore = "needs a real HDHomeRun (EVERY_CHANNEL_E2E_HDHR_HOST, EVERY_CHANNEL_E2E_HDHR_CHANNEL)"]
 fn hardware_split_source_from_a_real_hdhomerun_recording() {
-    let (Ok(host), Ok(channel)) = (
-        std::env::var("EVERY_CHANNEL_E2E_HDHR_HOST"),
-        std::env::var("EVERY_CHANNEL_E2E_HDHR_CHANNEL"),
-    ) else {
-        eprintln!("skipped: EVERY_CHANNEL_E2E_HDHR_HOST / _CHANNEL not set");
-        return;
-    };
+    let host = std::env::var("EVERY_CHANNEL_E2E_HDHR_HOST")
+        .expect("set EVERY_CHANNEL_E2E_HDHR_HOST to the HDHomeRun's address");
+    let channel = std::env::var("EVERY_CHANNEL_E2E_HDHR_CHANNEL")
+        .expect("set EVERY_CHANNEL_E2E_HDHR_CHANNEL to a channel it receives (e.g. 5.1)");
     let dir = process::out_dir("mesh", "hardware-recording");
     std::fs::create_dir_all(&dir).unwrap();
     let recording = dir.join("recording.ts");
@@ -501,7 +492,7 @@ fn on_a_terminal_the_subscriber_redraws_one_progress_line() {
 
 /// A running `ec-node serve` with mesh channels; killed on drop.
 struct Serve {
-    child: Child,
+    _proc: Proc,
     addr: std::net::SocketAddr,
 }
 
@@ -509,11 +500,11 @@ impl Serve {
     fn start(args: &[&str]) -> Serve {
         let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--discovery", "false"];
         all.extend_from_slice(args);
-        let mut child = ec_node(&all).spawn().expect("start serve");
-        let ready = process::ready_line(&mut child);
+        let mut proc = Proc::ec_node("serve", &all);
+        let ready = proc.ready();
         Serve {
             addr: ready["listen"].as_str().unwrap().parse().unwrap(),
-            child,
+            _proc: proc,
         }
     }
 
@@ -540,13 +531,6 @@ impl Serve {
                 Some((name.to_string(), bytes))
             })
             .collect()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,16 +1,11 @@
 //! `ec-node record` as a user runs it: real processes, real files, checked by ffmpeg/ffprobe.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/process.rs"]
-mod process;
+use ec_node_testkit::hls;
+use ec_node_testkit::media;
+use ec_node_testkit::process;
 
 use process::{ec_node, run, stderr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 fn out_dir(name: &str) -> PathBuf {
     process::out_dir("record", name)
@@ -134,18 +129,6 @@ fn a_sliding_window_keeps_media_sequence_and_removes_old_files() {
     );
 }
 
-fn wait_for_segments(dir: &Path, n: usize, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if dir.join("index.m3u8").exists() && hls::read_playlist(dir).segments.len() >= n {
-            return;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "record exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no {n} segments in time");
-}
-
 #[test]
 fn sigterm_stops_cleanly_and_kill_9_leaves_only_complete_segments() {
     let input = media::media_path("h264.ts", &media::H264_AAC.args());
@@ -161,13 +144,9 @@ fn sigterm_stops_cleanly_and_kill_9_leaves_only_complete_segments() {
         ])
         .spawn()
         .unwrap();
-        wait_for_segments(&dir, 2, &mut child);
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = child.wait().unwrap();
+        hls::wait_for_segments(&dir, 2, &mut child);
+        assert!(process::signal(child.id(), signal));
+        let exit = process::wait_limited(child, process::STEP).status;
         let playlist = hls::read_playlist(&dir); // every listed segment exists and is whole
         assert!(playlist.segments.len() >= 2);
         if signal == "TERM" {

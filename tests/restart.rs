@@ -3,18 +3,14 @@
 //! subscriber whose `--hls-window` keeps its folder and playlist bounded. Real processes on
 //! loopback; every wait is bounded; no assertion is about timing.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/nodes.rs"]
-mod nodes;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::hls;
+use ec_node_testkit::media;
+use ec_node_testkit::nodes;
+use ec_node_testkit::process;
+use ec_node_testkit::sim;
 
 use nodes::*;
+use process::wait_limited;
 use sim::Sim;
 use std::path::Path;
 use std::time::Duration;
@@ -110,8 +106,8 @@ fn a_publisher_restarted_on_its_address_is_redialled_and_the_subscriber_goes_on(
         "--summary-json",
         &json_arg,
     ];
-    let subscriber = start_subscriber(STREAM, &dir, &args);
-    wait_for_segments(&dir, 3);
+    let mut subscriber = start_subscriber(STREAM, &dir, &args);
+    hls::wait_for_segments(&dir, 3, &mut subscriber);
     drop(first);
     std::thread::sleep(Duration::from_secs(2));
     let _second = publisher_on(&sim, &key_p, port);
@@ -135,7 +131,7 @@ fn a_subscriber_killed_and_started_again_with_resume_goes_on_with_its_playlist()
     let dir = process::out_dir("restart", "resume");
     let args = pinned_to(&publisher);
     let mut first = start_subscriber(STREAM, &dir, &args);
-    wait_for_segments(&dir, 3);
+    hls::wait_for_segments(&dir, 3, &mut first);
     first.kill().unwrap();
     first.wait().unwrap();
     let before = hls::read_playlist(&dir);

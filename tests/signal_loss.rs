@@ -4,26 +4,19 @@
 //! `--signal-loss-timeout`. Chunk indices after the gap are compared with a node that saw no gap.
 //! Every wait is bounded; no assertion is about timing.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/moq.rs"]
-mod moq;
-#[path = "common/nodes.rs"]
-mod nodes;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::hls;
+use ec_node_testkit::media;
+use ec_node_testkit::nodes;
+use ec_node_testkit::process;
+use ec_node_testkit::sim;
 
 use nodes::*;
-use process::ec_node;
+use process::{ec_node, wait_limited};
 use sim::Sim;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Child, Output};
+use std::time::Duration;
 
 /// A keyframe every second, for 1000 ms chunks: many chunks before and after a short gap.
 const CLIP: media::H264Clip = media::H264Clip {
@@ -36,33 +29,23 @@ const CLIP: media::H264Clip = media::H264Clip {
 
 /// Sends SIGTERM and waits (bounded) for the process to finish, collecting its output.
 fn terminate(child: Child) -> Output {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    wait_limited(child, Duration::from_secs(20))
+    assert!(process::signal(child.id(), "TERM"));
+    wait_limited(child, process::STEP)
 }
 
-/// Waits (at most 60 s) until the playlist in `dir` has a discontinuity followed by `after`
-/// segments.
+/// Waits (bounded) until the playlist in `dir` has a discontinuity followed by `after` segments.
 fn wait_past_the_gap(dir: &Path, after: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if dir.join("index.m3u8").exists() {
-            let segments = hls::read_playlist(dir).segments;
-            if let Some(gap) = segments.iter().position(|s| s.2) {
-                if segments.len() - gap >= after {
-                    return;
-                }
-            }
+    let what = format!("a discontinuity followed by {after} segments");
+    process::wait_until(&what, process::STEP, || {
+        if !dir.join("index.m3u8").exists() {
+            return false;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no discontinuity followed by {after} segments after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let segments = hls::read_playlist(dir).segments;
+        segments
+            .iter()
+            .position(|s| s.2)
+            .is_some_and(|gap| segments.len() - gap >= after)
+    });
 }
 
 /// The segments of the playlist in `dir`: (chunk index, discontinuity before it).
@@ -76,10 +59,10 @@ fn listed(dir: &Path) -> Vec<(u64, bool)> {
 
 /// Kills the publisher and returns what it wrote to stderr.
 fn publisher_stderr(mut publisher: Publisher) -> String {
-    let _ = publisher.child.kill();
-    let _ = publisher.child.wait();
+    let _ = publisher.proc.child.kill();
+    let _ = publisher.proc.child.wait();
     let mut err = String::new();
-    if let Some(mut pipe) = publisher.child.stderr.take() {
+    if let Some(mut pipe) = publisher.proc.child.stderr.take() {
         let _ = pipe.read_to_string(&mut err);
     }
     err
@@ -143,7 +126,7 @@ fn a_publisher_rides_through_silence_and_its_indices_follow_the_broadcast_clock(
     );
     wait_past_the_gap(&dir, 4);
     assert!(
-        publisher.child.try_wait().unwrap().is_none(),
+        publisher.proc.child.try_wait().unwrap().is_none(),
         "the publisher exited during the gap"
     );
     let out = terminate(subscriber);
@@ -237,7 +220,7 @@ fn a_publisher_retries_a_tuner_answering_807_then_805_and_resumes() {
     );
     wait_past_the_gap(&dir, 3);
     assert!(
-        publisher.child.try_wait().unwrap().is_none(),
+        publisher.proc.child.try_wait().unwrap().is_none(),
         "the publisher exited during the outage"
     );
     let out = terminate(subscriber);

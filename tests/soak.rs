@@ -5,14 +5,14 @@
 //! printed (`-- --nocapture`), never judged: two minutes are too short to tell a leak from a
 //! cache filling up; docs/PERFORMANCE.md has an hour-long run.
 //!
-//! Needs ffmpeg (the bench generates its broadcast with it on first use).
-//!
-#[path = "common/process.rs"]
-mod process;
+//! Needs ffmpeg (the bench generates its broadcast with it on first use). A real-time scenario:
+//! ignored by a plain `cargo test`, run on its own by `.ci/test`.
 
+use ec_node_testkit::process;
 use std::time::Instant;
 
 #[test]
+#[ignore = "real-time scenario: .ci/test runs it serially"]
 fn a_short_soak_stays_up_and_misses_no_chunk() {
     let started = Instant::now();
     let out = process::run(&[

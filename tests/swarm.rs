@@ -3,20 +3,15 @@
 //! before it forwards, a publisher in several relays. Every wait is bounded; no assertion is
 //! about timing.
 
-#[path = "common/hls.rs"]
-mod hls;
-#[path = "common/media.rs"]
-mod media;
-#[path = "common/moq.rs"]
-mod moq;
-#[path = "common/nodes.rs"]
-mod nodes;
-#[path = "common/process.rs"]
-mod process;
-#[path = "common/sim.rs"]
-mod sim;
+use ec_node_testkit::hls;
+use ec_node_testkit::media;
+use ec_node_testkit::moq;
+use ec_node_testkit::nodes;
+use ec_node_testkit::process;
+use ec_node_testkit::sim;
 
 use nodes::*;
+use process::wait_limited;
 use sim::Sim;
 use std::time::Duration;
 
@@ -60,9 +55,9 @@ fn swarm_a_source_killed_mid_stream_leaves_no_gap() {
         "--summary-json",
         &json_arg,
     ]);
-    let subscriber = start_subscriber(STREAM, &dir, &args);
+    let mut subscriber = start_subscriber(STREAM, &dir, &args);
     // The first source holds the live subscription; kill it once the stream runs.
-    wait_for_segments(&dir, 3);
+    hls::wait_for_segments(&dir, 3, &mut subscriber);
     let mut nodes = nodes.into_iter();
     drop(nodes.next());
     let out = wait_limited(subscriber, Duration::from_secs(90));
@@ -258,8 +253,8 @@ fn a_relayed_source_and_a_direct_source_are_combined() {
         "--summary-json",
         &json_arg,
     ];
-    let subscriber = start_subscriber(STREAM, &dir, &args);
-    wait_for_segments(&dir, 3);
+    let mut subscriber = start_subscriber(STREAM, &dir, &args);
+    hls::wait_for_segments(&dir, 3, &mut subscriber);
     drop(relayed);
     let out = wait_limited(subscriber, Duration::from_secs(90));
     assert!(out.status.success(), "{}", process::stderr(&out));
@@ -304,8 +299,8 @@ fn all_sources_killed_ends_the_subscriber_with_exit_5_and_a_finished_playlist() 
         "--idle-timeout",
         "4",
     ]);
-    let subscriber = start_subscriber(STREAM, &dir, &args);
-    wait_for_segments(&dir, 3);
+    let mut subscriber = start_subscriber(STREAM, &dir, &args);
+    hls::wait_for_segments(&dir, 3, &mut subscriber);
     drop(nodes);
     drop(leader);
     // Bounded well above the idle timeout: the claim is the exit code and the playlist.
@@ -383,8 +378,8 @@ fn a_publisher_in_two_relays_rides_out_one_relay_dying() {
         (start_subscriber(STREAM, &dir, &args), dir)
     };
     let (mut doomed, _) = via(&url_one, "two-relays-sub-one", "100");
-    let (steady, steady_dir) = via(&url_two, "two-relays-sub-two", "10");
-    wait_for_segments(&steady_dir, 3);
+    let (mut steady, steady_dir) = via(&url_two, "two-relays-sub-two", "10");
+    hls::wait_for_segments(&steady_dir, 3, &mut steady);
     drop(relay_one);
     let out = wait_limited(steady, Duration::from_secs(60));
     assert!(out.status.success(), "{}", process::stderr(&out));

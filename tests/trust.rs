@@ -2,8 +2,7 @@
 //! encryptors, manifests vouching across nodes, and forged, truncated, bit-flipped and replayed
 //! input that must never get through.
 
-#[path = "common/mutate.rs"]
-mod mutate;
+use ec_node_testkit::mutate;
 
 use ec_node::crypto::object::{self, Object};
 use ec_node::crypto::{

@@ -18,7 +18,7 @@
 //! older than the newest few are deleted during the run (the playlist keeps naming them), so an
 //! hour at 2 MB/s per subscriber does not fill the disk.
 //!
-//! The impairment is its own, small: the UDP proxy of `tests/common/impair.rs` is test support,
+//! The impairment is its own, small: the UDP proxy of `tests/testkit/src/impair.rs` is test support,
 //! which the binary cannot use, and the soak needs only a fixed loss and a delay with jitter.
 //! [`Impair`] is the sans-I/O decision (seeded, time as an argument); [`Proxy`] is the socket
 //! shell, two threads, one per direction, answering the client that sent last — so each proxy

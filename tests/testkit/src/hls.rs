@@ -1,10 +1,9 @@
 //! Checks HLS output as a player and RFC 8216 would: the playlist's rules, every listed segment
 //! complete, ffmpeg decoding the whole playlist with nothing on stderr, keyframes first.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
+use crate::process;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// A parsed media playlist.
 #[derive(Debug, Default)]
@@ -73,6 +72,18 @@ pub fn read_playlist(dir: &Path) -> MediaPlaylist {
         );
     }
     p
+}
+
+/// Waits until `writer` (a subscriber or a recorder) has listed at least `n` segments in
+/// `dir/index.m3u8`, at most [`process::STEP`]; the test fails sooner if the writer exits.
+pub fn wait_for_segments(dir: &Path, n: usize, writer: &mut Child) {
+    let what = format!("{n} segments in {}", dir.display());
+    process::wait_until(&what, process::STEP, || {
+        if let Some(status) = writer.try_wait().expect("wait") {
+            panic!("the writer exited ({status}) before {what}");
+        }
+        dir.join("index.m3u8").exists() && read_playlist(dir).segments.len() >= n
+    });
 }
 
 /// Decodes the playlist with ffmpeg; panics with its stderr unless it decoded cleanly. Where the

@@ -2,20 +2,18 @@
 //! `moq-subscribe` of the test stream on loopback (each killed when its guard drops), their keys,
 //! and what their outputs say. Every wait is bounded.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use crate::hls;
-use crate::process::{self, ec_node};
+use crate::process::{self, ec_node, wait_limited, Proc};
 use crate::sim::Sim;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const STREAM: &str = "ec/stream/v1/test/mesh";
 
 /// A running `moq-publish` or `moq-forward`; killed on drop.
 pub struct Publisher {
-    pub child: Child,
+    pub proc: Proc,
     /// `NODE_ID@IP:PORT` from its ready line (empty when it only publishes into a relay).
     pub endpoint: String,
 }
@@ -56,17 +54,10 @@ impl Publisher {
     pub fn spawn(args: &[&str], key: &Path) -> Publisher {
         let mut all = args.to_vec();
         all.extend_from_slice(&["--key", key.to_str().unwrap(), "--stream-id", STREAM]);
-        let mut child = ec_node(&all).spawn().expect("start the node");
-        let ready = process::ready_line(&mut child);
+        let mut proc = Proc::ec_node(args[0], &all);
+        let ready = proc.ready();
         let endpoint = ready["endpoint"].as_str().unwrap_or_default().to_string();
-        Publisher { child, endpoint }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Publisher { proc, endpoint }
     }
 }
 
@@ -111,8 +102,6 @@ pub fn summary(out: &Output) -> String {
         .to_string()
 }
 
-pub use crate::process::wait_limited;
-
 pub fn segments(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -136,18 +125,6 @@ pub fn playlist_indices(dir: &Path) -> Vec<u64> {
             digits.parse().unwrap()
         })
         .collect()
-}
-
-/// Waits until the subscriber writing to `dir` has at least `n` segments, at most 60 s.
-pub fn wait_for_segments(dir: &Path, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("index.m3u8").exists() || hls::read_playlist(dir).segments.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} segments after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The subscriber's `--summary-json`.

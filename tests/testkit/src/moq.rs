@@ -3,135 +3,18 @@
 //! builds into the cache directory. Every child is killed when its guard drops, and every wait
 //! is bounded.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
-use std::io::{BufRead, BufReader};
+use crate::process::{ec_node_path, run_bounded, Proc, STEP};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-/// How long any single step may take before the test fails.
-pub const STEP: Duration = Duration::from_secs(60);
-
-/// A child process killed on drop; its stdout lines arrive on a channel.
-pub struct Proc {
-    pub child: Child,
-    pub lines: mpsc::Receiver<String>,
-    pub name: String,
-}
-
-impl Proc {
-    /// Starts `cmd` with piped stdout (stderr inherited, for the test log).
-    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        Proc::spawn_reading(name, cmd, false)
-    }
-
-    /// Starts `cmd` reading lines from its stderr instead (stdout inherited): for tools that
-    /// log their readiness there.
-    pub fn spawn_stderr(name: &str, cmd: &mut Command) -> Proc {
-        Proc::spawn_reading(name, cmd, true)
-    }
-
-    fn spawn_reading(name: &str, cmd: &mut Command, stderr: bool) -> Proc {
-        let (out, err) = if stderr {
-            (Stdio::inherit(), Stdio::piped())
-        } else {
-            (Stdio::piped(), Stdio::inherit())
-        };
-        let mut child = cmd
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let pipe: Box<dyn std::io::Read + Send> = if stderr {
-            Box::new(child.stderr.take().expect("piped stderr"))
-        } else {
-            Box::new(child.stdout.take().expect("piped stdout"))
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            name: name.to_string(),
-        }
-    }
-
-    /// The next line (of the piped stream) that satisfies `pred`, within [`STEP`].
-    pub fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
-        loop {
-            match self.lines.recv_timeout(STEP) {
-                Ok(line) if pred(&line) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("{}: no expected output line ({e})", self.name),
-            }
-        }
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status code.
-    pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not stop on SIGTERM", self.name);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a command to completion within `limit`, killing it past that.
-pub fn run_bounded(name: &str, cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{name} did not finish within {limit:?}");
-        }
-    }
-}
-
-pub fn ec_node() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ec-node"));
-    c.env("RUST_LOG", "info");
+/// `ec-node` for the MoQ tests: no stdin, logging at info straight to the test's stderr (shown
+/// when a test fails), stdout as the caller sets it.
+pub fn logged_ec_node() -> Command {
+    let mut c = Command::new(ec_node_path());
+    c.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
     c
-}
-
-/// A fresh, empty directory unique to this test and process.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ec-node-moq-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes `n` files of varied, deterministic sizes (one over 1 MB) into `dir`; returns their
@@ -186,9 +69,9 @@ pub fn ready(line: &str) -> (Option<String>, Vec<String>, String) {
 /// Starts `ec-node moq-serve --listen ADDR` on `dir`, one group per `interval_ms`; returns it
 /// and its endpoint text.
 pub fn serve_listen(dir: &Path, listen: &str, interval_ms: u32, extra: &[&str]) -> (Proc, String) {
-    let p = Proc::spawn(
+    let mut p = Proc::spawn(
         "moq-serve",
-        ec_node()
+        logged_ec_node()
             .args([
                 "moq-serve",
                 "--listen",
@@ -217,7 +100,7 @@ pub fn serve_listen(dir: &Path, listen: &str, interval_ms: u32, extra: &[&str]) 
 pub fn cat(remote: &str, out: &Path, extra: &[&str]) -> Output {
     run_bounded(
         "moq-cat",
-        ec_node()
+        logged_ec_node()
             .args([
                 "moq-cat",
                 "--remote",
@@ -305,7 +188,7 @@ pub fn relay_on(dir: &Path, bind: &str) -> (Proc, String, PathBuf) {
         (cert, key) if cert.exists() && key.exists() => (cert, key),
         _ => openssl_cert(dir),
     };
-    let p = Proc::spawn_stderr(
+    let mut p = Proc::spawn_stderr(
         "moq-relay-ietf",
         tool("relay/bin/moq-relay-ietf")
             .env("RUST_LOG", "info")

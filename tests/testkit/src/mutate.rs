@@ -3,37 +3,14 @@
 //!
 //! `mutations(seed, n)` yields `n` variants of `seed`: bit flips, byte overwrites, insertions,
 //! deletions, truncations, duplicated ranges and "interesting" values, chosen by a fixed-seed
-//! xorshift generator so every run tests the same inputs.
+//! generator ([`crate::rng`]) so every run tests the same inputs.
 
-/// A small deterministic PRNG (xorshift64*); no external crate needed for test mutations.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a non-zero seed.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+use crate::rng::SplitMix64;
 
 const INTERESTING: [u8; 8] = [0x00, 0x01, 0x3f, 0x40, 0x7f, 0x80, 0xc0, 0xff];
 
 /// One random mutation of `input`.
-pub fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
+pub fn mutate(input: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
     let mut out = input.to_vec();
     let rounds = 1 + rng.below(4);
     for _ in 0..rounds {
@@ -77,6 +54,6 @@ pub fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 /// `count` deterministic mutations of `seed`, the same on every run for the same `salt`.
 pub fn mutations(seed: &[u8], count: usize, salt: u64) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ salt);
+    let mut rng = SplitMix64::new(0x9e37_79b9_7f4a_7c15 ^ salt);
     (0..count).map(move |_| mutate(seed, &mut rng))
 }

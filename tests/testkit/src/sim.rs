@@ -6,16 +6,15 @@
 //! `sim.open("/auto/v5.1")`; the process is killed on drop, or stopped with SIGTERM by
 //! [`Sim::terminate`].
 
-#![allow(dead_code)] // each test binary uses a different subset
-
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use crate::process::{ec_node, Proc};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running simulator process.
+/// A running simulator process (killed on drop).
 pub struct Sim {
-    child: Child,
+    proc: Proc,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// The channels it announced.
@@ -52,22 +51,13 @@ pub struct Received {
 }
 
 impl Sim {
-    /// Starts `ec-node tuner-sim --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
+    /// Starts `ec-node tuner-sim --listen 127.0.0.1:0 ARGS...` and waits (bounded) for its
+    /// ready line.
     pub fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ec-node"))
-            .args(["tuner-sim", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ec-node tuner-sim");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            let status = child.wait().unwrap();
-            panic!("tuner-sim {args:?} did not start ({status}): {line:?}")
-        });
+        let mut all = vec!["tuner-sim", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut proc = Proc::spawn("tuner-sim", ec_node(&all).stderr(Stdio::null()));
+        let ready = proc.ready();
         Sim {
             addr: ready["listen"].as_str().unwrap().parse().unwrap(),
             channels: ready["channels"]
@@ -76,7 +66,7 @@ impl Sim {
                 .iter()
                 .map(|c| c.as_str().unwrap().to_string())
                 .collect(),
-            child,
+            proc,
         }
     }
 
@@ -155,29 +145,9 @@ pub fn open_at(addr: SocketAddr, path: &str) -> Stream {
 }
 
 impl Sim {
-    /// Sends SIGTERM and waits (at most 5 s) for the process to exit.
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tuner-sim did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.terminate()
     }
 }
 
@@ -210,6 +180,22 @@ impl Stream {
             bytes,
             closed_after: None,
         }
+    }
+
+    /// Reads until at least one whole TS packet has arrived (a channel's first chunk may come
+    /// seconds after it opens), at most [`crate::process::STEP`]; returns what arrived, which a
+    /// test finding it short fails on.
+    pub fn read_some(&mut self) -> Vec<u8> {
+        let begun = Instant::now();
+        let mut bytes = Vec::new();
+        while bytes.len() < 188 && begun.elapsed() < crate::process::STEP {
+            let read = self.read_for(Duration::from_millis(20));
+            bytes.extend(read.bytes);
+            if read.closed_after.is_some() {
+                break;
+            }
+        }
+        bytes
     }
 
     /// A header value from the response head.

@@ -3,8 +3,6 @@
 //!
 //! A missing ffmpeg fails the test with a message naming the package, never a silent skip.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use ec_node::chunk::{Chunk, Chunker, ChunkerConfig};
 use ec_node::time::UnixMillis;
 use ec_node::ts::packet::{write_header, Packet, Pid, PACKET_SIZE};
@@ -139,7 +137,7 @@ pub fn media(name: &str, args: &[String]) -> Vec<u8> {
 /// Generates (once per test run) `name` from ffmpeg `args` and returns its path.
 pub fn media_path(name: &str, args: &[String]) -> PathBuf {
     require_tool("ffmpeg");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("media");
+    let dir = crate::process::tmp_root().join("media");
     std::fs::create_dir_all(&dir).unwrap();
     // The recipe names the folder, so a changed recipe never reuses stale media.
     let recipe = blake3::hash(args.join(" ").as_bytes()).to_hex();
@@ -278,7 +276,7 @@ pub fn pids(bytes: &[u8]) -> Vec<u16> {
 
 /// Writes `bytes` to a file in the test's temp dir and returns its path.
 pub fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("out");
+    let dir = crate::process::tmp_root().join("out");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
