@@ -24,7 +24,7 @@ use ec_node_testkit::procfs;
 use nodes::{key, playlist_indices, summary_json, STREAM};
 use sim::Sim;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// CFS period and quota: 5 ms of CPU in every 100 ms, 5 % of one core.
@@ -347,6 +347,7 @@ fn publish(group: &Cgroup, input: &str, key: &Path) -> (Proc, String) {
         key.to_str().unwrap(),
         "--stream-id",
         STREAM,
+        "--json",
     ];
     let mut node = Proc::spawn("moq-publish", &mut group.ec_node(&args));
     let endpoint = node.ready()["endpoint"].as_str().unwrap().to_string();
@@ -366,27 +367,6 @@ fn subscriber_args<'a>(endpoint: &'a str, json: &'a str, chunk_ms: &'a str) -> V
         "--summary-json",
         json,
     ]
-}
-
-/// The summary line of `command` on its stderr.
-fn summary_line(command: &str, out: &Output) -> String {
-    let err = process::stderr(out);
-    err.lines()
-        .find(|l| l.starts_with(&format!("{command}: ")))
-        .unwrap_or_else(|| panic!("no {command} summary: {err}"))
-        .to_string()
-}
-
-/// The number before `what` in a summary line ("… 0 groups dropped for slow subscribers").
-fn count_before(line: &str, what: &str) -> u64 {
-    let at = line
-        .find(what)
-        .unwrap_or_else(|| panic!("{what:?} not in {line:?}"));
-    line[..at]
-        .split_whitespace()
-        .last()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count before {what:?} in {line:?}"))
 }
 
 /// Prints what a capped node used during the window: `usage` read before the stop, over
@@ -517,9 +497,8 @@ fn keeps_real_time_in_budget(name: &str, sim: &Sim, groups: (Cgroup, Cgroup)) {
         &subscriber_threads,
         seconds.1,
     );
-    let pub_summary = summary_line("moq-publish", &pub_out);
-    let sub_summary = summary_line("moq-subscribe", &sub_out);
-    eprintln!("{pub_summary}\n{sub_summary}");
+    let pub_summary = process::summary_object(&pub_out);
+    eprintln!("publisher: {pub_summary}");
 
     assert!(sub_out.status.success(), "{}", process::stderr(&sub_out));
     assert!(
@@ -558,20 +537,15 @@ fn keeps_real_time_in_budget(name: &str, sim: &Sim, groups: (Cgroup, Cgroup)) {
             "the {role}'s cgroup counted no CPU: {usage:?}"
         );
     }
+    let ingest = &pub_summary["ingest"];
     assert_eq!(
-        count_before(&pub_summary, "groups dropped for slow subscribers"),
-        0,
-        "{pub_summary}"
-    );
-    assert_eq!(
-        count_before(&pub_summary, "packets lost"),
-        0,
-        "{pub_summary}"
-    );
-    assert_eq!(
-        count_before(&pub_summary, "bytes overrun"),
-        0,
-        "{pub_summary}"
+        (
+            &pub_summary["dropped"],
+            &ingest["chunker"]["lost_packets"],
+            &ingest["overrun_bytes"]
+        ),
+        (&0.into(), &0.into(), &0.into()),
+        "groups dropped for slow subscribers, packets lost, bytes overrun: {pub_summary}"
     );
 
     let expected = run.as_millis() as u64 / CHUNK_MS - ALLOWANCE;

@@ -4,7 +4,7 @@
 //! and --json"). Every wait is bounded; no assertion is about timing.
 
 use ec_node_testkit::hls;
-use ec_node_testkit::process::{self, ec_node, run, run_with_stdin, stderr, stdout};
+use ec_node_testkit::process::{self, ec_node, last_object, run, run_with_stdin, stderr, stdout};
 use ec_node_testkit::sim;
 
 use serde_json::Value;
@@ -16,15 +16,6 @@ use std::time::Duration;
 
 const STREAM: &str = "ec/stream/v1/test/json";
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// The summary object: the last line of `text`, which must parse as a JSON object.
-fn last_object(text: &str) -> Value {
-    let line = text.lines().last().unwrap_or_else(|| panic!("no stdout"));
-    let value: Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
-    assert!(value.is_object(), "not an object: {line}");
-    value
-}
 
 /// The summary object of a command whose stdout is nothing else: exactly one line.
 fn only_object(text: &str) -> Value {

@@ -257,15 +257,17 @@ fn a_late_subscriber_gets_the_current_chunk_at_once_and_fetches_earlier_ones() {
             "3",
             "--stop-after",
             "5",
+            "--json",
         ],
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{}", process::stderr(&out));
     // The current chunk and the three before it came by joining FETCH, the fifth live.
-    let line = summary(&out);
-    assert!(
-        line.contains("5 chunks accepted (4 fetched from before the join"),
-        "{line}"
+    let summary = summary(&out);
+    assert_eq!(
+        (&summary["chunks"], &summary["backfilled"]),
+        (&5.into(), &4.into()),
+        "{summary}"
     );
     let indices: Vec<u64> = segments(&dir)
         .iter()
@@ -313,14 +315,22 @@ fn a_tampering_node_between_subscriber_and_b_is_caught_object_by_object() {
     strict_args.extend_from_slice(&["--require-manifest", "--max-invalid-chunks", "1"]);
     let strict = start_subscriber(STREAM, &strict_dir, &strict_args);
     let mut args = split.to_vec();
-    args.extend_from_slice(&["--require-manifest", "--backfill", "0", "--stop-after", "5"]);
+    args.extend_from_slice(&[
+        "--require-manifest",
+        "--backfill",
+        "0",
+        "--stop-after",
+        "5",
+        "--json",
+    ]);
     let out = subscribe(&dir, &args, Duration::from_secs(120));
 
     // Every tampered object was rejected with its reason; the untouched ones played.
     assert!(out.status.success(), "{}", process::stderr(&out));
-    let line = summary(&out);
+    let summary = summary(&out);
     for reason in ["object id mismatch", "object delivered at another index"] {
-        assert!(line.contains(reason), "{reason} missing: {line}");
+        let rejected = summary["rejections"][reason].as_u64().unwrap_or(0);
+        assert!(rejected > 0, "{reason} missing: {summary}");
     }
     let playlist = hls::read_playlist(&dir);
     assert!(playlist.ended);

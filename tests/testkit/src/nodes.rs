@@ -93,13 +93,11 @@ pub fn start_subscriber(stream: &str, dir: &Path, args: &[&str]) -> Child {
     ec_node(&all).spawn().expect("start moq-subscribe")
 }
 
-/// The subscriber's summary line (stderr), from its run's output.
-pub fn summary(out: &Output) -> String {
-    let err = process::stderr(out);
-    err.lines()
-        .find(|l| l.starts_with("moq-subscribe: "))
-        .unwrap_or_else(|| panic!("no summary line: {err}"))
-        .to_string()
+/// The subscriber's summary, from the output of a run with `--json`.
+pub fn summary(out: &Output) -> serde_json::Value {
+    let summary = process::summary_object(out);
+    assert_eq!(summary["command"], "moq-subscribe", "{summary}");
+    summary
 }
 
 pub fn segments(dir: &Path) -> Vec<String> {

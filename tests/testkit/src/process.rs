@@ -119,6 +119,21 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The summary a command printed with `--json`: the last line of `text` (its standard
+/// output), which must be a JSON object.
+pub fn last_object(text: &str) -> serde_json::Value {
+    let line = text.lines().last().unwrap_or_else(|| panic!("no output"));
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+    assert!(value.is_object(), "not an object: {line}");
+    value
+}
+
+/// The `--json` summary of a run that has ended: the last line of its standard output.
+pub fn summary_object(out: &Output) -> serde_json::Value {
+    last_object(&stdout(out))
+}
+
 /// Waits for `child` to exit, at most `limit`: past that it is killed and the test fails with
 /// its stderr. Its piped outputs are read meanwhile, so a chatty child never blocks on a full
 /// pipe.
