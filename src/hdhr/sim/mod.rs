@@ -696,6 +696,11 @@ mod tests {
             faults.sends_at(Duration::from_secs(1)) && !faults.sends_at(Duration::from_secs(2))
         );
         assert!(!faults.closes_at(Duration::from_secs(100)));
+        let closing = Faults(vec![Fault::CloseAfter(Duration::from_secs(3))]);
+        assert!(
+            !closing.closes_at(Duration::from_millis(2999)) && closing.closes_at(Duration::from_secs(3)),
+            "the connection closes exactly at its time, not before"
+        );
         assert_eq!(
             (0..9).filter(|&i| faults.drops(i)).collect::<Vec<_>>(),
             [2, 5, 8]
