@@ -459,8 +459,9 @@ fn on_a_terminal_the_subscriber_redraws_one_progress_line() {
     let (key, _) = key("progress");
     let publisher = Publisher::start(&sim, &key, &["--publish-manifests"]);
     let dir = process::out_dir("mesh", "progress");
+    let bin = process::ec_node_path();
     let command = [
-        env!("CARGO_BIN_EXE_ec-node"),
+        bin.to_str().unwrap(),
         "moq-subscribe",
         "--stream-id",
         STREAM,

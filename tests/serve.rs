@@ -297,8 +297,7 @@ fn thirty_viewers_share_one_tuner_read_and_a_late_joiner_starts_on_a_boundary() 
     }
     // Each stream viewer got whole chunks, back to back: its bytes are segments in a row (the
     // last one cut by the read's deadline), and they decode clean.
-    let dir = std::env::temp_dir().join(format!("ec-serve-viewers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = process::work_dir("serve", "viewers");
     for (i, viewer) in streams.into_iter().enumerate() {
         let (_, bytes) = viewer.join().unwrap();
         assert!(starts_on_a_chunk_boundary(&bytes), "viewer {i}");

@@ -12,7 +12,6 @@ use ec_node::hdhr::sim::broadcast::Broadcast;
 use ec_node::ts::packet::PACKET_SIZE;
 use ec_node_testkit::process;
 use sim::Sim;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// H.264 + AAC, 3 s, a keyframe every second: loops three times in a 9 s capture.
@@ -405,11 +404,9 @@ fn sigterm_stops_the_simulator_cleanly_even_while_streaming() {
 #[test]
 fn bad_flags_and_inputs_exit_2_and_a_taken_port_exits_3() {
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ec-node"))
-            .arg("tuner-sim")
-            .args(args)
-            .output()
-            .unwrap()
+        let mut all = vec!["tuner-sim"];
+        all.extend_from_slice(args);
+        process::run(&all)
     };
     let not_ts = media::write_temp("sim-not-ts.ts", &[0x55; 5000]);
     let not_ts = not_ts.to_str().unwrap();
