@@ -698,7 +698,8 @@ mod tests {
         assert!(!faults.closes_at(Duration::from_secs(100)));
         let closing = Faults(vec![Fault::CloseAfter(Duration::from_secs(3))]);
         assert!(
-            !closing.closes_at(Duration::from_millis(2999)) && closing.closes_at(Duration::from_secs(3)),
+            !closing.closes_at(Duration::from_millis(2999))
+                && closing.closes_at(Duration::from_secs(3)),
             "the connection closes exactly at its time, not before"
         );
         assert_eq!(
