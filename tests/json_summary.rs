@@ -4,14 +4,15 @@
 //! and --json"). Every wait is bounded; no assertion is about timing.
 
 use ec_node_testkit::hls;
-use ec_node_testkit::process::{self, ec_node, last_object, run, run_with_stdin, stderr, stdout};
+use ec_node_testkit::nodes::key;
+use ec_node_testkit::process::{
+    self, ec_node, last_object, run, run_with_stdin, stderr, stdout, Proc,
+};
 use ec_node_testkit::sim;
 
 use serde_json::Value;
 use sim::Sim;
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Output};
 use std::time::Duration;
 
 const STREAM: &str = "ec/stream/v1/test/json";
@@ -41,62 +42,14 @@ fn clip_file(group: &str) -> PathBuf {
     path
 }
 
-fn keygen(name: &str) -> (PathBuf, String) {
-    let dir = process::out_dir("json-keys", name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("node.key");
-    let out = run(&["keygen", "--out", path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    (path, stdout(&out).trim().to_string())
-}
-
-/// A node that prints a ready line and runs until stopped; killed on drop. Its stdout is kept
-/// open past the ready line, so its summary can be read when it ends.
-struct Node {
-    child: Option<Child>,
-    stdout: BufReader<ChildStdout>,
-    /// `NODE_ID@IP:PORT` from the ready line.
-    endpoint: String,
-}
-
-impl Node {
-    fn start(args: &[&str]) -> Node {
-        let mut child = ec_node(args).spawn().expect("start the node");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("{args:?}: no ready line, got {line:?}"));
-        Node {
-            endpoint: ready["endpoint"].as_str().unwrap_or_default().to_string(),
-            child: Some(child),
-            stdout,
-        }
-    }
-
-    /// Stops it with SIGTERM; its exit, stderr and the stdout after the ready line.
-    fn terminate(mut self) -> (Output, String) {
-        let child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let out = process::wait_limited(child, LIMIT);
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
-        (out, rest)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts a node and reads its endpoint from its ready line (under the testkit's timeout).
+fn start_node(name: &str, args: &[&str]) -> (Proc, String) {
+    let mut node = Proc::ec_node(name, args);
+    let endpoint = node.ready()["endpoint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (node, endpoint)
 }
 
 #[test]
@@ -203,43 +156,49 @@ fn record_prints_one_object_with_the_segments_it_wrote() {
 #[test]
 fn publish_forward_and_subscribe_each_end_with_one_object() {
     let sim = Sim::start(&["--tuners", "1"]);
-    let (key_p, _) = keygen("publisher");
-    let (key_f, _) = keygen("forwarder");
+    let (key_p, _) = key("json-publisher");
+    let (key_f, _) = key("json-forwarder");
     let input = format!("hdhr://{}/5.1", sim.addr);
     let (key_p, key_f) = (key_p.to_str().unwrap(), key_f.to_str().unwrap());
-    let publisher = Node::start(&[
+    let (publisher, publisher_at) = start_node(
         "moq-publish",
-        "--input",
-        &input,
-        "--listen",
-        "127.0.0.1:0",
-        "--publish-manifests",
-        "--key",
-        key_p,
-        "--stream-id",
-        STREAM,
-        "--json",
-    ]);
-    let forwarder = Node::start(&[
+        &[
+            "moq-publish",
+            "--input",
+            &input,
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-manifests",
+            "--key",
+            key_p,
+            "--stream-id",
+            STREAM,
+            "--json",
+        ],
+    );
+    let (forwarder, forwarder_at) = start_node(
         "moq-forward",
-        "--remote",
-        &publisher.endpoint,
-        "--listen",
-        "127.0.0.1:0",
-        "--key",
-        key_f,
-        "--stream-id",
-        STREAM,
-        "--json",
-    ]);
+        &[
+            "moq-forward",
+            "--remote",
+            &publisher_at,
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            key_f,
+            "--stream-id",
+            STREAM,
+            "--json",
+        ],
+    );
     let dir = process::out_dir("json-mesh", "subscriber");
     let file = process::out_dir("json-mesh", "summary").with_extension("json");
     let subscriber = ec_node(&[
         "moq-subscribe",
         "--remote",
-        &forwarder.endpoint,
+        &forwarder_at,
         "--remote-manifests",
-        &publisher.endpoint,
+        &publisher_at,
         "--require-manifest",
         "--stream-id",
         STREAM,
@@ -268,25 +227,25 @@ fn publish_forward_and_subscribe_each_end_with_one_object() {
     assert_eq!(summary["rejections"], serde_json::json!({}));
     let sources = summary["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{summary}");
-    assert_eq!(sources[0]["remote"], forwarder.endpoint.as_str());
+    assert_eq!(sources[0]["remote"], forwarder_at.as_str());
     positive(&sources[0]["chunks"], "the source's chunks");
     assert_eq!(hls::read_playlist(&dir).segments.len(), 2);
     // --summary-json writes the same object to its file.
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(written, summary);
 
-    let (out, rest) = forwarder.terminate();
+    let out = forwarder.stop();
     assert!(out.status.success(), "{}", stderr(&out));
-    let summary = only_object(&rest);
+    let summary = only_object(&stdout(&out));
     assert_eq!(summary["command"], "moq-forward");
     assert_eq!(summary["exit"], 0);
     positive(&summary["forwarded"], "forwarded");
     assert_eq!(summary["tampered"], 0);
     assert_eq!(summary["verifying"], false);
 
-    let (out, rest) = publisher.terminate();
+    let out = publisher.stop();
     assert!(out.status.success(), "{}", stderr(&out));
-    let summary = only_object(&rest);
+    let summary = only_object(&stdout(&out));
     assert_eq!(summary["command"], "moq-publish");
     assert_eq!(summary["exit"], 0);
     let chunks = positive(&summary["chunks"], "chunks");
@@ -306,7 +265,7 @@ fn silent_port() -> (std::net::UdpSocket, String) {
 #[test]
 fn an_unreachable_peer_is_exit_3_in_the_object() {
     let (_silent, addr) = silent_port();
-    let (_, id) = keygen("absent");
+    let (_, id) = key("json-absent");
     let dir = process::out_dir("json-unreachable", "subscriber");
     let child = ec_node(&[
         "moq-subscribe",
