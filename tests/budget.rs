@@ -10,7 +10,7 @@
 //! uncapped. Each cgroup is a child of the test's own cgroup and is removed when its guard drops.
 //! The tests fail, saying why, when they are not root or find no writable cpu and memory
 //! controllers. They are real-time scenarios: ignored by a plain `cargo test`, run one at a time
-//! by `.ci/test` (`cargo test --locked --test budget -- --ignored --test-threads=1`); the figures
+//! by README's test command (`cargo test --locked --test budget -- --ignored --test-threads=1`); the figures
 //! (CPU used, throttling, peak memory, CPU per thread) are printed with `--nocapture`.
 
 use ec_node_testkit::hls;
@@ -593,7 +593,7 @@ fn keeps_real_time_in_budget(name: &str, sim: &Sim, groups: (Cgroup, Cgroup)) {
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn the_built_in_broadcast_keeps_real_time_in_5_percent_of_a_core_and_64_mib() {
     let groups = capped_groups("builtin");
     media::require_tool("ffmpeg");
@@ -603,7 +603,7 @@ fn the_built_in_broadcast_keeps_real_time_in_5_percent_of_a_core_and_64_mib() {
 
 /// The stream: the ATSC-like 19.39 Mb/s clip (MPEG-2 + AC-3) looped by the simulator.
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn a_19_39_mb_s_broadcast_keeps_real_time_in_5_percent_of_a_core_and_64_mib() {
     let groups = capped_groups("atsc");
     let atsc = media::media_path("atsc.ts", &media::atsc_mpeg2_ac3(12));

@@ -15,7 +15,7 @@
 //! never asserted (`-- --nocapture` shows them).
 //!
 //! The scenarios run in real time and compete for the CPU: they are `#[ignore]`d by a plain
-//! `cargo test` and run one at a time by `.ci/test`
+//! `cargo test` and run one at a time by README's test command (and `.ci/run`)
 //! (`cargo test --locked --test network -- --ignored --test-threads=1`).
 //!
 //! Blackouts: one of 8 s is ridden through by the connection (10 s idle timeout) and every chunk
@@ -252,7 +252,7 @@ fn run_scenario(name: &str, impairments: [Impairment; 2], seed: u64, extra: &[&s
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn two_percent_loss_each_way() {
     let imp = Impairment {
         loss: 0.02,
@@ -262,7 +262,7 @@ fn two_percent_loss_each_way() {
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn five_percent_loss_each_way() {
     let imp = Impairment {
         loss: 0.05,
@@ -272,7 +272,7 @@ fn five_percent_loss_each_way() {
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn forty_ms_delay_with_twenty_ms_jitter_reordering() {
     let imp = Impairment {
         delay: 40 * MS,
@@ -283,7 +283,7 @@ fn forty_ms_delay_with_twenty_ms_jitter_reordering() {
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn a_25_mbit_cap_with_a_bounded_queue() {
     // A 50 ms queue at 25 Mb/s (about 156 KB), each way; no other impairment.
     let imp = Impairment {
@@ -297,7 +297,7 @@ fn a_25_mbit_cap_with_a_bounded_queue() {
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn an_8_s_blackout_is_ridden_through_and_the_missed_chunks_fetched() {
     // Both ways, from 7 s to 15 s after the proxy starts: the stream is running by then. The
     // connection outlives it (10 s idle timeout, a PING every second), and what was missed is
@@ -311,7 +311,7 @@ fn an_8_s_blackout_is_ridden_through_and_the_missed_chunks_fetched() {
 }
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn a_20_s_blackout_resumes_at_the_live_edge_with_gaps_marked() {
     // Longer than the idle timeout: the connection ends on both sides, the subscriber redials
     // once the path is back and goes on; what the cache no longer holds is a marked gap.

@@ -6,13 +6,13 @@
 //! cache filling up; docs/PERFORMANCE.md has an hour-long run.
 //!
 //! Needs ffmpeg (the bench generates its broadcast with it on first use). A real-time scenario:
-//! ignored by a plain `cargo test`, run on its own by `.ci/test`.
+//! ignored by a plain `cargo test`, run on its own by README's test command (and `.ci/run`).
 
 use ec_node_testkit::process;
 use std::time::Instant;
 
 #[test]
-#[ignore = "real-time scenario: .ci/test runs it serially"]
+#[ignore = "real-time scenario: README's test command runs it serially"]
 fn a_short_soak_stays_up_and_misses_no_chunk() {
     let started = Instant::now();
     let out = process::run(&[
